@@ -1,0 +1,73 @@
+"""Synthetic sweeps for the analysis tests: real results.json files generated from known laws.
+
+From scratch: Kaplan's L(N, D); fine-tuned: the same law at D_F + k·D_F^α·N^β (the unified
+law), optionally with a transfer-gap budget dependence. Losses are nats/char; noise is
+multiplicative (ln L + ε).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from transfer_lab import records
+from transfer_lab.analysis import laws
+
+KAPLAN = {"n_c": 1e8, "d_c": 3e8, "alpha_n": 0.076, "alpha_d": 0.103}
+TRANSFER = {"k": 5e3, "alpha": 0.25, "beta": 0.42}
+NS = (1e5, 3e5, 1e6, 3e6, 1e7)
+SCRATCH_DS = tuple(np.geomspace(1e4, 3e9, 8))
+FINETUNE_DS = tuple(np.geomspace(1e4, 1e6, 12))
+
+
+def scratch_loss(n, d):
+    return laws.kaplan_loss(n, d, **KAPLAN)
+
+
+def finetune_loss(n, d_f, transfer=TRANSFER):
+    return laws.kaplan_loss(n, d_f + laws.transfer_dt(d_f, n, **transfer), **KAPLAN)
+
+
+def result(sweep, key, regime, n, d, loss, **kw) -> records.RunResult:
+    base = dict(run_key=key, sweep=sweep, regime=regime, status="done", tokenizer="bpe-512-abc",
+                val_set="val-python-1", target_corpus="python", source_corpus="text",
+                non_embedding_params=int(n), total_params=int(n * 1.2), finetune_chars=None if d is None else int(d),
+                finetune_tokens=None if d is None else int(d / 3), best_val_loss=None if loss is None else loss * 3,
+                best_val_loss_per_char=loss, best_val_bits_per_char=None if loss is None else loss / np.log(2),
+                steps=1000, tokens_seen=int(1e6), train_flops=6.0 * n * 1e6 * (1 + (d or 0) / 1e6))
+    if regime == "finetune":
+        base.update(pretrain_key=f"pre-N{n:.0e}", pretrain_chars=int(1e9), pretrain_tokens=int(3e8),
+                    pretrain_flops=6.0 * n * 3e8)
+    base.update(kw)
+    return records.RunResult(**base)
+
+
+def write_runs(root: Path, sweep: str, runs: list[records.RunResult]) -> Path:
+    sweep_dir = Path(root) / "sweeps" / sweep
+    for r in runs:
+        records.write_result(sweep_dir / "runs" / r.run_key, r)
+    return sweep_dir
+
+
+def make_runs(sweep="synth", ns=NS, scratch_ds=SCRATCH_DS, finetune_ds=FINETUNE_DS, noise=0.0,
+              scratch_noise=None, seed=0, transfer=TRANSFER, extras=True) -> list[records.RunResult]:
+    rng = np.random.default_rng(seed)
+    sn = noise if scratch_noise is None else scratch_noise
+    runs = []
+    for n in ns:
+        for d in scratch_ds:
+            loss = float(scratch_loss(n, d) * np.exp(rng.normal(0, sn)))
+            runs.append(result(sweep, f"scratch-N{n:.0e}-D{d:.2e}", "scratch", n, d, loss))
+        for d in finetune_ds:
+            loss = float(finetune_loss(n, d, transfer) * np.exp(rng.normal(0, noise)))
+            runs.append(result(sweep, f"ft-N{n:.0e}-D{d:.2e}", "finetune", n, d, loss))
+    if extras:
+        runs.append(result(sweep, "ft-failed", "finetune", ns[0], finetune_ds[0], None, status="failed",
+                           error="CUDA out of memory"))
+        runs.append(result(sweep, "pre-N1e+05", "pretrain", ns[0], None, 1.5, val_set="val-text-1"))
+    return runs
+
+
+def make_sweep(root: Path, sweep="synth", **kw) -> Path:
+    return write_runs(root, sweep, make_runs(sweep, **kw))

@@ -1,0 +1,28 @@
+"""Train one run, or a sweep with -m:  python train.py -m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6"""
+
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # hub datasets are opt-in (data.*=..._hub), never a silent lookup
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from transfer_lab.cli import check_experiment_override  # noqa: E402
+from transfer_lab.errors import UserError, exit_with  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> str:
+    from transfer_lab.pipeline import run_job  # heavy imports after Hydra has parsed the command line
+
+    try:
+        return run_job(cfg)
+    except UserError as err:
+        exit_with(err)
+
+
+if __name__ == "__main__":
+    check_experiment_override(sys.argv[1:])
+    main()

@@ -1,0 +1,14 @@
+"""Analysis stage: run records → tidy table → effective data → fitted laws → report.
+
+Public entry points:
+  collect_local(root, sweep)          runs on disk → Collection (tidy table + excluded rows)
+  run_analysis(source, n_bootstrap=1000, make_plots=False, ...) → AnalysisResult
+  predict(result, n, finetune_chars)  D_T, multiplier, fraction and loss with intervals
+"""
+
+from transfer_lab.analysis.collect import Collection, collect_local, latest_sweep, output_root, records_to_table
+from transfer_lab.analysis.pipeline import ANCHORS, AnalysisResult, run_analysis
+from transfer_lab.analysis.predict import predict
+
+__all__ = ["ANCHORS", "AnalysisResult", "Collection", "collect_local", "latest_sweep", "output_root",
+           "predict", "records_to_table", "run_analysis"]

@@ -1,0 +1,176 @@
+"""Runs → one tidy table (one row per run), with the runs that cannot be used listed, not dropped.
+
+Sources: local run folders (outputs/sweeps/<sweep>/runs/<run_key>/results.json), W&B
+(see wandb_io.py; both yield RunResult records that pass through `records_to_table`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transfer_lab import records
+from transfer_lab.errors import ResultsError
+
+ENV_OUTPUTS = "TRANSFER_LAB_OUTPUTS"
+FIT_REGIMES = ("scratch", "finetune")
+LOSS_COLUMNS = {"per_char": "loss_per_char", "per_token": "loss_per_token"}
+
+COLUMNS = ["run_key", "sweep", "regime", "status", "N", "total_params", "D_F", "D_F_tokens",
+           "pretrain_key", "pretrain_chars", "pretrain_tokens", "pretrain_flops",
+           "loss_per_token", "loss_per_char", "bits_per_char", "loss", "steps", "tokens_seen",
+           "train_flops", "tokenizer", "val_set", "source_corpus", "target_corpus", "seed",
+           "stop_reason", "error", "excluded", "reason"]
+
+
+@dataclass
+class Collection:
+    sweep: str
+    table: pd.DataFrame  # every run, with `excluded` and `reason`
+    notes: list[str] = field(default_factory=list)
+    source: str = "local"
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        return self.table[~self.table["excluded"]]
+
+    @property
+    def excluded(self) -> pd.DataFrame:
+        return self.table[self.table["excluded"]]
+
+
+def output_root(configured: str | os.PathLike | None = None) -> Path:
+    """The outputs folder: the configured path, else $TRANSFER_LAB_OUTPUTS, else ./outputs."""
+    return Path(configured or os.environ.get(ENV_OUTPUTS) or "outputs")
+
+
+def latest_sweep(root: Path) -> str:
+    """The sweep whose newest results.json was modified last."""
+    best, best_time = None, -math.inf
+    for path in (root / "sweeps").glob(f"*/runs/*/{records.RESULTS_FILE}"):
+        mtime = path.stat().st_mtime
+        if mtime > best_time:
+            best, best_time = path.parents[2].name, mtime
+    if best is None:
+        raise ResultsError(f"no runs at all under {root / 'sweeps'}; run a sweep first "
+                           f"(make sweep) or point paths.output_root / {ENV_OUTPUTS} at your outputs")
+    return best
+
+
+def sweep_dir(root: Path, sweep: str) -> Path:
+    return root / "sweeps" / sweep
+
+
+def load_local(sweep_path: Path) -> tuple[list[records.RunResult], list[dict]]:
+    """Every run folder's record; folders without results.json come back as 'missing' rows."""
+    runs_dir = Path(sweep_path) / "runs"
+    found, missing = [], []
+    folders = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    for folder in folders:
+        if not (folder / records.RESULTS_FILE).exists():
+            missing.append({"run_key": folder.name, "sweep": Path(sweep_path).name, "regime": "",
+                            "status": "running", "excluded": True,
+                            "reason": "no results.json (unfinished or never started)"})
+            continue
+        found.append(records.read_result(folder))  # a corrupt file raises ResultsError naming it
+    return found, missing
+
+
+def _num(value) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _row(r: records.RunResult) -> dict:
+    return {
+        "run_key": r.run_key, "sweep": r.sweep, "regime": r.regime, "status": r.status,
+        "N": _num(r.non_embedding_params or None), "total_params": _num(r.total_params or None),
+        "D_F": _num(r.finetune_chars), "D_F_tokens": _num(r.finetune_tokens),
+        "pretrain_key": r.pretrain_key, "pretrain_chars": _num(r.pretrain_chars),
+        "pretrain_tokens": _num(r.pretrain_tokens), "pretrain_flops": _num(r.pretrain_flops),
+        "loss_per_token": _num(r.best_val_loss), "loss_per_char": _num(r.best_val_loss_per_char),
+        "bits_per_char": _num(r.best_val_bits_per_char), "steps": r.steps, "tokens_seen": r.tokens_seen,
+        "train_flops": _num(r.train_flops), "tokenizer": r.tokenizer or "", "val_set": r.val_set or "",
+        "source_corpus": r.source_corpus, "target_corpus": r.target_corpus, "seed": r.seed,
+        "stop_reason": r.stop_reason, "error": r.error,
+    }
+
+
+def _exclusion(row: dict, loss_col: str) -> str:
+    if row["status"] != records.STATUS_DONE:
+        why = f": {row['error']}" if row.get("error") else ""
+        return f"status {row['status']}{why}"
+    if row["regime"] not in FIT_REGIMES + ("pretrain",):
+        return f"unknown regime {row['regime']!r}"
+    if row["regime"] == "pretrain":
+        return ""  # kept in the table (compute, budgets), never in a target-loss fit
+    if not (row["N"] > 0):
+        return "no non_embedding_params (N)"
+    if not (row["D_F"] > 0):
+        return "no finetune_chars (D_F / D)"
+    loss = row[loss_col]
+    if not np.isfinite(loss):
+        return f"{loss_col} is NaN or missing"
+    if loss <= 0:
+        return f"{loss_col} is not positive ({loss})"
+    return ""
+
+
+def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per_char",
+                     extra_rows: list[dict] | None = None, source: str = "local") -> Collection:
+    """Build the tidy table; raises ResultsError for duplicate run keys and for mixed
+    tokenizers / validation sets among the runs a fit would use."""
+    if loss not in LOSS_COLUMNS:
+        raise ResultsError(f"analysis loss {loss!r} unknown; use one of {sorted(LOSS_COLUMNS)}")
+    loss_col = LOSS_COLUMNS[loss]
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.run_key] = seen.get(r.run_key, 0) + 1
+    dups = sorted(k for k, c in seen.items() if c > 1)
+    if dups:
+        raise ResultsError(f"duplicate run keys in sweep {sweep}: {', '.join(dups[:5])}; "
+                           f"remove the duplicated run folders (or W&B runs) and re-run the analysis")
+    rows = []
+    for r in runs:
+        row = _row(r)
+        row["loss"] = row[loss_col]
+        row["reason"] = _exclusion(row, loss_col)
+        row["excluded"] = bool(row["reason"])
+        rows.append(row)
+    for extra in extra_rows or []:
+        rows.append({**{c: None for c in COLUMNS}, **extra})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    if len(table):
+        table["excluded"] = table["excluded"].astype(bool)
+    notes = []
+    fit_rows = table[~table["excluded"] & table["regime"].isin(FIT_REGIMES)] if len(table) else table
+    for col, what in (("tokenizer", "tokenizers"), ("val_set", "validation sets")):
+        values = sorted({v for v in fit_rows[col] if v}) if len(fit_rows) else []
+        if len(values) > 1:
+            raise ResultsError(f"sweep {sweep} mixes {len(values)} {what} ({', '.join(values[:3])}) among its "
+                               f"scratch/fine-tune runs; analyse one {col} at a time (split the sweep)")
+        if len(fit_rows) and any(not v for v in fit_rows[col]):
+            notes.append(f"some runs do not record their {col}; mixing could not be ruled out")
+    if len(table):
+        table = table.sort_values(["regime", "N", "D_F", "run_key"], na_position="last").reset_index(drop=True)
+    return Collection(sweep=sweep, table=table, notes=notes, source=source)
+
+
+def collect_local(root: Path, sweep: str | None = None, loss: str = "per_char") -> Collection:
+    root = Path(root)
+    name = sweep or latest_sweep(root)
+    path = sweep_dir(root, name)
+    if not path.is_dir():
+        raise ResultsError(f"sweep folder {path} does not exist; check sweep= (existing: "
+                           f"{', '.join(sorted(p.name for p in (root / 'sweeps').glob('*'))[:5]) or 'none'})")
+    runs, missing = load_local(path)
+    if not runs and not missing:
+        raise ResultsError(f"no runs at all in {path / 'runs'}; run the sweep first")
+    return records_to_table(runs, name, loss=loss, extra_rows=missing)

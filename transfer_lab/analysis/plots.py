@@ -1,0 +1,152 @@
+"""Figures of the report, each saved as PNG and PDF. Every function returns the PNG path or None."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from transfer_lab.analysis import laws  # noqa: E402
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{name}.png"
+    fig.savefig(png, dpi=110, bbox_inches="tight")
+    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
+def _colors(ns):
+    cmap = plt.get_cmap("viridis")
+    ns = sorted(ns)
+    return {n: cmap(i / max(1, len(ns) - 1) * 0.9) for i, n in enumerate(ns)}
+
+
+def _rows(res):
+    t = res.table[~res.table["excluded"]]
+    return t[t["regime"] == "scratch"], t[t["regime"] == "finetune"]
+
+
+def loss_vs_data(res, out: Path, loss_label: str):
+    scratch, ft = _rows(res)
+    if not len(scratch) and not len(ft):
+        return None
+    col = _colors(set(scratch["N"]) | set(ft["N"]))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for n, g in scratch.groupby("N"):
+        g = g.sort_values("D_F")
+        ax.plot(g["D_F"], g["loss"], "-o", ms=3, color=col[n], label=f"scratch N={n:.2g}")
+    for n, g in ft.groupby("N"):
+        g = g.sort_values("D_F")
+        ax.plot(g["D_F"], g["loss"], "--s", ms=3, color=col[n], mfc="none", label=f"fine-tuned N={n:.2g}")
+    ax.set(xscale="log", xlabel="characters of target data (D for scratch, D_F for fine-tuned)",
+           ylabel=loss_label, title="Loss vs target data (cf. Hernandez et al. Fig. 1/3)")
+    ax.legend(fontsize=6, ncol=2)
+    return _save(fig, out, "loss_vs_data")
+
+
+def dt_vs_df(res, out: Path):
+    _, ft = _rows(res)
+    ft = ft[ft["D_T"].notna()]
+    if not len(ft):
+        return None
+    col = _colors(set(ft["N"]))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fit = res.fit("transfer")
+    for n, g in ft.groupby("N"):
+        use, skip = g[g["in_transfer_fit"]], g[~g["in_transfer_fit"] & (g["D_T"] > 0)]
+        ax.plot(use["D_F"], use["D_T"], "o", color=col[n], label=f"N={n:.2g}")
+        ax.plot(skip["D_F"], skip["D_T"], "x", color=col[n])
+        if fit is not None:
+            d = np.geomspace(g["D_F"].min(), g["D_F"].max(), 50)
+            ax.plot(d, laws.transfer_dt(d, n, fit.params["k"], fit.params["alpha"], fit.params["beta"]),
+                    "-", color=col[n], lw=1)
+    title = "D_T vs D_F (x: flagged, not fitted)"
+    if fit is not None:
+        p = fit.params
+        title += f"\nfit: k={p['k']:.3g}, α={p['alpha']:.3f}, β={p['beta']:.3f}"
+    ax.set(xscale="log", yscale="log", xlabel="D_F (characters)", ylabel="D_T = D_E − D_F (characters)", title=title)
+    ax.legend(fontsize=7)
+    return _save(fig, out, "dt_vs_df")
+
+
+def multiplier(res, out: Path):
+    _, ft = _rows(res)
+    ft = ft[ft["multiplier"].notna()]
+    if not len(ft):
+        return None
+    col = _colors(set(ft["N"]))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fit = res.fit("transfer")
+    for n, g in ft.groupby("N"):
+        ax.plot(g["D_F"], g["multiplier"], "o", color=col[n], label=f"N={n:.2g}")
+        if fit is not None:
+            d = np.geomspace(g["D_F"].min(), g["D_F"].max(), 50)
+            dt = laws.transfer_dt(d, n, fit.params["k"], fit.params["alpha"], fit.params["beta"])
+            ax.plot(d, laws.effective_multiplier(d, dt), "-", color=col[n], lw=1)
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set(xscale="log", yscale="log", xlabel="D_F (characters)", ylabel="effective data multiplier (D_F+D_T)/D_F",
+           title="Effective data multiplier")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "multiplier")
+
+
+def loss_vs_compute(res, out: Path, loss_label: str):
+    scratch, ft = _rows(res)
+    if not len(ft) and not len(scratch):
+        return None
+    col = _colors(set(scratch["N"]) | set(ft["N"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, with_pre in zip(axes, (False, True)):
+        for n, g in scratch.groupby("N"):
+            ax.plot(g["train_flops"], g["loss"], "o", ms=3, color=col[n], alpha=0.5)
+        for n, g in ft.groupby("N"):
+            c = g["train_flops"] + (g["pretrain_flops"].fillna(0) if with_pre else 0)
+            ax.plot(c, g["loss"], "s", ms=4, mfc="none", color=col[n], label=f"fine-tuned N={n:.2g}")
+        ax.set(xscale="log", xlabel="training FLOPs" + (" incl. pre-training" if with_pre else " (fine-tuning only)"),
+               title=("with" if with_pre else "without") + " pre-training compute (o: scratch)")
+    axes[0].set_ylabel(loss_label)
+    axes[0].legend(fontsize=6)
+    return _save(fig, out, "loss_vs_compute")
+
+
+def predicted_vs_observed(res, out: Path):
+    items = [(f.title.split(":")[0].split(" L")[0][:40], [f]) for f in res.fits.values() if f.ok]
+    for name, fs in res.group_fits.items():
+        ok = [f for f in fs if f.ok]
+        if ok:
+            items.append((f"{name} (per group)", ok))
+    if not items:
+        return None
+    cols = min(3, len(items))
+    rows = int(np.ceil(len(items) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    for ax, (name, fs) in zip(axes.ravel(), items):
+        obs = np.concatenate([f.observed for f in fs])
+        pred = np.concatenate([f.predicted for f in fs])
+        ax.plot(obs, pred, ".", ms=4)
+        lo, hi = np.nanmin([obs.min(), pred.min()]), np.nanmax([obs.max(), pred.max()])
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.7)
+        ax.set(title=name, xlabel=f"observed {fs[0].spec.target}", ylabel="predicted")
+        ax.title.set_fontsize(8)
+    for ax in axes.ravel()[len(items):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, out, "predicted_vs_observed")
+
+
+def make_all(res, out: Path, loss_label: str = "loss (nats/char)") -> list[tuple[str, Path]]:
+    figs = [("Loss vs target data", loss_vs_data(res, out, loss_label)), ("D_T vs D_F", dt_vs_df(res, out)),
+            ("Effective data multiplier", multiplier(res, out)),
+            ("Loss vs compute", loss_vs_compute(res, out, loss_label)),
+            ("Predicted vs observed (log space)", predicted_vs_observed(res, out))]
+    return [(t, p) for t, p in figs if p is not None]

@@ -1,0 +1,243 @@
+"""report.md (+ a self-contained report.html), table.csv and fits.json beside the plots."""
+
+from __future__ import annotations
+
+import base64
+import html as htmllib
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from transfer_lab.analysis.pipeline import ANCHORS, AnalysisResult
+
+
+def _g(x, digits=3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    return f"{x:.{digits}g}"
+
+
+def md_table(header: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        out.append("| " + " | ".join(str(c).replace("|", "/") for c in r) + " |")
+    return out + [""]
+
+
+def all_fits(res: AnalysisResult):
+    yield from res.fits.values()
+    for fs in res.group_fits.values():
+        yield from fs
+
+
+def fits_json(res: AnalysisResult) -> list[dict]:
+    out = []
+    for f in all_fits(res):
+        out.append({"law": f.law, "group": f.group, "status": f.status, "message": f.message,
+                    "n_points": f.n_points, "params": f.params, "ci": f.ci, "stderr_internal": f.stderr,
+                    "converged": f.converged, "convergence": f.convergence, "at_bounds": f.at_bounds,
+                    "aic": f.aic, "bic": f.bic, "rms_log_residual": f.rms_log, "holdout": f.holdout,
+                    "n_bootstrap_ok": 0 if f.boot_theta is None else int(len(f.boot_theta))})
+    return out
+
+
+def _param_rows(res):
+    anchor = ANCHORS["text→python"]
+    rows = []
+    for f in all_fits(res):
+        if not f.ok:
+            continue
+        for name, v in f.params.items():
+            lo, hi = f.ci.get(name, (float("nan"), float("nan")))
+            a = anchor.get(name) if f.law in ("transfer", "unified") and name in ("k", "alpha", "beta") else None
+            rows.append([f.law, f.group or "all", name, _g(v, 4), f"[{_g(lo)}, {_g(hi)}]", _g(a) if a else ""])
+    return rows
+
+
+def _quality_rows(res):
+    rows = []
+    for f in all_fits(res):
+        if not f.ok:
+            rows.append([f.law, f.group or "all", f.n_points, "not fitted: " + f.message, "", "", "", "", ""])
+            continue
+        h = f.holdout
+        hold = (f"{h['column']}={_g(h['value'])}: RMSE {_g(h.get('rmse_log'))}, mean abs rel err {_g(h.get('mean_abs_rel_err'))}"
+                if "rmse_log" in h else h.get("message", "—"))
+        rows.append([f.law, f.group or "all", f.n_points, "yes" if f.converged else f"NO ({f.convergence})",
+                     ", ".join(f.at_bounds) or "—", _g(f.aic, 5), _g(f.bic, 5), _g(f.rms_log), hold])
+    return rows
+
+
+def _decision_rows(res):
+    t = res.table
+    ft = t[(t["regime"] == "finetune") & ~t["excluded"]].sort_values(["N", "D_F"])
+    tr = res.fit("transfer")
+    gaps = {f.group: f for f in res.group_fits.get("gap", []) if f.ok}
+    rows = []
+    for _, r in ft.iterrows():
+        pred = "—"
+        if tr is not None:
+            dt = tr.params["k"] * r["D_F"] ** tr.params["alpha"] * r["N"] ** tr.params["beta"]
+            pred = _g(1 + dt / r["D_F"])
+        buy = "gap law not fitted: measured only"
+        g = gaps.get(f"N={r['N']:.3g}")
+        if g is not None and np.isfinite(r.get("pretrain_chars", np.nan)):
+            x = {"P_m": np.array([r["pretrain_chars"], 2 * r["pretrain_chars"], r["pretrain_chars"]]) / 1e6,
+                 "D_m": np.array([r["D_F"], r["D_F"], 2 * r["D_F"]]) / 1e6}
+            base, more_p, more_f = np.exp(g.evaluate(x))
+            buy = (f"pre-training (2× p: −{_g(base - more_p)}; 2× D_F: −{_g(base - more_f)})" if base - more_p > base - more_f
+                   else f"target data (2× D_F: −{_g(base - more_f)}; 2× p: −{_g(base - more_p)})")
+        rows.append([_g(r["N"]), _g(r["D_F"]), _g(r["pretrain_chars"]), _g(r["loss"], 4), _g(r["multiplier"]), pred,
+                     r["flags"], buy])
+    return rows
+
+
+def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_dir: Path) -> str:
+    t, s = res.table, res.settings
+    L = [f"# Transfer analysis: sweep `{res.sweep}`", "",
+         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Loss: `{s.get('loss', 'per_char')}`; "
+         f"bootstrap: {s['n_bootstrap']} resamples of whole runs, seed {s['seed']}, {s['ci']:.0%} percentile "
+         f"intervals; Huber δ: {s['huber']}; D_E method: {s['method']}; low-data cut: D_F ≤ "
+         f"{s['low_data_fraction']}·D(N).", ""]
+    counts = t["regime"].value_counts().to_dict()
+    L += [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
+          f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}.", ""]
+    tr = res.fit("transfer")
+    L += ["## Headline", ""]
+    if tr is not None:
+        p, ci = tr.params, tr.ci
+        L.append(f"- Transfer law D_T = k·D_F^α·N^β: k = {_g(p['k'])} {_ci(ci, 'k')}, α = {_g(p['alpha'])} "
+                 f"{_ci(ci, 'alpha')}, β = {_g(p['beta'])} {_ci(ci, 'beta')} on {tr.n_points} points. "
+                 f"Anchor text→python: k = 1.9e4, α = 0.18, β = 0.38.")
+    else:
+        L.append("- Transfer law not fitted (see messages).")
+    if res.trade:
+        tci = res.trade.get("factor_ci")
+        L.append(f"- Trade: with D_T ∝ D_F^α·N^β, 10× N transfers as much as {_g(res.trade['factor'])}× D_F "
+                 f"(10^(β/α){', interval ' + f'[{_g(tci[0])}, {_g(tci[1])}]' if tci else ''}); the anchor's "
+                 f"10^(0.38/0.18) ≈ 129×.")
+    L.append("")
+    if res.messages:
+        L += ["## Messages (what could not be computed)", ""] + [f"- {m}" for m in res.messages] + [""]
+    if res.notes:
+        L += ["## Notes", ""] + [f"- {m}" for m in res.notes] + [""]
+    L += ["## Fitted parameters", "", "Positive scale constants (k, N_c, D_c, A, B, D_l) are fitted as log10; "
+          "Chinchilla, gap and rectified laws take N, D, p in millions; transfer/Kaplan in raw counts.", ""]
+    L += md_table(["law", "group", "parameter", "value", "interval", "anchor (text→python)"], _param_rows(res))
+    L += ["## Fit quality", "", "Residuals are in log space (ln of the target). Hold-out: refit without the "
+          "largest N (or D_F) and predict it.", ""]
+    L += md_table(["law", "group", "points", "converged", "at bounds", "AIC", "BIC", "RMS log resid.", "hold-out"],
+                  _quality_rows(res))
+    L += ["## App. C cross-check (fit the fits)", ""]
+    a = res.appc
+    L += ([f"- {a['message']}"] if "message" in a else
+          [f"- per-D_F logistic fits on {a['n_dfs']} D_F values: median β = {_g(a['beta'])}; N*(D_F) ∝ D_F^γ with "
+           f"γ = {_g(a['gamma'])}; implied α = 1 − γβ = {_g(a['alpha_implied'])}, implied k = {_g(a['k_implied'])}"]
+          ) if a else ["- not computed (no fine-tuned points in the transfer fit)"]
+    L += ["", "## Decision table", "", "Measured multiplier (D_F + D_T)/D_F, the transfer law's prediction, and, "
+          "where the transfer-gap law is fitted at that N, which of doubling pre-training data p or doubling "
+          "target data D_F lowers the loss more.", ""]
+    L += md_table(["N", "D_F", "pre-train chars", "loss", "multiplier (measured)", "multiplier (law)", "flags",
+                   "better buy"], _decision_rows(res))
+    if figures:
+        L += ["## Plots", ""]
+        for title, png in figures:
+            L += [f"### {title}", "", f"![{title}]({png.relative_to(report_dir).as_posix()})", ""]
+    ft = t[(t["regime"] == "finetune") & ~t["excluded"] & ~t["in_transfer_fit"]]
+    L += ["## Flagged fine-tuned points (kept in the table, left out of the transfer-law fit)", ""]
+    L += (md_table(["run", "N", "D_F", "D_E", "D_T", "flags"],
+                   [[r.run_key, _g(r.N), _g(r.D_F), _g(r.D_E), _g(r.D_T), r.flags] for r in ft.itertuples()])
+          if len(ft) else ["None.", ""])
+    ex = t[t["excluded"]]
+    L += ["## Excluded runs", ""]
+    L += (md_table(["run", "regime", "reason"], [[r.run_key, r.regime, r.reason] for r in ex.itertuples()])
+          if len(ex) else ["None.", ""])
+    L += ["## Files", "", "- `table.csv`: one row per run (with D_E, D_T, multiplier, fraction, flags)",
+          "- `fits.json`: every fit's parameters, intervals, AIC/BIC, hold-out errors", ""]
+    return "\n".join(L)
+
+
+def _ci(ci, name):
+    lo, hi = ci.get(name, (float("nan"), float("nan")))
+    return f"[{_g(lo)}, {_g(hi)}]"
+
+
+def markdown_to_html(md: str, base: Path) -> str:
+    """Just enough Markdown (headings, lists, tables, images, code) for this report; images inlined."""
+    out, in_list, in_table = [], False, False
+
+    def inline(s):
+        s = htmllib.escape(s)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
+    for line in md.splitlines() + [""]:
+        if in_list and not line.startswith("- "):
+            out.append("</ul>")
+            in_list = False
+        if in_table and not line.startswith("|"):
+            out.append("</table>")
+            in_table = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{inline(line[2:])}</li>")
+        elif line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if all(set(c) <= {"-"} for c in cells):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells) + "</tr>")
+        elif m := re.match(r"!\[(.*)\]\((.*)\)", line):
+            data = base64.b64encode((base / m.group(2)).read_bytes()).decode()
+            out.append(f'<p><img alt="{htmllib.escape(m.group(1))}" src="data:image/png;base64,{data}" '
+                       f'style="max-width:100%"></p>')
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #ccc;padding:2px 6px}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(out)}</body></html>"
+
+
+def write_report(res: AnalysisResult, report_dir: Path, make_plots: bool = True, html: bool = True) -> Path:
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    res.table.to_csv(report_dir / "table.csv", index=False)
+    (report_dir / "fits.json").write_text(json.dumps(
+        {"sweep": res.sweep, "settings": res.settings, "fits": fits_json(res), "appc": res.appc,
+         "trade": res.trade, "messages": res.messages, "notes": res.notes}, indent=2, default=_jsonable),
+        encoding="utf-8")
+    figures = []
+    if make_plots:
+        from transfer_lab.analysis import plots
+        label = "loss (nats/char)" if res.settings.get("loss", "per_char") == "per_char" else "loss (nats/token)"
+        try:
+            figures = plots.make_all(res, report_dir / "plots", label)
+        except Exception as err:  # a plot must not cost the report
+            res.messages.append(f"plots failed: {type(err).__name__}: {err}")
+    res.figures = figures
+    md = build_markdown(res, figures, report_dir)
+    (report_dir / "report.md").write_text(md, encoding="utf-8")
+    if html:
+        (report_dir / "report.html").write_text(markdown_to_html(md, report_dir), encoding="utf-8")
+    return report_dir / "report.md"
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return str(x)

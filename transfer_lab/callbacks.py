@@ -1,0 +1,141 @@
+"""Callbacks that turn a Lightning fit into a run record, and keep checkpoints safe to resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from transfer_lab.records import METRICS_FILE
+
+
+class DivergedError(RuntimeError):
+    """Training loss became NaN or infinite."""
+
+
+class RunRecorder(pl.Callback):
+    """Tracks the best validation loss (the run's result), writes metrics.jsonl, stops on NaN.
+
+    Its state (best loss and where it happened) goes into checkpoints, so a resumed run
+    continues the same record. The train loss is read back from the device only every
+    `log_every_n_steps` steps: one host sync per step would stall a GPU.
+    """
+
+    def __init__(self, run_dir: Path, tokens_per_step: int, chars_per_token: float, subset_tokens: int,
+                 log_every_n_steps: int = 10):
+        self.metrics_path = Path(run_dir) / METRICS_FILE
+        self.tokens_per_step, self.chars_per_token = tokens_per_step, chars_per_token
+        self.subset_tokens, self.log_every_n_steps = subset_tokens, log_every_n_steps
+        self.best: dict[str, Any] = {}
+        self.last_val_loss: float | None = None
+        self.train_seconds = 0.0
+        self._started = self._session_started = None
+        self._start_step = 0
+
+    # --- state carried in checkpoints -----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "last_val_loss": self.last_val_loss, "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = dict(state.get("best", {}))
+        self.last_val_loss = state.get("last_val_loss")
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+
+    # --- helpers ----------------------------------------------------------------------------
+    def tokens_seen(self, step: int) -> int:
+        return step * self.tokens_per_step
+
+    def _append(self, trainer, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if trainer.logger is not None:  # the same point to W&B: per token, per char, lr, tokens, throughput
+            split = row["split"]
+            trainer.logger.log_metrics({f"{split}/{k}": v for k, v in row.items() if k not in ("split", "step")},
+                                       step=row["step"])
+
+    def _truncate_after(self, step: int) -> None:
+        """On resume, drop points logged after the checkpoint: they will be logged again."""
+        if not self.metrics_path.exists():
+            return
+        kept = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill
+            if row.get("step", 0) <= step:
+                kept.append(line)
+        self.metrics_path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    # --- hooks ------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module):
+        self._start_step = trainer.global_step
+        self._truncate_after(trainer.global_step)
+        trainer.datamodule.train_data.start_step = trainer.global_step  # exact resume of the batch stream
+        self._started = self._session_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.log_every_n_steps:
+            return
+        loss = float(outputs["loss"].detach())  # the only host sync, every log_every_n_steps steps
+        if not math.isfinite(loss):
+            raise DivergedError(f"training loss became {loss} at step {step}; lower optim.lr or raise warmup")
+        tokens = self.tokens_seen(step)
+        self._append(trainer, {"split": "train", "step": step, "tokens": tokens, "chars": round(tokens * self.chars_per_token),
+                      "loss": loss, "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                      "tokens_per_s": self.tokens_per_second(step)})
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        step = trainer.global_step
+        loss = float(trainer.callback_metrics["val/loss"])
+        per_char = float(trainer.callback_metrics["val/loss_per_char"])
+        tokens = self.tokens_seen(step)
+        self.last_val_loss = loss
+        if math.isfinite(loss) and (not self.best or loss < self.best["loss"]):
+            self.best = {"loss": loss, "loss_per_char": per_char, "step": step, "tokens": tokens,
+                         "chars": round(tokens * self.chars_per_token)}
+        self._append(trainer, {"split": "val", "step": step, "tokens": tokens, "chars": round(tokens * self.chars_per_token),
+                      "loss": loss, "loss_per_char": per_char, "bits_per_char": per_char / math.log(2),
+                      "epochs": tokens / max(self.subset_tokens, 1)})
+
+    def on_train_end(self, trainer, pl_module):
+        if self._started is not None:
+            self.train_seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if self._started is not None:  # bank the time so far, so a resumed run's clock continues
+            now = time.perf_counter()
+            self.train_seconds += now - self._started
+            self._started = now
+
+    def tokens_per_second(self, step: int) -> float:
+        if self._session_started is None:
+            return 0.0
+        elapsed = time.perf_counter() - self._session_started
+        return (step - self._start_step) * self.tokens_per_step / max(elapsed, 1e-9)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temp file and renamed (a kill never leaves a torn last.ckpt),
+    and read back with torch.load(weights_only=True): no pickle code runs on load."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)

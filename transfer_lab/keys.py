@@ -1,0 +1,59 @@
+"""Stable run keys: a readable prefix plus a hash of exactly what defines the run's result.
+
+Two jobs with the same key would train the same model on the same data, so the second one is
+skipped (or resumed). Paths, loggers and launcher settings are not part of a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+MODEL_KEYS = ("n_layer", "n_embd", "n_head", "n_ctx", "n_positions", "dropout", "pad_vocab_multiple")
+# optimiser settings that cap or pace target runs but do not change a pre-trained model
+TARGET_ONLY_OPTIM_KEYS = ("max_steps", "patience", "val_batch_size", "lr", "warmup_steps", "batch_size")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _digest(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def compact_number(value: float) -> str:
+    """1e5 -> '1e5', 30000 -> '3e4', 2.5e6 -> '2.5e6'."""
+    mantissa, exponent = f"{float(value):.2e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def pretrain_identity(cfg: DictConfig, source_weights: dict[str, float]) -> dict:
+    optim = {k: v for k, v in _plain(cfg.optim).items() if k not in TARGET_ONLY_OPTIM_KEYS}
+    pretrain = {k: v for k, v in _plain(cfg.pretrain).items() if k != "init_from"}
+    return {"regime": "pretrain", "model": {k: cfg.model[k] for k in MODEL_KEYS}, "tokenizer": _plain(cfg.tokenizer),
+            "source": source_weights, "seed": cfg.seed, "optim": optim, "pretrain": pretrain,
+            "val_tokens": cfg.data.val_tokens}
+
+
+def pretrain_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
+    identity = pretrain_identity(cfg, source_weights)
+    return f"pretrain-L{cfg.model.n_layer}-d{cfg.model.n_embd}-{_digest(identity)}"
+
+
+def run_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
+    """Key of a job of any regime; a finetune's key includes the pre-trained model it starts from."""
+    if cfg.regime == "pretrain":
+        return pretrain_key(cfg, source_weights)
+    identity = {"regime": cfg.regime, "model": {k: cfg.model[k] for k in MODEL_KEYS},
+                "tokenizer": _plain(cfg.tokenizer), "seed": cfg.seed, "optim": _plain(cfg.optim),
+                "target": cfg.data.target, "finetune_chars": int(float(cfg.data.finetune_chars)),
+                "val_tokens": cfg.data.val_tokens}
+    if cfg.regime == "finetune":
+        init_from = cfg.pretrain.get("init_from")
+        identity["pretrained"] = str(init_from) if init_from else pretrain_identity(cfg, source_weights)
+    tag = compact_number(int(float(cfg.data.finetune_chars)))
+    return f"{cfg.regime}-L{cfg.model.n_layer}-d{cfg.model.n_embd}-df{tag}-{_digest(identity)}"

@@ -1,0 +1,231 @@
+"""One job of a sweep: validate, build data, (pre-train once), train, and leave a run record."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from filelock import FileLock
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from transfer_lab import records
+from transfer_lab.callbacks import DivergedError
+from transfer_lab.data import RunData, load_run_data, source_weights
+from transfer_lab.datamodule import TokenDataModule
+from transfer_lab.errors import ConfigError, UserError
+from transfer_lab.keys import pretrain_key, run_key
+from transfer_lab.model import ModelShape, build_gpt2, count_params, flops_per_token, padded_vocab
+from transfer_lab.records import STATUS_DONE, STATUS_FAILED, RunResult
+from transfer_lab.training import CHECKPOINT_DIR, fit
+from transfer_lab.validate import validate_config
+from transfer_lab.wandb_logging import finish, make_logger, scrub
+
+log = logging.getLogger("transfer_lab")
+PRETRAINED_MODEL_DIR = "model"  # save_pretrained folder: config.json + model.safetensors
+
+
+def absolute_paths(cfg: DictConfig) -> None:
+    """Relative paths are relative to where the user launched, whatever Hydra's job dir is."""
+    for key in ("output_root", "data_dir", "cache_dir", "pretrained_dir", "sweep_dir"):
+        cfg.paths[key] = to_absolute_path(str(cfg.paths[key]))
+
+
+def model_shape(cfg: DictConfig, run_data: RunData) -> ModelShape:
+    m = cfg.model
+    return ModelShape(n_layer=m.n_layer, n_embd=m.n_embd, n_head=m.n_head, n_ctx=m.n_positions,
+                      vocab_size=padded_vocab(run_data.tokenizer.vocab_size, m.pad_vocab_multiple), dropout=m.dropout)
+
+
+def base_result(cfg: DictConfig, key: str, run_data: RunData, shape: ModelShape) -> RunResult:
+    non_embedding, total = count_params(build_gpt2(shape, cfg.model.attn_implementation))
+    return RunResult(run_key=key, sweep=cfg.sweep, regime=cfg.regime, tokenizer=run_data.tokenizer.id,
+                     n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head, n_ctx=cfg.model.n_ctx,
+                     vocab_size=shape.vocab_size, non_embedding_params=non_embedding, total_params=total,
+                     seed=cfg.seed, source_corpus="+".join(source_weights(cfg)),
+                     config=scrub(OmegaConf.to_container(cfg, resolve=True)))
+
+
+def module_kwargs(cfg: DictConfig, shape: ModelShape, lr: float, warmup: int, total_steps: int, val_chars: int,
+                  init_from: str | None = None) -> dict:
+    o = cfg.optim
+    return dict(shape=asdict(shape), lr=float(lr), weight_decay=float(o.weight_decay), betas=tuple(float(b) for b in o.betas),
+                warmup_steps=int(warmup), total_steps=int(total_steps), min_lr_ratio=float(o.min_lr_ratio),
+                val_chars=int(val_chars), init_from=init_from, compile=bool(cfg.model.compile),
+                attn_implementation=str(cfg.model.attn_implementation))
+
+
+def train_and_record(cfg: DictConfig, run_dir: Path, result: RunResult, datamodule: TokenDataModule, kwargs: dict,
+                     max_steps: int, patience: int, keep_best: bool):
+    """Fit, then fill `result` from the recorder; a crash or NaN is recorded as a failed run."""
+    logger = make_logger(cfg, result.run_key, run_dir, {"non_embedding_params": result.non_embedding_params,
+                                                       "finetune_chars": result.finetune_chars})
+    records.write_result(run_dir, result)  # status=running: visible to the analysis as unfinished
+    outcome = None
+    try:
+        outcome = fit(run_dir, cfg, datamodule, kwargs, max_steps=max_steps, patience=patience, logger=logger,
+                      keep_best=keep_best, log=log.info)
+        rec = outcome.recorder
+        if not rec.best:
+            raise RuntimeError("no validation ran; lower optim.val_every_n_steps below the step budget")
+        best = rec.best
+        result.best_val_loss, result.best_val_loss_per_char = best["loss"], best["loss_per_char"]
+        result.best_val_bits_per_char = best["loss_per_char"] / math.log(2)
+        result.best_step, result.best_tokens_seen, result.best_chars_seen = best["step"], best["tokens"], best["chars"]
+        result.final_val_loss, result.steps = rec.last_val_loss, outcome.steps
+        result.tokens_seen = rec.tokens_seen(outcome.steps)
+        result.chars_seen = round(result.tokens_seen * rec.chars_per_token)
+        result.epochs_seen = result.tokens_seen / max(datamodule.train_tokens, 1)
+        result.train_flops = flops_per_token(result.non_embedding_params, result.n_layer, result.n_ctx,
+                                             result.n_embd) * result.tokens_seen
+        result.wall_time_s = rec.train_seconds
+        result.tokens_per_s = result.tokens_seen / max(rec.train_seconds, 1e-9)
+        result.stop_reason, result.status = outcome.stop_reason, STATUS_DONE
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - one failing job must not end the sweep
+        result.status = STATUS_FAILED
+        result.stop_reason = "diverged" if isinstance(err, DivergedError) else "error"
+        result.error = f"{type(err).__name__}: {err}"
+        log.error("run %s failed: %s\n%s", result.run_key, result.error, traceback.format_exc(limit=3))
+    finally:
+        finish(logger, {"status": result.status, "best_val_loss": result.best_val_loss,
+                        "best_val_loss_per_char": result.best_val_loss_per_char})
+    records.write_result(run_dir, result)
+    return outcome
+
+
+def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> RunResult:
+    """The pre-trained model for this shape/source/budget: trained once, then read from the cache.
+
+    A file lock makes a second job that needs the same model wait for the first and reuse it.
+    """
+    weights = source_weights(cfg)
+    key = pretrain_key(cfg, weights)
+    folder = Path(cfg.paths.pretrained_dir) / key
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if (folder / records.RESULTS_FILE).exists():
+            cached = records.read_result(folder)
+            if cached.status == STATUS_DONE and (folder / PRETRAINED_MODEL_DIR / "model.safetensors").exists():
+                return cached
+        pcfg = cfg.pretrain
+        primary = run_data.primary_source
+        train = [(token_file.train, weight) for token_file, weight in run_data.sources.values()]
+        datamodule = TokenDataModule(train, primary.val, train_chars=None, val_tokens=cfg.data.val_tokens,
+                                     n_ctx=cfg.model.n_ctx, batch_size=pcfg.batch_size,
+                                     val_batch_size=cfg.optim.val_batch_size, seed=cfg.seed)
+        tokens_per_step = pcfg.batch_size * cfg.model.n_ctx
+        budget_tokens = int(float(pcfg.tokens)) if pcfg.tokens is not None else round(
+            int(float(pcfg.chars)) * datamodule.train_tokens / max(datamodule.train_chars, 1))
+        max_steps = max(1, math.ceil(budget_tokens / tokens_per_step))
+        pcfg_result = base_result(cfg, key, run_data, shape)
+        pcfg_result.regime, pcfg_result.val_set = "pretrain", primary.id
+        pcfg_result.val_tokens, pcfg_result.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
+        log.info("pre-training %s: %d steps x %d tokens on %s", key, max_steps, tokens_per_step, "+".join(weights))
+        kwargs = module_kwargs(cfg, shape, pcfg.lr, pcfg.warmup_steps, max_steps, datamodule.val_data.n_chars)
+        outcome = train_and_record(cfg, folder, pcfg_result, datamodule, kwargs, max_steps, pcfg.patience,
+                                   keep_best=True)
+        if pcfg_result.status != STATUS_DONE:
+            raise RuntimeError(f"pre-training {key} failed: {pcfg_result.error}")
+        best = outcome.best_checkpoint
+        module = outcome.module
+        if best is not None and best.exists():  # the early-stopping point, not the last step
+            import torch
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+        module.model.save_pretrained(folder / PRETRAINED_MODEL_DIR, safe_serialization=True)
+        pcfg_result.pretrain_tokens = pcfg_result.best_tokens_seen
+        pcfg_result.pretrain_chars = pcfg_result.best_chars_seen
+        pcfg_result.pretrain_flops = pcfg_result.train_flops * pcfg_result.best_step / max(pcfg_result.steps, 1)
+        records.write_result(folder, pcfg_result)  # the record says done only once the weights are saved
+        shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
+        return pcfg_result
+
+
+def _check_init_from(path: Path, shape: ModelShape) -> None:
+    import json
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise ConfigError(f"pretrain.init_from={path} has no config.json; point it at a save_pretrained folder")
+    saved = json.loads(config_path.read_text())
+    mine = {"n_layer": shape.n_layer, "n_embd": shape.n_embd, "n_head": shape.n_head, "vocab_size": shape.vocab_size}
+    differs = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+    if differs:
+        raise ConfigError(f"pretrain.init_from={path} was made with another shape or tokenizer "
+                          f"(saved vs asked: {differs}); match model.* and tokenizer to it")
+
+
+def run_job(cfg: DictConfig) -> str:
+    """Run one job; returns 'done', 'skipped' or 'failed'. UserError escapes (train.py exits 2)."""
+    validate_config(cfg)
+    absolute_paths(cfg)
+    weights = source_weights(cfg)
+    key = run_key(cfg, weights)
+    run_dir = Path(cfg.paths.sweep_dir) / "runs" / key
+    if (run_dir / records.RESULTS_FILE).exists():
+        previous = records.read_result(run_dir)
+        if previous.status == STATUS_DONE:
+            log.info("skipped %s: already done (best val %.4f nats/token)", key, previous.best_val_loss)
+            return "skipped"
+    started = time.perf_counter()
+    init_from = cfg.pretrain.get("init_from")
+    need_source = cfg.regime == "pretrain" or (cfg.regime == "finetune" and not init_from)
+    run_data = load_run_data(cfg, need_source=need_source, need_target=cfg.regime != "pretrain", log=log.info)
+    shape = model_shape(cfg, run_data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / records.CONFIG_FILE).write_text(OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True))))
+    if cfg.regime == "pretrain":
+        try:
+            pretrained = ensure_pretrained(cfg, run_data, shape)
+        except RuntimeError as err:
+            log.error("%s", err)
+            return "failed"
+        pretrained.sweep = cfg.sweep
+        records.write_result(run_dir, pretrained)
+        return "done"
+    return _target_run(cfg, key, run_dir, run_data, shape, init_from, started)
+
+
+def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
+    result = base_result(cfg, key, run_data, shape)
+    result.source_corpus = result.source_corpus if cfg.regime == "finetune" else None
+    target = run_data.target
+    result.target_corpus, result.val_set = str(cfg.data.target), target.id
+    o = cfg.optim
+    datamodule = TokenDataModule([(target.train, 1.0)], target.val, train_chars=int(float(cfg.data.finetune_chars)),
+                                 val_tokens=cfg.data.val_tokens, n_ctx=cfg.model.n_ctx, batch_size=o.batch_size,
+                                 val_batch_size=o.val_batch_size, seed=cfg.seed)
+    result.finetune_chars, result.finetune_tokens = datamodule.train_chars, datamodule.train_tokens
+    result.val_tokens, result.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
+    start_from = None
+    if cfg.regime == "finetune":
+        if init_from:
+            start_from = Path(to_absolute_path(str(init_from)))
+            _check_init_from(start_from, shape)
+            result.pretrain_key = str(start_from)
+        else:
+            try:
+                pretrained = ensure_pretrained(cfg, run_data, shape)
+            except RuntimeError as err:
+                result.status, result.error, result.stop_reason = STATUS_FAILED, str(err), "error"
+                records.write_result(run_dir, result)
+                return "failed"
+            start_from = Path(cfg.paths.pretrained_dir) / pretrained.run_key / PRETRAINED_MODEL_DIR
+            result.pretrain_key, result.pretrain_tokens = pretrained.run_key, pretrained.pretrain_tokens
+            result.pretrain_chars, result.pretrain_flops = pretrained.pretrain_chars, pretrained.pretrain_flops
+    kwargs = module_kwargs(cfg, shape, o.lr, o.warmup_steps, o.max_steps, datamodule.val_data.n_chars,
+                           init_from=str(start_from) if start_from else None)
+    train_and_record(cfg, run_dir, result, datamodule, kwargs, o.max_steps, o.patience, keep_best=False)
+    if result.status == STATUS_DONE:
+        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the record is the result
+        log.info("done %s: best val %.4f nats/token = %.4f bits/char at step %d (%s), %.1f s, %.0f tokens/s",
+                 key, result.best_val_loss, result.best_val_bits_per_char, result.best_step, result.stop_reason,
+                 time.perf_counter() - started, result.tokens_per_s)
+        return "done"
+    return "failed"

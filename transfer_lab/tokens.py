@@ -1,0 +1,135 @@
+"""Token files: each (prepared corpus, tokenizer) pair tokenised once into memory-mapped arrays.
+
+Layout of <cache_dir>/tokens/<corpus dir>--<tokenizer id>/:
+  {split}.tokens.bin   token ids (uint16 when the vocabulary fits, else uint32); documents
+                       follow each other in the prepared order, each followed by <|endoftext|>
+  {split}.chars.bin    int64 running character count at the end of each token, so the first
+                       D_F characters map to an exact token prefix (subsets are nested)
+  meta.json            corpus hash, tokenizer id, counts, tokenisation speed; written last, so
+                       a folder without it is unfinished and is rebuilt
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from filelock import FileLock
+
+from transfer_lab.errors import DataError
+from transfer_lab.records import atomic_write_text
+from transfer_lab.tokenization import TokenizerHandle, batched
+
+SPLITS = ("train", "val")
+DOCS_PER_BATCH = 256  # documents per encode_batch call: big enough to keep every core busy
+
+
+@dataclass(frozen=True)
+class TokenSplit:
+    tokens: np.ndarray  # memory-mapped ids
+    char_ends: np.ndarray  # memory-mapped int64, chars consumed after each token
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_chars(self) -> int:
+        return int(self.char_ends[-1]) if len(self.char_ends) else 0
+
+    def tokens_for_chars(self, n_chars: int) -> int:
+        """Number of tokens in the prefix that holds `n_chars` characters, to the nearest token."""
+        end = int(np.searchsorted(self.char_ends, n_chars, side="left"))
+        if end < len(self.char_ends) and end > 0:
+            # nearest token boundary: step back if the previous boundary is closer
+            if n_chars - self.char_ends[end - 1] < self.char_ends[end] - n_chars:
+                end -= 1
+        return min(end + 1, len(self.tokens))
+
+    def chars_in(self, n_tokens: int) -> int:
+        return int(self.char_ends[n_tokens - 1]) if n_tokens > 0 else 0
+
+
+@dataclass(frozen=True)
+class TokenFile:
+    directory: Path
+    meta: dict
+    train: TokenSplit
+    val: TokenSplit
+
+    @property
+    def id(self) -> str:
+        return self.directory.name
+
+
+def _encode_split(documents: Iterator[str], handle: TokenizerHandle, folder: Path, split: str) -> dict:
+    dtype = np.uint16 if handle.vocab_size <= 65536 else np.uint32
+    eos = handle.eos_id
+    n_tokens = n_chars = n_docs = n_bytes = 0
+    with open(folder / f"{split}.tokens.bin", "wb") as tok_out, open(folder / f"{split}.chars.bin", "wb") as chr_out:
+        for docs in batched(documents, DOCS_PER_BATCH):
+            encodings = handle.tokenizer.encode_batch(docs, add_special_tokens=False)
+            for doc, enc in zip(docs, encodings):
+                ids = np.fromiter(enc.ids, dtype=np.int64, count=len(enc.ids))
+                ends = np.fromiter((end for _, end in enc.offsets), dtype=np.int64, count=len(ids))
+                # byte-level merges can split one character over two tokens (equal offsets);
+                # the running maximum keeps the count monotone, and the last token closes the doc
+                ends = np.maximum.accumulate(ends) if len(ends) else ends
+                if len(ends):
+                    ends[-1] = len(doc)
+                tok_out.write(np.append(ids, eos).astype(dtype).tobytes())
+                chr_out.write((np.append(ends, len(doc)) + n_chars).astype(np.int64).tobytes())
+                n_tokens += len(ids) + 1
+                n_chars += len(doc)
+                n_bytes += len(doc.encode("utf-8"))
+                n_docs += 1
+    if n_tokens == 0:
+        raise DataError(f"the {split} split has no documents; check the corpus or lower its val_chars")
+    return {"tokens": n_tokens, "chars": n_chars, "bytes": n_bytes, "docs": n_docs, "dtype": np.dtype(dtype).name}
+
+
+def _open_split(folder: Path, split: str, info: dict) -> TokenSplit:
+    tok_path, chr_path = folder / f"{split}.tokens.bin", folder / f"{split}.chars.bin"
+    itemsize = np.dtype(info["dtype"]).itemsize
+    for path, size in ((tok_path, info["tokens"] * itemsize), (chr_path, info["tokens"] * 8)):
+        if not path.exists() or path.stat().st_size != size:
+            raise DataError(f"token file {path} is missing or truncated; delete {folder} to re-tokenise")
+    tokens = np.memmap(tok_path, dtype=info["dtype"], mode="r", shape=(info["tokens"],))
+    char_ends = np.memmap(chr_path, dtype=np.int64, mode="r", shape=(info["tokens"],))
+    return TokenSplit(tokens=tokens, char_ends=char_ends)
+
+
+def load_token_file(corpus, handle: TokenizerHandle, cache_dir: Path, log=print) -> TokenFile:
+    """Tokenise `corpus` (a PreparedCorpus) with `handle` once; later calls only map the files."""
+    folder = Path(cache_dir) / "tokens" / f"{corpus.directory.name}--{handle.id}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        meta_path = folder / "meta.json"
+        if not meta_path.exists():
+            if folder.exists():
+                shutil.rmtree(folder)  # an unfinished earlier attempt (no meta.json): start over
+            folder.mkdir()
+            started = time.perf_counter()
+            splits = {split: _encode_split(corpus.documents(split), handle, folder, split) for split in SPLITS}
+            seconds = time.perf_counter() - started
+            megabytes = sum(s["bytes"] for s in splits.values()) / 1e6
+            meta = {"corpus": corpus.name, "corpus_hash": corpus.content_hash, "tokenizer": handle.id,
+                    "vocab_size": handle.vocab_size, "eos_id": handle.eos_id, "splits": splits,
+                    "seconds": round(seconds, 3), "mb_per_s": round(megabytes / max(seconds, 1e-9), 3)}
+            atomic_write_text(meta_path, json.dumps(meta, indent=2))
+            chars = sum(s["chars"] for s in splits.values())
+            tokens = sum(s["tokens"] for s in splits.values())
+            log(f"tokenised {corpus.name} with {handle.id}: {chars:,} chars -> {tokens:,} tokens "
+                f"({chars / tokens:.2f} chars/token) in {seconds:.1f} s = {meta['mb_per_s']:.2f} MB/s")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            raise DataError(f"{meta_path} is corrupt; delete {folder} to re-tokenise") from None
+    if meta.get("corpus_hash") != corpus.content_hash or meta.get("tokenizer") != handle.id:
+        raise DataError(f"token file {folder} was made from other text or another tokenizer; delete it to re-tokenise")
+    return TokenFile(directory=folder, meta=meta, train=_open_split(folder, "train", meta["splits"]["train"]),
+                     val=_open_split(folder, "val", meta["splits"]["val"]))

@@ -1,0 +1,114 @@
+"""Config checks that run before any data is built or any step is trained.
+
+Each failure is a ConfigError whose one line names the key, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from transfer_lab.errors import ConfigError
+
+REGIMES = ("pretrain", "scratch", "finetune")
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except Exception as err:  # an interpolation that cannot resolve, a missing value
+        raise ConfigError(f"{key} cannot be read ({type(err).__name__}); set it explicitly, e.g. {key}=...") from None
+
+
+def as_int(cfg: DictConfig, key: str, minimum: int = 1, maximum: float = math.inf, example: str = "") -> int:
+    """An integer (1e5 from the command line arrives as a float: integral floats are accepted)."""
+    value = _get(cfg, key)
+    hint = example or f"{key}={max(minimum, 1)}"
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        value, ok = int(value), True
+    if not ok:
+        raise ConfigError(f"{key}={value!r} must be an integer; e.g. {hint}")
+    if not minimum <= value <= maximum:
+        bound = f">= {minimum}" if maximum == math.inf else f"in [{minimum}, {int(maximum)}]"
+        raise ConfigError(f"{key}={value} is out of range; it must be {bound}, e.g. {hint}")
+    return value
+
+
+def as_float(cfg: DictConfig, key: str, low: float, high: float = math.inf, low_inclusive: bool = False,
+             example: str = "") -> float:
+    value = _get(cfg, key)
+    hint = example or f"{key}=..."
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite number; e.g. {hint}")
+    above = value >= low if low_inclusive else value > low
+    if not (above and value <= high):
+        bracket = "[" if low_inclusive else "("
+        raise ConfigError(f"{key}={value} is out of range {bracket}{low}, {high}]; e.g. {hint}")
+    return float(value)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every user-settable number and name; raise ConfigError on the first problem."""
+    regime = _get(cfg, "regime")
+    if regime not in REGIMES:
+        raise ConfigError(f"regime={regime!r} is unknown; use one of {', '.join(REGIMES)}")
+    sweep = _get(cfg, "sweep")
+    if not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith("."):
+        raise ConfigError(f"sweep={sweep!r} must be a plain folder name; e.g. sweep=my_study")
+    as_int(cfg, "seed", minimum=0, example="seed=0")
+
+    as_int(cfg, "model.n_layer", example="model.n_layer=4")
+    n_embd = as_int(cfg, "model.n_embd", example="model.n_embd=128")
+    n_head = as_int(cfg, "model.n_head", example="model.n_head=4")
+    if n_embd % n_head:
+        divisors = [h for h in range(1, min(n_embd, 64) + 1) if n_embd % h == 0]
+        raise ConfigError(f"model.n_embd={n_embd} is not divisible by model.n_head={n_head}; "
+                          f"pick n_head from {divisors[-6:]}")
+    n_positions = as_int(cfg, "model.n_positions", example="model.n_positions=1024")
+    as_int(cfg, "model.n_ctx", maximum=n_positions,
+           example=f"model.n_ctx={min(n_positions, 1024)} (or raise model.n_positions)")
+    as_float(cfg, "model.dropout", 0.0, 0.9, low_inclusive=True, example="model.dropout=0.0")
+    as_int(cfg, "model.pad_vocab_multiple", example="model.pad_vocab_multiple=64")
+
+    as_float(cfg, "optim.lr", 0.0, 1.0, example="optim.lr=3e-3")
+    as_float(cfg, "optim.weight_decay", 0.0, 10.0, low_inclusive=True, example="optim.weight_decay=0.1")
+    betas = _get(cfg, "optim.betas")
+    if not (OmegaConf.is_list(betas) or isinstance(betas, (list, tuple))) or len(betas) != 2 or not all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"optim.betas={betas!r} must be two numbers in [0, 1); e.g. optim.betas=[0.9,0.95]")
+    as_int(cfg, "optim.warmup_steps", minimum=0, example="optim.warmup_steps=50")
+    as_float(cfg, "optim.min_lr_ratio", 0.0, 1.0, low_inclusive=True, example="optim.min_lr_ratio=0.1")
+    as_float(cfg, "optim.gradient_clip", 0.0, math.inf, example="optim.gradient_clip=1.0")
+    as_int(cfg, "optim.batch_size", example="optim.batch_size=16")
+    as_int(cfg, "optim.val_batch_size", example="optim.val_batch_size=64")
+    as_int(cfg, "optim.max_steps", example="optim.max_steps=400")
+    as_int(cfg, "optim.val_every_n_steps", example="optim.val_every_n_steps=25")
+    as_int(cfg, "optim.patience", example="optim.patience=4")
+    as_float(cfg, "optim.min_delta", 0.0, math.inf, low_inclusive=True, example="optim.min_delta=0.0")
+
+    as_int(cfg, "data.val_tokens", minimum=2, example="data.val_tokens=32768")
+    if regime != "pretrain":
+        as_int(cfg, "data.finetune_chars", example="data.finetune_chars=1e5")
+    if regime != "scratch":
+        chars, tokens = _get(cfg, "pretrain.chars"), _get(cfg, "pretrain.tokens")
+        if (chars is None) == (tokens is None):
+            raise ConfigError("set exactly one of pretrain.tokens and pretrain.chars; e.g. pretrain.tokens=3e6 "
+                              "pretrain.chars=null")
+        as_int(cfg, "pretrain.chars" if chars is not None else "pretrain.tokens", example="pretrain.tokens=3e6")
+        as_float(cfg, "pretrain.lr", 0.0, 1.0, example="pretrain.lr=3e-3")
+        as_int(cfg, "pretrain.warmup_steps", minimum=0, example="pretrain.warmup_steps=50")
+        as_int(cfg, "pretrain.batch_size", example="pretrain.batch_size=16")
+        as_int(cfg, "pretrain.patience", example="pretrain.patience=8")
+        source = _get(cfg, "data.source")
+        if OmegaConf.is_dict(source):
+            for name in source:
+                as_float(cfg, f"data.source.{name}", 0.0, math.inf, example=f"data.source.{name}=0.5")
+        elif not isinstance(source, str) or not source:
+            raise ConfigError(f"data.source={source!r} must name a corpus or map corpora to weights; "
+                              "e.g. data.source=english")
+    target = _get(cfg, "data.target")
+    if regime != "pretrain" and (not isinstance(target, str) or not target):
+        raise ConfigError(f"data.target={target!r} must name a corpus; e.g. data.target=python")
