@@ -7,9 +7,13 @@ multiplicative (ln L + ε).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # plain `pytest` without an installed package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transfer_lab import records
 from transfer_lab.analysis import laws

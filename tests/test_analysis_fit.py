@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from tests import analysis_synth as syn
+import analysis_synth as syn
 from transfer_lab.analysis import collect_local, laws, predict, records_to_table, run_analysis
 from transfer_lab.analysis.fitting import batched_lm, fit_law
 from transfer_lab.analysis import specs
@@ -48,8 +48,9 @@ def test_noiseless_effective_data_inversion(tmp_path):
 
 def test_interpolation_is_exact_at_the_measured_points(tmp_path):
     runs = syn.make_runs(ns=(1e6, 1e7), noise=0.0, extras=False)
-    d_knot = syn.SCRATCH_DS[3]
-    runs.append(syn.result("synth", "ft-at-knot", "finetune", 1e6, 2e4, float(syn.scratch_loss(1e6, d_knot))))
+    d_knot = int(syn.SCRATCH_DS[3])  # records hold whole characters
+    loss_at_knot = float(syn.scratch_loss(1e6, syn.SCRATCH_DS[3]))  # the scratch run's own loss
+    runs.append(syn.result("synth", "ft-at-knot", "finetune", 1e6, 2e4, loss_at_knot))
     res = run_analysis(records_to_table(runs, "synth"), n_bootstrap=0)
     row = res.table.set_index("run_key").loc["ft-at-knot"]
     assert row["D_E"] == pytest.approx(d_knot, rel=1e-9)
@@ -90,7 +91,7 @@ def test_predict_matches_the_fitted_law(tmp_path):
 def test_gap_law_is_fitted_with_several_budgets(tmp_path):
     rng = np.random.default_rng(0)
     truth = dict(a=0.8, alpha=0.3, g=0.2, beta=0.1, e=0.9)
-    runs = syn.make_runs(ns=(1e6, 1e7), noise=0.0, extras=False)
+    runs = syn.make_runs(ns=(1e6, 1e7), finetune_ds=(), noise=0.0, extras=False)
     for n in (1e6, 1e7):
         for p in (1e7, 1e8, 1e9):
             for d in np.geomspace(1e4, 1e6, 6):
@@ -108,7 +109,8 @@ def test_gap_law_is_fitted_with_several_budgets(tmp_path):
 
 
 def test_huber_option_resists_an_outlier():
-    x = {"lnD": np.log(np.geomspace(1e3, 1e7, 30)), "lnN": np.log(np.tile([1e5, 1e6, 1e7], 10))}
+    d, n = np.geomspace(1e3, 1e7, 30), np.tile([1e5, 1e6, 1e7], 10)
+    x = {"D": d, "N": n, "lnD": np.log(d), "lnN": np.log(n)}
     spec = specs.transfer_spec()
     y = spec.model([np.array([[v]]) for v in (4.0, 0.3, 0.5)], x)[0].copy()
     y[5] += 3.0

@@ -78,7 +78,6 @@ class RunRecorder(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         self._start_step = trainer.global_step
         self._truncate_after(trainer.global_step)
-        trainer.datamodule.train_data.start_step = trainer.global_step  # exact resume of the batch stream
         self._started = self._session_started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -61,7 +61,7 @@ def module_kwargs(cfg: DictConfig, shape: ModelShape, lr: float, warmup: int, to
 
 
 def train_and_record(cfg: DictConfig, run_dir: Path, result: RunResult, datamodule: TokenDataModule, kwargs: dict,
-                     max_steps: int, patience: int, keep_best: bool):
+                     max_steps: int, patience: int):
     """Fit, then fill `result` from the recorder; a crash or NaN is recorded as a failed run."""
     logger = make_logger(cfg, result.run_key, run_dir, {"non_embedding_params": result.non_embedding_params,
                                                        "finetune_chars": result.finetune_chars})
@@ -69,7 +69,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, result: RunResult, datamodu
     outcome = None
     try:
         outcome = fit(run_dir, cfg, datamodule, kwargs, max_steps=max_steps, patience=patience, logger=logger,
-                      keep_best=keep_best, log=log.info)
+                      log=log.info)
         rec = outcome.recorder
         if not rec.best:
             raise RuntimeError("no validation ran; lower optim.val_every_n_steps below the step budget")
@@ -94,8 +94,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, result: RunResult, datamodu
         result.error = f"{type(err).__name__}: {err}"
         log.error("run %s failed: %s\n%s", result.run_key, result.error, traceback.format_exc(limit=3))
     finally:
-        finish(logger, {"status": result.status, "best_val_loss": result.best_val_loss,
-                        "best_val_loss_per_char": result.best_val_loss_per_char})
+        finish(logger, asdict(result))
     records.write_result(run_dir, result)
     return outcome
 
@@ -129,8 +128,7 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
         pcfg_result.val_tokens, pcfg_result.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
         log.info("pre-training %s: %d steps x %d tokens on %s", key, max_steps, tokens_per_step, "+".join(weights))
         kwargs = module_kwargs(cfg, shape, pcfg.lr, pcfg.warmup_steps, max_steps, datamodule.val_data.n_chars)
-        outcome = train_and_record(cfg, folder, pcfg_result, datamodule, kwargs, max_steps, pcfg.patience,
-                                   keep_best=True)
+        outcome = train_and_record(cfg, folder, pcfg_result, datamodule, kwargs, max_steps, pcfg.patience)
         if pcfg_result.status != STATUS_DONE:
             raise RuntimeError(f"pre-training {key} failed: {pcfg_result.error}")
         best = outcome.best_checkpoint
@@ -221,7 +219,7 @@ def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
             result.pretrain_chars, result.pretrain_flops = pretrained.pretrain_chars, pretrained.pretrain_flops
     kwargs = module_kwargs(cfg, shape, o.lr, o.warmup_steps, o.max_steps, datamodule.val_data.n_chars,
                            init_from=str(start_from) if start_from else None)
-    train_and_record(cfg, run_dir, result, datamodule, kwargs, o.max_steps, o.patience, keep_best=False)
+    train_and_record(cfg, run_dir, result, datamodule, kwargs, o.max_steps, o.patience)
     if result.status == STATUS_DONE:
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the record is the result
         log.info("done %s: best val %.4f nats/token = %.4f bits/char at step %d (%s), %.1f s, %.0f tokens/s",

@@ -41,14 +41,19 @@ def make_logger(cfg: DictConfig, run_key: str, run_dir, summary: dict[str, Any])
         job_type=cfg.regime, save_dir=save_dir, config=config, mode=settings.mode or os.environ.get("WANDB_MODE"))
 
 
-def finish(logger, summary: dict[str, Any]) -> None:
-    """Write the run's outcome into the W&B summary and close the run (every job, even a failed one)."""
+def finish(logger, result: dict[str, Any]) -> None:
+    """Put the run record into the W&B summary and close the run (every job, even a failed one).
+
+    The whole record sits under summary["results"] (what analyze.py source=wandb reads back);
+    its scalars are also top-level summary keys, for dashboards.
+    """
     if logger is None:
         return
     import wandb
 
     run = logger.experiment
-    for key, value in summary.items():
-        if isinstance(value, (int, float, str)) or value is None:
+    run.summary["results"] = scrub({k: v for k, v in result.items() if k != "config"})
+    for key, value in result.items():
+        if isinstance(value, (int, float, str)) and key != "config":
             run.summary[key] = value
-    wandb.finish(exit_code=0 if summary.get("status") == "done" else 1)
+    wandb.finish(exit_code=0 if result.get("status") == "done" else 1)

@@ -17,6 +17,7 @@ parameter columns and data to the predicted target in log space) applied to a da
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -113,7 +114,7 @@ def _cost(r, w, delta):
 
 def batched_lm(model: Model, theta0: np.ndarray, data: dict, y: np.ndarray, w: np.ndarray,
                lo: np.ndarray, hi: np.ndarray, huber: float | None = None,
-               max_iter: int = 200, ftol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+               max_iter: int = 200, ftol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """Minimise Σ w·ρ(model − y) for B problems at once (Levenberg–Marquardt, box bounds by
     projection, Huber by reweighting). theta0 (B, p), w (B, n) or (n,). Returns (theta, cost)."""
     theta = np.clip(np.array(theta0, float), lo, hi)
@@ -180,7 +181,9 @@ def _lmfit(spec, data, y, theta0, huber, w=None):
         return np.nan_to_num((_evaluate(spec.model, th, data)[0] - y) * sw, nan=1e6, posinf=1e6, neginf=-1e6)
 
     kws = {"loss": "huber", "f_scale": huber} if huber else {}
-    return lmfit.minimize(residual, params, method="least_squares", **kws)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # lmfit's correlation of a degenerate covariance
+        return lmfit.minimize(residual, params, method="least_squares", **kws)
 
 
 def _subset(data: dict, mask: np.ndarray) -> dict:

@@ -174,7 +174,12 @@ def collect_documents(spec: dict[str, Any], raw_dir: Path, workers: int | None
     per_source: dict[str, dict[str, int]] = {}
     docs: list[str] = []
     total = raw_total = 0
-    for source, texts, raw in _cleaned(items, n_workers):
+    started, last_log = time.time(), time.time()
+    for done, (source, texts, raw) in enumerate(_cleaned(items, n_workers), 1):
+        if time.time() - last_log > 30:
+            last_log = time.time()
+            log.info("%s: %d files read, %s chars kept, %.0fs", spec["name"], done,
+                     f"{total:,}", last_log - started)
         stats = per_source.setdefault(source, {"raw_chars": 0, "chars": 0, "docs": 0})
         stats["raw_chars"] += raw
         raw_total += raw
@@ -217,11 +222,11 @@ def split_documents(docs: list[str], spec: dict[str, Any]) -> tuple[list[str], l
                 capped.append(doc)
             total += len(doc)
         shuffled = capped
-    val, val_total = [], 0
-    while shuffled[len(val):] and val_total < spec["val_chars"]:
-        val.append(shuffled[len(val)])
-        val_total += len(val[-1])
-    train = shuffled[len(val):]
+    n_val = val_total = 0
+    while n_val < len(shuffled) and val_total < spec["val_chars"]:
+        val_total += len(shuffled[n_val])
+        n_val += 1
+    val, train = shuffled[:n_val], shuffled[n_val:]
     train_total = sum(map(len, train))
     if train_total < val_total:
         raise DataError(f"corpus '{name}' has {train_total + val_total:,} characters after "

@@ -1,0 +1,56 @@
+"""Shared test set-up: offline everything, real (small) corpora, the real config shrunk to CPU size."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+
+# A CPU-sized transfer study on real text: fortunes (English) → a few stdlib modules (Python).
+# 1 layer × 32 wide ≈ 13k non-embedding params; 8 × 64 = 512 tokens per step.
+TINY = [
+    "data.source=fortunes_en", "data.target=python_small", "data.val_tokens=2048",
+    "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.n_ctx=64",
+    "tokenizer.vocab_size=300", "tokenizer.train_chars=2e5",
+    "optim.batch_size=8", "optim.val_batch_size=32", "optim.max_steps=30", "optim.val_every_n_steps=10",
+    "optim.warmup_steps=5", "optim.patience=3", "pretrain.tokens=1e4", "trainer.log_every_n_steps=5",
+    "data.finetune_chars=1e4",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Raw downloads and prepared corpora, shared by every test (set TRANSFER_LAB_TEST_DATA to keep them)."""
+    shared = os.environ.get("TRANSFER_LAB_TEST_DATA")
+    return Path(shared) if shared else tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """Tokenizers and token files, shared by the tests of one session."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture()
+def compose_cfg(tmp_path, data_dir, cache_dir):
+    """Compose conf/train.yaml as train.py would, shrunk by TINY, writing under tmp_path."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    def _compose(*overrides: str, tiny: bool = True):
+        GlobalHydra.instance().clear()
+        paths = [f"paths.output_root={tmp_path}/outputs", f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}"]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("train", overrides=(TINY if tiny else []) + paths + list(overrides))
+
+    return _compose

@@ -1,0 +1,181 @@
+"""Collection, robustness messages, the CLI end to end, and W&B (fake Api, real offline run)."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import analysis_synth as syn
+from transfer_lab.analysis import collect_local, records_to_table, run_analysis
+from transfer_lab.analysis.collect import latest_sweep
+from transfer_lab.errors import ResultsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _analyse(tmp_path, runs, plots=False):
+    res = run_analysis(records_to_table(runs, "synth"), n_bootstrap=20, make_plots=plots, report_dir=tmp_path / "rep")
+    return res, (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_mixed_tokenizers_and_duplicate_keys_are_refused(tmp_path):
+    runs = syn.make_runs(ns=(1e6, 1e7), extras=False)
+    runs[3] = dataclasses.replace(runs[3], tokenizer="bpe-other")
+    with pytest.raises(ResultsError, match="tokenizers"):
+        records_to_table(runs, "synth")
+    runs = syn.make_runs(ns=(1e6, 1e7), extras=False)
+    runs[4] = dataclasses.replace(runs[4], val_set="val-other")
+    with pytest.raises(ResultsError, match="validation sets"):
+        records_to_table(runs, "synth")
+    runs = syn.make_runs(ns=(1e6,), extras=False)
+    runs.append(dataclasses.replace(runs[0]))
+    with pytest.raises(ResultsError, match="duplicate run keys"):
+        records_to_table(runs, "synth")
+
+
+def test_corrupt_results_file_is_one_line_naming_it(tmp_path):
+    sweep = syn.make_sweep(tmp_path, ns=(1e6,))
+    bad = sweep / "runs" / "broken"
+    bad.mkdir()
+    (bad / "results.json").write_text('{"run_key": "broken", "sweep": ')
+    with pytest.raises(ResultsError) as err:
+        collect_local(tmp_path)
+    assert str(bad / "results.json") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_failed_unfinished_and_nan_runs_are_listed_not_dropped(tmp_path):
+    runs = syn.make_runs(ns=(1e6, 1e7))
+    runs.append(syn.result("synth", "ft-nan", "finetune", 1e6, 5e4, float("nan")))
+    sweep = syn.write_runs(tmp_path, "synth", runs)
+    (sweep / "runs" / "still-running").mkdir()
+    res = run_analysis(collect_local(tmp_path), n_bootstrap=20, report_dir=tmp_path / "rep")
+    text = (tmp_path / "rep" / "report.md").read_text()
+    reasons = res.table.set_index("run_key")["reason"]
+    assert "CUDA out of memory" in reasons["ft-failed"]
+    assert "NaN" in reasons["ft-nan"]
+    assert "no results.json" in reasons["still-running"]
+    for key in ("ft-failed", "ft-nan", "still-running"):
+        assert key in text
+    assert res.fits["transfer"].ok
+
+
+def test_single_n_too_few_points_and_missing_curve_give_messages(tmp_path):
+    res, text = _analyse(tmp_path, syn.make_runs(ns=(1e6,), extras=False), plots=True)
+    assert "distinct N" in text and res.fits["transfer"].status == "not fitted"
+    assert (tmp_path / "rep" / "plots" / "loss_vs_data.png").exists()
+    few = syn.make_runs(ns=(1e6, 1e7), scratch_ds=(1e5, 1e7), finetune_ds=(1e4,), extras=False)
+    res, text = _analyse(tmp_path, few)
+    assert "usable points" in text and not res.fits["kaplan"].ok
+    runs = [r for r in syn.make_runs(ns=(1e5, 1e6, 1e7), extras=False)
+            if not (r.regime == "scratch" and r.non_embedding_params == int(1e7))]
+    res, text = _analyse(tmp_path, runs)
+    assert "no usable from-scratch curve" in text and "1e+07" in text
+    flags = res.table[(res.table.regime == "finetune") & (res.table.N == 1e7)]["flags"]
+    assert flags.str.contains("no_scratch_curve").all()
+
+
+def test_all_ossified_gives_a_message(tmp_path):
+    runs = syn.make_runs(ns=(1e6, 1e7), extras=False)
+    runs = [dataclasses.replace(r, best_val_loss_per_char=float(syn.scratch_loss(r.non_embedding_params, r.finetune_chars)) * 1.05)
+            if r.regime == "finetune" else r for r in runs]
+    res, text = _analyse(tmp_path, runs, plots=True)
+    assert "ossification" in text
+    assert res.table[res.table.regime == "finetune"]["flags"].str.contains("ossified").all()
+    assert not res.fits["transfer"].ok
+
+
+def test_no_runs_at_all_is_an_error(tmp_path):
+    with pytest.raises(ResultsError, match="no runs at all"):
+        collect_local(tmp_path)
+    (tmp_path / "sweeps" / "empty" / "runs").mkdir(parents=True)
+    with pytest.raises(ResultsError, match="no runs at all"):
+        collect_local(tmp_path, "empty")
+
+
+def test_latest_sweep_is_the_most_recently_written(tmp_path):
+    syn.make_sweep(tmp_path, sweep="old", ns=(1e6,))
+    new = syn.make_sweep(tmp_path, sweep="new", ns=(1e6,))
+    os.utime(next(new.glob("runs/*/results.json")), (2e9, 2e9))
+    assert latest_sweep(tmp_path) == "new"
+
+
+def test_analyze_cli_end_to_end(tmp_path):
+    syn.make_sweep(tmp_path, sweep="demo", noise=0.002, ns=(1e5, 1e6, 1e7))
+    env = {**os.environ, "TRANSFER_LAB_OUTPUTS": str(tmp_path), "MPLBACKEND": "Agg"}
+    env.pop("WANDB_MODE", None)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    out = subprocess.run([sys.executable, str(ROOT / "analyze.py"), "fit.n_bootstrap=50"], cwd=cwd, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = tmp_path / "sweeps" / "demo" / "report"
+    text = (report / "report.md").read_text()
+    assert "Transfer law D_T" in text and "1.9e4" in text
+    for name in ("loss_vs_data", "dt_vs_df", "multiplier", "loss_vs_compute", "predicted_vs_observed"):
+        assert (report / "plots" / f"{name}.png").exists() and (report / "plots" / f"{name}.pdf").exists()
+    assert (report / "report.html").exists() and (report / "table.csv").exists()
+    assert list(cwd.iterdir()) == []  # Hydra wrote nothing into the working directory
+    empty = subprocess.run([sys.executable, str(ROOT / "analyze.py"), f"paths.output_root={tmp_path / 'none'}"],
+                           cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2
+    assert empty.stderr.strip().count("\n") == 0 and "no runs at all" in empty.stderr
+
+
+class _FakeRun:
+    def __init__(self, r, state="finished"):
+        self.summary = {"results": dataclasses.asdict(r)} if r.regime == "scratch" else {
+            f"results/{k}": v for k, v in dataclasses.asdict(r).items() if k != "config"}
+        self.config, self.name, self.id, self.group, self.state = {"regime": r.regime}, r.run_key, r.run_key, "g", state
+
+
+def test_collect_from_wandb_api_with_a_fake_api():
+    from transfer_lab.analysis.wandb_io import collect_wandb
+    runs = syn.make_runs(ns=(1e6, 1e7), extras=False)
+    calls = []
+
+    class Api:
+        def runs(self, path, filters=None):
+            calls.append((path, filters))
+            return [_FakeRun(r) for r in runs] + [_FakeRun(runs[0], "crashed")]
+
+    with pytest.raises(ResultsError, match="duplicate"):
+        collect_wandb("me", "proj", "g", api=Api())
+    runs[0] = dataclasses.replace(runs[0], status="running")
+    runs.append(dataclasses.replace(runs[0], run_key="crashed"))
+    fake = [_FakeRun(r) for r in runs]
+    fake[-1].state = "crashed"
+
+    class Api2:
+        def runs(self, path, filters=None):
+            return fake
+
+    coll = collect_wandb("me", "proj", "g", api=Api2())
+    assert calls[0] == ("me/proj", {"group": "g"})
+    assert len(coll.table) == len(runs)
+    assert coll.table.set_index("run_key").loc["crashed", "status"] == "failed"
+    assert np.isclose(coll.table.loc[coll.table.run_key == runs[5].run_key, "loss"].iloc[0], runs[5].best_val_loss_per_char)
+
+
+def test_collect_a_real_offline_wandb_run(tmp_path):
+    wandb = pytest.importorskip("wandb")
+    from transfer_lab.analysis.wandb_io import collect_wandb_offline
+    r = syn.make_runs(ns=(1e6,), extras=False)[0]
+    os.environ.pop("WANDB_MODE", None)
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="transfer_lab", group="demo",
+                     config={"regime": r.regime, "run_key": r.run_key, "sweep": "demo"}, settings=wandb.Settings(silent=True))
+    for step, loss in enumerate([3.0, 2.5, 2.7]):
+        run.log({"val/loss": loss * 3, "val/loss_per_char": loss})
+    fields = dataclasses.asdict(r)
+    for k in ("status", "non_embedding_params", "finetune_chars", "tokenizer", "val_set"):
+        run.summary[k] = fields[k]
+    run.finish()
+    coll = collect_wandb_offline(tmp_path, group="demo")
+    row = coll.table.iloc[0]
+    assert row["run_key"] == r.run_key and row["N"] == r.non_embedding_params and row["D_F"] == r.finetune_chars
+    assert row["loss"] == pytest.approx(2.5)  # the history minimum, read from the binary log
+    assert not row["excluded"]

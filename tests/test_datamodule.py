@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from transfer_lab.datamodule import IGNORE_INDEX, PackedBlocks, TokenDataModule, TrainSubset, ValidationBlocks, block_starts
+from transfer_lab.errors import DataError
+from transfer_lab.tokens import TokenSplit
+
+
+def make_split(n_tokens: int) -> TokenSplit:
+    tokens = np.arange(n_tokens, dtype=np.uint16) % 250
+    char_ends = np.arange(1, n_tokens + 1, dtype=np.int64) * 2  # 2 chars per token
+    return TokenSplit(tokens=tokens, char_ends=char_ends)
+
+
+def test_blocks_cover_every_token_and_refuse_tiny_subsets():
+    starts = block_starts(1000, 64)
+    covered = np.zeros(1000, bool)
+    for s in starts:
+        covered[s:s + 65] = True
+    assert covered.all()
+    with pytest.raises(DataError, match="finetune_chars"):
+        block_starts(50, 64)
+
+
+def test_batches_are_a_pure_function_of_the_step():
+    split = make_split(5000)
+    data = PackedBlocks(TrainSubset(split, 5000, 10000), n_ctx=32, batch_size=4, seed=7)
+    stream = iter(data)
+    first = [next(stream) for _ in range(30)]
+    resumed = PackedBlocks(TrainSubset(split, 5000, 10000), n_ctx=32, batch_size=4, seed=7)
+    resumed.start_step = 20
+    again = next(iter(resumed))
+    assert torch.equal(again[0], first[20][0]) and torch.equal(again[1], first[20][1])
+    other_seed = PackedBlocks(TrainSubset(split, 5000, 10000), n_ctx=32, batch_size=4, seed=8)
+    assert not torch.equal(other_seed.batch_at(0)[0], first[0][0])
+    x, y = first[0]
+    assert torch.equal(x[:, 1:], y[:, :-1])  # targets are inputs shifted by one
+
+
+def test_an_epoch_visits_each_block_once():
+    split = make_split(64 * 10 + 1)
+    data = PackedBlocks(TrainSubset(split, len(split), 2 * len(split)), n_ctx=64, batch_size=5, seed=0)
+    seen = torch.cat([data.batch_at(0)[0][:, 0], data.batch_at(1)[0][:, 0]])
+    assert sorted(seen.tolist()) == sorted(split.tokens[data.starts].tolist())
+
+
+def test_validation_scores_every_token_once_and_counts_chars():
+    split = make_split(1000)
+    val = ValidationBlocks(split, n_tokens=1000, n_ctx=64)
+    targets = val.targets.flatten()
+    assert int((targets != IGNORE_INDEX).sum()) == val.n_targets == 999
+    assert val.n_chars == 2000
+
+
+def test_datamodule_takes_the_character_prefix():
+    split = make_split(5000)
+    dm = TokenDataModule([(split, 1.0)], split, train_chars=2000, val_tokens=500, n_ctx=32, batch_size=4,
+                         val_batch_size=8, seed=0)
+    assert dm.train_tokens == 1000 and dm.train_chars == 2000
+    assert int(dm.train_data.starts.max()) + 33 <= 1000

@@ -1,0 +1,118 @@
+"""The training road end to end, in-process on real (small) corpora."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from transfer_lab import records
+from transfer_lab.callbacks import RunRecorder
+from transfer_lab.pipeline import run_job
+
+
+def runs_of(cfg) -> dict[str, records.RunResult]:
+    root = Path(cfg.paths.sweep_dir) / "runs"
+    return {p.name: records.read_result(p) for p in root.iterdir()}
+
+
+def test_scratch_and_finetune_share_one_pretraining_and_rerun_skips(compose_cfg):
+    assert run_job(compose_cfg("regime=scratch")) == "done"
+    assert run_job(compose_cfg("regime=finetune")) == "done"
+    assert run_job(compose_cfg("regime=finetune", "data.finetune_chars=2e4")) == "done"
+    cfg = compose_cfg("regime=finetune")
+    pretrained = [p for p in Path(cfg.paths.pretrained_dir).iterdir() if p.is_dir()]
+    assert len(pretrained) == 1, "a sweep over D_F must pre-train each size once"
+    assert (pretrained[0] / "model" / "model.safetensors").exists()
+    assert not (pretrained[0] / "checkpoints").exists()
+
+    runs = runs_of(cfg)
+    assert len(runs) == 3 and all(r.status == "done" for r in runs.values())
+    finetunes = sorted((r for r in runs.values() if r.regime == "finetune"), key=lambda r: r.finetune_chars)
+    scratch = next(r for r in runs.values() if r.regime == "scratch")
+    assert finetunes[0].pretrain_key == finetunes[1].pretrain_key == pretrained[0].name
+    assert finetunes[0].finetune_chars == pytest.approx(1e4, abs=8) and finetunes[1].finetune_chars > 1.9e4
+    assert finetunes[0].finetune_tokens < finetunes[1].finetune_tokens
+    assert scratch.non_embedding_params == finetunes[0].non_embedding_params == 1 * (12 * 32**2 + 13 * 32) + 64
+    for r in runs.values():
+        assert r.best_val_loss <= r.final_val_loss and r.best_val_loss_per_char > 0
+        assert r.val_set == scratch.val_set and r.tokenizer == scratch.tokenizer
+        assert (Path(cfg.paths.sweep_dir) / "runs" / r.run_key / "config.yaml").exists()
+        curve = records.read_metrics(Path(cfg.paths.sweep_dir) / "runs" / r.run_key)
+        vals = [row["loss"] for row in curve if row["split"] == "val"]
+        assert min(vals) == pytest.approx(r.best_val_loss)
+    # pre-training starts the target run far below a random model's loss (ln 300 ≈ 5.7 nats)
+    assert finetunes[0].best_val_loss < scratch.best_val_loss
+
+    assert run_job(compose_cfg("regime=scratch")) == "skipped"
+    assert run_job(compose_cfg("regime=finetune")) == "skipped"
+
+
+class Killed(BaseException):
+    """Stands in for a kill: not an Exception, so nothing records it as a failure."""
+
+
+def test_interrupted_run_resumes_to_the_same_result(compose_cfg, monkeypatch):
+    reference_cfg = compose_cfg("regime=scratch", "sweep=reference")
+    assert run_job(reference_cfg) == "done"
+    reference = next(iter(runs_of(reference_cfg).values()))
+
+    original = RunRecorder.on_validation_end
+
+    def die_at_step_20(self, trainer, pl_module):
+        original(self, trainer, pl_module)
+        if trainer.global_step == 20:
+            raise Killed()
+
+    monkeypatch.setattr(RunRecorder, "on_validation_end", die_at_step_20)
+    cfg = compose_cfg("regime=scratch", "sweep=killed")
+    with pytest.raises(Killed):
+        run_job(cfg)
+    (run_dir,) = (Path(cfg.paths.sweep_dir) / "runs").iterdir()
+    assert records.read_result(run_dir).status == "running"
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    monkeypatch.setattr(RunRecorder, "on_validation_end", original)
+    assert run_job(compose_cfg("regime=scratch", "sweep=killed")) == "done"
+    resumed = records.read_result(run_dir)
+    assert resumed.best_val_loss == pytest.approx(reference.best_val_loss, abs=1e-6)
+    assert resumed.steps == reference.steps
+    val_steps = [r["step"] for r in records.read_metrics(run_dir) if r["split"] == "val"]
+    assert val_steps == sorted(set(val_steps)), "points logged after the checkpoint must not repeat"
+
+
+def test_same_seed_same_config_same_result(compose_cfg):
+    a = compose_cfg("regime=scratch", "sweep=a", "seed=3")
+    b = compose_cfg("regime=scratch", "sweep=b", "seed=3")
+    run_job(a), run_job(b)
+    (ra,), (rb,) = runs_of(a).values(), runs_of(b).values()
+    assert ra.run_key == rb.run_key
+    assert ra.best_val_loss == pytest.approx(rb.best_val_loss, abs=1e-6)
+
+
+def test_diverging_run_is_marked_and_the_sweep_goes_on(compose_cfg, monkeypatch):
+    from transfer_lab.module import CausalLM
+
+    original = CausalLM.training_step
+    monkeypatch.setattr(CausalLM, "training_step", lambda self, batch, i: original(self, batch, i) * float("nan"))
+    cfg = compose_cfg("regime=scratch")
+    assert run_job(cfg) == "failed"
+    (result,) = runs_of(cfg).values()
+    assert result.status == "failed" and result.stop_reason == "diverged" and "nan" in result.error.lower()
+    monkeypatch.setattr(CausalLM, "training_step", original)
+    assert run_job(compose_cfg("regime=scratch")) == "done", "a failed run is retried on the next sweep"
+
+
+def test_wandb_offline_logs_every_run_and_never_the_key(compose_cfg, monkeypatch, tmp_path):
+    fake_key = "f" * 40
+    monkeypatch.setenv("WANDB_API_KEY", fake_key)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_cfg("regime=finetune", "logger=wandb")
+    assert run_job(cfg) == "done"
+    offline_runs = list(Path(cfg.logger.save_dir).glob("wandb/offline-run-*"))
+    assert len(offline_runs) == 2, "the pre-training and the finetune each leave an offline run"
+    assert all(list(run.glob("run-*.wandb")) for run in offline_runs)
+    leaked = [p for p in Path(cfg.paths.output_root).rglob("*") if p.is_file() and fake_key.encode() in p.read_bytes()]
+    assert leaked == []
+    (result,) = runs_of(cfg).values()
+    assert json.dumps(result.config).count("wandb") >= 1  # the logger config is recorded, the key is not
