@@ -60,8 +60,10 @@ def test_helpers_html_cut_glob_roff_tagged():
     rx = glob_regex("a/**/*.rst.txt")
     assert rx.match("a/b.rst.txt") and rx.match("a/x/y/b.rst.txt") and not rx.match("b.rst.txt")
     assert not glob_regex("a/*.txt").match("a/x/b.txt")
-    assert "Bold text here" in strip_roff('.TH X 1\n.SH NAME\n.B "Bold text"\n\\fBhere\\fR\n')
-    assert read_tagged_zh("[中央/n 电台/n]nt  发表/v  ，/w".encode()) == ["中央电台发表，"]
+    roff = strip_roff('.TH X 1\n.SH NAME\n.B "Bold text"\n\\fBhere\\fR \\- done\n.\\" note\n')
+    assert roff.split() == ["NAME", "Bold", "text", "here", "-", "done"]
+    tagged = "[中央/n 电台/n]nt  发表/v  ，/w".encode()
+    assert read_tagged_zh(tagged) == ["中央电台发表，"]
 
 
 # ---------------------------------------------------------------- embedded, real text
@@ -232,7 +234,9 @@ def test_files_errors(tmp_path, data_dir):
     empty.write_text("")
     with pytest.raises(DataError, match="empty after cleaning"):
         prepare_corpus({**base, "name": "e", "paths": [str(empty)]}, data_dir=data_dir)
-    assert not list((data_dir / "prepared").glob("[!.]*"))  # no folder for a failed build
+    built = [p.name.split("-")[0] for p in (data_dir / "prepared").iterdir()
+             if not p.name.endswith(".lock")]
+    assert built == ["u2"]  # failed builds leave no folder, not even a temp one
 
 
 def test_language_filter_drops_english_from_german(tmp_path, data_dir, fortune_texts):

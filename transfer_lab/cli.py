@@ -1,26 +1,151 @@
-"""Checks on the command line that Hydra would otherwise answer with a multi-line error."""
+"""Checks on the command line that Hydra would otherwise answer with a multi-line error.
+
+Hydra reports an unknown key (`model.n_layers=3`), an unknown group option (`model=huge`) or an
+unparsable override with several lines and exit status 1. These checks run before Hydra does
+and turn each of them into the project's one-line error with exit status 2.
+"""
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 
 from transfer_lab.errors import ConfigError, exit_with
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# Hydra flags that take no value; any other flag (--cfg, --config-name, ...) means: leave it to Hydra
+PLAIN_FLAGS = ("-m", "--multirun")
+NOT_GROUPS = ("hydra",)  # Hydra's own groups come from its plugins, not from conf/
 
 
 def available(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def check_experiment_override(argv: list[str]) -> None:
-    """`experiment=nope` → one line naming the shipped experiments, exit status 2."""
+def config_groups() -> list[str]:
+    """Top-level config groups: the folders of conf/ (data/corpus holds corpus specs, not a group)."""
+    return sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_GROUPS)
+
+
+def check_group_options(argv: list[str]) -> None:
+    """`experiment=nope` → one line naming the shipped options, exit status 2."""
+    groups = config_groups()
     for arg in argv:
         key, _, value = arg.partition("=")
-        if key.lstrip("+~") not in ("experiment", "model", "tokenizer", "logger", "optim", "trainer"):
-            continue
         group = key.lstrip("+~")
+        if group not in groups or not value:
+            continue
         for name in value.split(","):
             if name and name != "null" and name not in available(group):
                 exit_with(ConfigError(f"{group}={name} is unknown; choose one of {', '.join(available(group))} "
                                       f"(files in conf/{group}/)"))
+
+
+def _leaf_keys(node, prefix: str = "") -> list[str]:
+    from omegaconf import OmegaConf
+
+    keys = []
+    if OmegaConf.is_dict(node):
+        for key in node.keys():
+            full = f"{prefix}{key}"
+            keys.append(full)
+            child = node._get_node(key)
+            if OmegaConf.is_dict(child):
+                keys.extend(_leaf_keys(child, f"{full}."))
+    return keys
+
+
+def _first_values(overrides: list[str]) -> list[str]:
+    """The overrides with each sweep (a,b,c / range(...) / choice(...)) replaced by its first value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    single = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()), None)
+            if first is None:
+                raise ConfigError(f"{override.input_line} sweeps over nothing; give at least one value")
+            single.append(f"{key}={first}")
+        elif override.is_delete() and override.value() is None:
+            single.append(key)
+        else:
+            single.append(override.input_line)
+    return single
+
+
+def _compose_error(err: Exception, overrides: list[str], config_name: str) -> ConfigError:
+    """Hydra's multi-line composition error → one line naming the key and the fix."""
+    text = str(err)
+    cause = err.__cause__ or err.__context__
+    cause_text = str(cause) if cause is not None else ""
+    match = re.search(r"Could not override '([^']+)'", text)
+    if match and "not in struct" in (text + cause_text):
+        key = match.group(1)
+        known = _known_keys(config_name, overrides)
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return ConfigError(f"{key} is not a key of the {config_name} config; {hint}fix the spelling, "
+                           f"or use +{key}=... to add a new key")
+    match = re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
+    if match:
+        key = match.group(1)
+        return ConfigError(f"+{key} adds a key that already exists; use {key}=... (without +) to change it")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    message = " ".join(lines) or type(err).__name__
+    return ConfigError(f"the command line cannot be composed into a config: {message}; "
+                       "fix the override (see conf/ for the keys and groups)")
+
+
+def _known_keys(config_name: str, overrides: list[str]) -> list[str]:
+    """Every key of the config composed with only the group choices among `overrides`."""
+    groups = set(config_groups())
+    choices = [o for o in overrides if "=" in o and o.partition("=")[0].lstrip("+~") in groups]
+    try:
+        return _leaf_keys(_compose(config_name, choices))
+    except Exception:  # noqa: BLE001 - a hint only
+        return []
+
+
+def _compose(config_name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def check_overrides(argv: list[str], config_name: str = "train") -> None:
+    """Compose the config from the command line (first value of each sweep) as Hydra will; an
+    unknown key, a bad group option or an unparsable override exits with one line, status 2.
+
+    Command lines with Hydra flags other than -m/--multirun are left to Hydra."""
+    if any(arg.startswith("-") and arg not in PLAIN_FLAGS for arg in argv):
+        return
+    overrides = [arg for arg in argv if arg not in PLAIN_FLAGS]
+    from hydra.errors import HydraException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        single = _first_values(overrides)
+    except ConfigError as err:
+        exit_with(err)
+    except OverrideParseException as err:
+        message = " ".join(str(err).split())
+        exit_with(ConfigError(f"cannot parse the command line ({message}); write overrides as key=value, "
+                              "quote values with spaces or brackets"))
+    try:
+        _compose(config_name, single)
+    except (HydraException, OmegaConfBaseException) as err:
+        exit_with(_compose_error(err, single, config_name))
+
+
+def check_experiment_override(argv: list[str]) -> None:
+    """What train.py runs before Hydra: group options, unknown keys and parse errors (one line, exit 2)."""
+    check_group_options(argv)
+    check_overrides(argv, "train")

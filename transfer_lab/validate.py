@@ -13,6 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 from transfer_lab.errors import ConfigError
 
 REGIMES = ("pretrain", "scratch", "finetune")
+TOKENIZER_KINDS = ("gpt2", "byte", "bpe")  # transfer_lab.tokenization.KINDS
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64", "bf16", "16")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -58,7 +63,7 @@ def validate_config(cfg: DictConfig) -> None:
     sweep = _get(cfg, "sweep")
     if not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith("."):
         raise ConfigError(f"sweep={sweep!r} must be a plain folder name; e.g. sweep=my_study")
-    as_int(cfg, "seed", minimum=0, example="seed=0")
+    as_int(cfg, "seed", minimum=0, maximum=MAX_SEED, example="seed=0")
 
     as_int(cfg, "model.n_layer", example="model.n_layer=4")
     n_embd = as_int(cfg, "model.n_embd", example="model.n_embd=128")
@@ -72,6 +77,12 @@ def validate_config(cfg: DictConfig) -> None:
            example=f"model.n_ctx={min(n_positions, 1024)} (or raise model.n_positions)")
     as_float(cfg, "model.dropout", 0.0, 0.9, low_inclusive=True, example="model.dropout=0.0")
     as_int(cfg, "model.pad_vocab_multiple", example="model.pad_vocab_multiple=64")
+    attention = _get(cfg, "model.attn_implementation")
+    if attention not in ATTENTION:
+        raise ConfigError(f"model.attn_implementation={attention!r} is unknown; use one of {', '.join(ATTENTION)}")
+    compile_ = _get(cfg, "model.compile")
+    if not isinstance(compile_, bool):
+        raise ConfigError(f"model.compile={compile_!r} must be true or false; e.g. model.compile=false")
 
     as_float(cfg, "optim.lr", 0.0, 1.0, example="optim.lr=3e-3")
     as_float(cfg, "optim.weight_decay", 0.0, 10.0, low_inclusive=True, example="optim.weight_decay=0.1")
@@ -112,3 +123,65 @@ def validate_config(cfg: DictConfig) -> None:
     target = _get(cfg, "data.target")
     if regime != "pretrain" and (not isinstance(target, str) or not target):
         raise ConfigError(f"data.target={target!r} must name a corpus; e.g. data.target=python")
+    _check_tokenizer(cfg)
+    _check_trainer(cfg)
+    _check_corpora(cfg, regime)
+    if regime == "finetune":
+        _check_init_from(cfg)
+
+
+def _check_tokenizer(cfg: DictConfig) -> None:
+    kind = _get(cfg, "tokenizer.kind")
+    if kind not in TOKENIZER_KINDS:
+        raise ConfigError(f"tokenizer.kind={kind!r} is unknown; use one of {', '.join(TOKENIZER_KINDS)} "
+                          "(or tokenizer=bpe|byte|gpt2)")
+    if kind == "bpe":
+        as_int(cfg, "tokenizer.vocab_size", minimum=257, maximum=65535, example="tokenizer.vocab_size=512")
+        if _get(cfg, "tokenizer.train_chars") is not None:
+            as_int(cfg, "tokenizer.train_chars", example="tokenizer.train_chars=5e6")
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    as_int(cfg, "trainer.log_every_n_steps", example="trainer.log_every_n_steps=10")
+    accelerator = _get(cfg, "trainer.accelerator")
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator={accelerator!r} is unknown; use one of {', '.join(ACCELERATORS)}")
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here; "
+                              "use trainer.accelerator=auto (or cpu)")
+    precision = _get(cfg, "trainer.precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is unknown; use null (automatic) or one of "
+                          f"{', '.join(PRECISIONS[:6])}")
+
+
+def _check_corpora(cfg: DictConfig, regime: str) -> None:
+    """Every corpus the job reads names a shipped spec or a readable spec file (no data is touched)."""
+    from transfer_lab.corpora import load_corpus_spec
+
+    source = _get(cfg, "data.source")
+    named = [(f"data.source.{n}", str(n)) for n in source] if OmegaConf.is_dict(source) else [("data.source", source)]
+    if regime != "pretrain":
+        named.append(("data.target", _get(cfg, "data.target")))
+    for key, name in named:
+        try:
+            load_corpus_spec(name)
+        except ConfigError as err:
+            raise ConfigError(f"{key}={name}: {err}") from None
+
+
+def _check_init_from(cfg: DictConfig) -> None:
+    init_from = _get(cfg, "pretrain.init_from")
+    if init_from is None:
+        return
+    from pathlib import Path
+
+    from hydra.utils import to_absolute_path
+
+    path = Path(to_absolute_path(str(init_from)))
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"pretrain.init_from={init_from} has no config.json; point it at a save_pretrained "
+                          "folder (e.g. <paths.pretrained_dir>/<key>/model) or set pretrain.init_from=null")

@@ -128,7 +128,8 @@ def pypi_archive(requirement: str, raw_dir: Path) -> tuple[Path, dict]:
             tmp = base.parent / f".tmp-{name}-{version}-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp), requirement])
+            _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp),
+                  requirement])
             (tmp / ".complete").write_text("ok\n", encoding="utf-8")
             os.rename(tmp, base)
     archives = [p for p in base.iterdir() if p.name.endswith((".tar.gz", ".whl", ".zip"))]

@@ -43,6 +43,10 @@ class PreparedCorpus:
     manifest: dict[str, Any] = field(repr=False)
 
     @property
+    def spec(self) -> dict[str, Any]:
+        return self.manifest["spec"]
+
+    @property
     def content_hash(self) -> str:
         return self.manifest["content_hash"]
 
@@ -198,8 +202,9 @@ def collect_documents(spec: dict[str, Any], raw_dir: Path, workers: int | None
     for info in infos:
         if "name" in info:
             info.update(per_source.get(info["name"], {}))
-    stats = {"per_source": per_source, "raw_chars": raw_total, "cleaned_chars": total, "cleaned_docs": len(docs),
-             "dedup_dropped_chars": dedup.dropped_chars, "workers": n_workers}
+    stats = {"per_source": per_source, "raw_chars": raw_total, "cleaned_chars": total,
+             "cleaned_docs": len(docs), "dedup_dropped_chars": dedup.dropped_chars,
+             "workers": n_workers}
     return docs, infos, stats
 
 

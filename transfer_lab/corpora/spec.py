@@ -82,7 +82,7 @@ def load_corpus_spec(spec: Any) -> dict[str, Any]:
     if isinstance(spec, (str, Path)):
         text = str(spec)
         path = Path(text)
-        if text.endswith((".yaml", ".yml")) or path.is_file():
+        if text.endswith((".yaml", ".yml")) or "/" in text:
             if not path.is_file():
                 raise ConfigError(f"corpus spec file {path} does not exist; check the path")
             return normalise_spec(_read_yaml(path))

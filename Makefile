@@ -1,0 +1,58 @@
+# transfer_lab: `make help` lists the targets. Everything runs inside .venv, built on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SWEEP ?=
+ARGS ?=
+
+# Hub lookups are opt-in (the *_hub corpora); without these a lookup hangs ~50 s offline.
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help setup data demo train fit predict test test-fast bench clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: 2.13.0 is a CPU build; an unpinned torch would pull several GB of CUDA packages
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the pinned stack
+
+data: setup ## prepare the demo's corpora, tokenizer and token files (prints sizes and MB/s)
+	$(PY) -m transfer_lab.prepare experiment=demo $(ARGS)
+
+demo: data ## set up, run the demo sweep (English -> Python), fit the laws, write the report
+	$(PY) train.py -m experiment=demo $(ARGS)
+	$(PY) analyze.py sweep=demo
+
+train: setup ## one run with the default config (ARGS='regime=scratch model=small ...')
+	$(PY) train.py $(ARGS)
+
+fit: setup ## fit the laws on the latest sweep (SWEEP=name for another) and write its report
+	$(PY) analyze.py $(if $(SWEEP),sweep=$(SWEEP)) $(ARGS)
+
+predict: setup ## predicted D_T and loss, e.g. make predict ARGS='predict.n=1e6 predict.finetune_chars=1e6'
+	$(PY) analyze.py action=predict $(if $(SWEEP),sweep=$(SWEEP)) $(ARGS)
+
+test: setup ## run every test (real small corpora, W&B offline, subprocess and kill tests)
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: setup ## the tests without the slow subprocess/kill ones
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+bench: setup ## speed benchmarks: prints a table, writes bench/results/latest.json
+	$(PY) bench/run.py $(ARGS)
+
+clean-venv: ## remove .venv (outputs/ is never deleted by make)
+	rm -rf $(VENV)

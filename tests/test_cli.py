@@ -1,0 +1,46 @@
+"""The design card's command, as a user types it (in a subprocess, shrunk to CPU size)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY
+from transfer_lab import records
+
+pytestmark = pytest.mark.slow
+
+
+def train(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRANSFER_LAB_OUTPUTS": str(tmp_path / "outputs"), "HF_HUB_OFFLINE": "1"}
+    tiny = [o for o in TINY if not o.startswith(("model.n_layer", "data.finetune_chars"))]
+    cmd = [sys.executable, "train.py", *args, *tiny, f"paths.data_dir={data_dir}"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_design_card_sweep_runs_every_cell_then_skips_them(tmp_path, data_dir):
+    # the card's `-m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6`, at test size
+    first = train(tmp_path, data_dir, "-m", "model.n_layer=1,2", "data.finetune_chars=1e4,2e4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "sweep demo: 8 done, 0 skipped, 0 failed" in first.stdout
+    runs = [records.read_result(p) for p in (tmp_path / "outputs/sweeps/demo/runs").iterdir()]
+    cells = {(r.regime, r.n_layer, r.finetune_chars // 1000) for r in runs}
+    assert len(runs) == 8 and len(cells) == 8 and all(r.status == "done" for r in runs)
+    pretrained = [p for p in (tmp_path / "outputs/pretrained").iterdir() if p.is_dir()]
+    assert len(pretrained) == 2, "one pre-training per size, not one per D_F"
+
+    again = train(tmp_path, data_dir, "-m", "model.n_layer=1,2", "data.finetune_chars=1e4,2e4")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "sweep demo: 0 done, 8 skipped, 0 failed" in again.stdout
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path, data_dir):
+    result = train(tmp_path, data_dir, "model.n_embd=30", "model.n_head=4")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.n_head" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs" / "sweeps" / "demo" / "runs").exists(), "nothing trained or written"

@@ -1,0 +1,47 @@
+"""Prepare a study's data ahead of training: corpora, tokenizer, token files (and print their sizes).
+
+    python -m transfer_lab.prepare experiment=demo     # what `make data` runs
+
+It composes the same config as train.py, so it prepares exactly what those runs will read.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from transfer_lab.errors import UserError, exit_with  # noqa: E402
+
+
+def describe(name: str, token_file) -> str:
+    meta, train, val = token_file.meta, token_file.train, token_file.val
+    return (f"{name}: {train.n_chars:,} train / {val.n_chars:,} val chars -> {len(train):,} / {len(val):,} tokens "
+            f"({train.n_chars / len(train):.2f} chars/token); tokenised at {meta['mb_per_s']:.2f} MB/s "
+            f"({meta['seconds']:.1f} s) [{token_file.directory}]")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from transfer_lab.data import load_run_data
+    from transfer_lab.pipeline import absolute_paths
+    from transfer_lab.validate import validate_config
+
+    try:
+        validate_config(cfg)
+        absolute_paths(cfg)
+        data = load_run_data(cfg, need_source=True, need_target=cfg.regime != "pretrain")
+    except UserError as err:
+        exit_with(err)
+    print(f"tokenizer {data.tokenizer.id} (vocabulary {data.tokenizer.vocab_size:,})")
+    for name, (token_file, weight) in data.sources.items():
+        print(f"source {describe(name, token_file)} weight {weight:g}")
+    if data.target is not None:
+        print(f"target {describe(str(cfg.data.target), data.target)}")
+
+
+if __name__ == "__main__":
+    main()
