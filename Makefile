@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup data demo train fit predict test test-fast bench clean-venv
+.PHONY: help setup apt-lists data demo train fit predict test test-fast bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,7 +27,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the pinned stack
+setup: $(STAMP) apt-lists ## create .venv and install the pinned stack
+
+# The embedded corpora come from Debian packages (apt-get download, never install): apt needs
+# its package lists once. Skipped where they exist or where apt-get is absent.
+apt-lists:
+	@if command -v apt-get >/dev/null && ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q; else echo "run 'sudo apt-get update' once for the Debian corpora"; fi; \
+	fi
 
 data: setup ## prepare the demo's corpora, tokenizer and token files (prints sizes and MB/s)
 	$(PY) -m transfer_lab.prepare experiment=demo $(ARGS)

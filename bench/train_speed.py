@@ -13,9 +13,12 @@ max_steps), so neither side validates inside the window; checkpoint saves happen
 none falls inside the window either.
 
 Each window trains `warm + steps` steps from step 0 and times the last `steps`; windows alternate
-Lightning / bare in one process, so machine load (other processes on the same cores) hits both sides
-alike; the figure is the median over windows of each side and the ratio of the medians (and the
-median of per-pair ratios, which cancels slow drifts in load).
+Lightning / bare in one process (and which side goes first), so machine load from other processes
+on the same cores hits both sides alike. Per window, tokens/s is tokens per step over the median
+step duration on CPU (robust to load spikes; see _window_rate) and steps over elapsed time on CUDA.
+The headline ratio is the median over windows of the per-pair ratio Lightning / bare; the ratio of
+the per-side medians and the ratio from whole-window means (which also counts the periodic
+every-10-steps work) are kept in the JSON.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ def datamodule(cfg, data):
 
 
 def _timed_recorder_class():
+    import torch
+
     from transfer_lab.callbacks import RunRecorder
 
     class TimedRecorder(RunRecorder):
@@ -72,17 +77,23 @@ def _timed_recorder_class():
             self.losses: list = []
             self.val_seconds = 0.0
             self._val_started = None
-            self.first_batch_start = None
+            self.first_batch_start = self.train_started = None
             TimedRecorder.instances.append(self)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if self.first_batch_start is None:
                 self.first_batch_start = time.perf_counter()
 
+        def on_train_start(self, trainer, pl_module):
+            super().on_train_start(trainer, pl_module)
+            self.train_started = time.perf_counter()
+
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             if len(self.losses) < 8:
                 self.losses.append(outputs["loss"].detach())
+            if trainer.global_step >= trainer.max_steps and torch.cuda.is_available():
+                torch.cuda.synchronize()  # the window's end: one sync, after the last step only
             self.step_ends.append(time.perf_counter())
 
         def on_validation_start(self, trainer, pl_module):
@@ -128,7 +139,8 @@ def lightning_window(cfg, data, kwargs, n_steps: int, run_dir: Path, profiler=No
     rec = cls.instances[-1]
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"step_ends": rec.step_ends, "losses": [float(x) for x in rec.losses], "wall_s": wall,
-            "steps": outcome.steps, "val_s": rec.val_seconds}
+            "steps": outcome.steps, "val_s": rec.val_seconds, "started": started,
+            "train_started": rec.train_started, "first_batch_start": rec.first_batch_start}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +192,7 @@ def bare_window(cfg, data, shape, kwargs, n_steps: int) -> dict:
         if (step + 1) % log_every == 0:  # RunRecorder's one host sync every log_every_n_steps
             if not torch.isfinite(loss):
                 raise RuntimeError("bare loop diverged")
-            float(loss)
+            float(loss.detach())
         if len(losses) < 8:
             losses.append(loss.detach())
         step_ends.append(time.perf_counter())
@@ -190,8 +202,16 @@ def bare_window(cfg, data, shape, kwargs, n_steps: int) -> dict:
     return {"step_ends": step_ends, "losses": [float(v) for v in losses], "wall_s": time.perf_counter() - started}
 
 
-def _window_rate(step_ends: list[float], warm: int, tokens_per_step: int) -> float:
-    """tokens/s over the steps after the first `warm` (step_ends[warm-1] → step_ends[-1])."""
+def _window_rate(step_ends: list[float], warm: int, tokens_per_step: int, estimator: str) -> float:
+    """tokens/s over the steps after the first `warm`.
+
+    "median_step": tokens per step / the median step duration; robust to load spikes from other
+    processes on a shared CPU (used on CPU). "window": timed steps / elapsed time of the whole window
+    (used on CUDA, where host-side step times are asynchronous and only the total is meaningful).
+    """
+    if estimator == "median_step":
+        durations = [b - a for a, b in zip(step_ends[warm - 1:-1], step_ends[warm:])]
+        return tokens_per_step / median(durations)
     n = len(step_ends) - warm
     return n * tokens_per_step / (step_ends[-1] - step_ends[warm - 1])
 
@@ -212,6 +232,9 @@ def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label:
     tokens_per_step = int(cfg.optim.batch_size) * int(cfg.model.n_ctx)
     tmp = Path(tempfile.mkdtemp(prefix="fig1-", dir=BENCH_DATA))
     light, bare, pair_ratios, loss_diffs = [], [], [], []
+    means = {"L": [], "B": []}
+    import torch
+    estimator = "window" if torch.cuda.is_available() else "median_step"
     try:
         for w in range(windows):
             # alternate which side goes first, so neither always follows the other
@@ -225,7 +248,9 @@ def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label:
                     _sync_cuda()
                     r = bare_window(cfg, data, shape, kwargs, total)
                     bw = r
-                rates[side] = _window_rate(r["step_ends"], warm, tokens_per_step)
+                rates[side] = _window_rate(r["step_ends"], warm, tokens_per_step, estimator)
+            means["L"].append(_window_rate(lw["step_ends"], warm, tokens_per_step, "window"))
+            means["B"].append(_window_rate(bw["step_ends"], warm, tokens_per_step, "window"))
             light.append(rates["L"])
             bare.append(rates["B"])
             pair_ratios.append(rates["L"] / rates["B"])
@@ -245,7 +270,9 @@ def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label:
         "windows": windows, "timed_steps": steps, "warmup_steps": warm,
         "lightning_tokens_per_s": median(light), "bare_tokens_per_s": median(bare),
         "lightning_range": spread(light), "bare_range": spread(bare),
-        "ratio": median(light) / median(bare), "ratio_of_pairs_median": median(pair_ratios),
+        "estimator": estimator,
+        "ratio": median(pair_ratios), "ratio_of_medians": median(light) / median(bare),
+        "ratio_whole_window_means": median([a / b for a, b in zip(means["L"], means["B"])]),
         "pair_ratios": [round(r, 4) for r in pair_ratios],
         "max_loss_diff_first_steps": max(loss_diffs) if loss_diffs else None,
         "precision": __import__("transfer_lab.training", fromlist=["x"]).precision_for(cfg.trainer),

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def train(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRANSFER_LAB_OUTPUTS": str(tmp_path / "outputs"), "HF_HUB_OFFLINE": "1"}
     tiny = [o for o in TINY if not o.startswith(("model.n_layer", "data.finetune_chars"))]
-    cmd = [sys.executable, "train.py", *args, *tiny, f"paths.data_dir={data_dir}"]
+    cmd = [sys.executable, "train.py", *tiny, f"paths.data_dir={data_dir}", *args]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 

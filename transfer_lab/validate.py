@@ -170,7 +170,7 @@ def _check_corpora(cfg: DictConfig, regime: str) -> None:
         try:
             load_corpus_spec(name)
         except ConfigError as err:
-            raise ConfigError(f"{key}={name}: {err}") from None
+            raise ConfigError(f"{key}={name}: {' '.join(str(err).split())}") from None
 
 
 def _check_init_from(cfg: DictConfig) -> None:
@@ -185,3 +185,54 @@ def _check_init_from(cfg: DictConfig) -> None:
     if not (path / "config.json").is_file():
         raise ConfigError(f"pretrain.init_from={init_from} has no config.json; point it at a save_pretrained "
                           "folder (e.g. <paths.pretrained_dir>/<key>/model) or set pretrain.init_from=null")
+
+
+ANALYZE_ACTIONS = ("fit", "collect", "predict")  # transfer_lab.analysis.cli.ACTIONS
+ANALYZE_SOURCES = ("local", "wandb", "wandb_offline")
+ANALYZE_LOSSES = ("per_char", "per_token")
+ANALYZE_METHODS = ("interp", "kaplan")
+PREDICT_LAWS = ("transfer", "unified")
+
+
+def _choice(cfg: DictConfig, key: str, choices: tuple, default: Any = None) -> None:
+    value = _get(cfg, key)
+    value = default if value is None else value
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}")
+
+
+def _optional_float(cfg: DictConfig, key: str, low: float, high: float, example: str) -> None:
+    if _get(cfg, key) is not None:
+        as_float(cfg, key, low, high, example=example)
+
+
+def _flag(cfg: DictConfig, key: str) -> None:
+    value = _get(cfg, key)
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be true or false; e.g. {key}=false")
+
+
+def validate_analyze_config(cfg: DictConfig) -> None:
+    """analyze.py's keys (conf/analyze.yaml): every number in range, every name known, before any run is read."""
+    _choice(cfg, "action", ANALYZE_ACTIONS, "fit")
+    _choice(cfg, "source", ANALYZE_SOURCES, "local")
+    _choice(cfg, "loss", ANALYZE_LOSSES, "per_char")
+    _choice(cfg, "effective_data.method", ANALYZE_METHODS, "interp")
+    _choice(cfg, "predict.law", PREDICT_LAWS, "transfer")
+    sweep = _get(cfg, "sweep")
+    if sweep is not None and (not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith(".")):
+        raise ConfigError(f"sweep={sweep!r} must be the name of a folder under <output_root>/sweeps; "
+                          "e.g. sweep=demo, or sweep=null for the latest")
+    _optional_float(cfg, "effective_data.low_data_fraction", 0.0, 1.0,
+                    "effective_data.low_data_fraction=0.1 (or null: no cut)")
+    if _get(cfg, "fit.n_bootstrap") is not None:
+        as_int(cfg, "fit.n_bootstrap", minimum=0, example="fit.n_bootstrap=1000")
+    if _get(cfg, "fit.seed") is not None:
+        as_int(cfg, "fit.seed", minimum=0, maximum=MAX_SEED, example="fit.seed=0")
+    if _get(cfg, "fit.ci") is not None:
+        as_float(cfg, "fit.ci", 0.0, 0.999999, example="fit.ci=0.95")
+    _optional_float(cfg, "fit.huber_delta", 0.0, math.inf, "fit.huber_delta=1e-3 (or null)")
+    _optional_float(cfg, "predict.n", 0.0, math.inf, "predict.n=1e6")
+    _optional_float(cfg, "predict.finetune_chars", 0.0, math.inf, "predict.finetune_chars=1e6")
+    for key in ("plots", "html", "wandb.enabled"):
+        _flag(cfg, key)

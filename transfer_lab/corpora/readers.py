@@ -167,6 +167,14 @@ def strip_roff(text: str) -> str:
 
 
 GROFF = shutil.which("groff")
+# Left-adjusted output (justified pages pad words with runs of spaces); the page is decoded
+# here (UTF-8) and non-ASCII characters passed as groff \[uXXXX] escapes, like preconv does.
+_PRELUDE = ".am TH\n.ad l\n..\n"
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _roff_escape(text: str) -> str:
+    return _NON_ASCII.sub(lambda m: f"\\[u{ord(m.group()):04X}]", text)
 
 
 def read_man(data: bytes) -> list[str]:
@@ -174,7 +182,8 @@ def read_man(data: bytes) -> list[str]:
     if raw.lstrip().startswith(b".so ") and raw.count(b"\n") <= 2:
         return []  # a link to another page
     if GROFF:
-        text = _pipe([GROFF, "-k", "-Tutf8", "-mandoc", "-rcR=1", "-rHY=0", "-P-cbou"], raw)
+        source = (_PRELUDE + _roff_escape(_decode(raw))).encode("ascii")
+        text = _pipe([GROFF, "-Tutf8", "-mandoc", "-rcR=1", "-rHY=0", "-P-cbou"], source)
         text = re.sub(r".\x08", "", text)
         return [text]
     return [strip_roff(_decode(raw))]

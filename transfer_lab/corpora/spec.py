@@ -15,6 +15,9 @@ import yaml
 
 from transfer_lab.errors import ConfigError
 
+# Bump when cleaning/reading changes the prepared text: folders then get new names and the
+# old ones are no longer reused.
+PIPELINE_VERSION = 2
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "data" / "corpus"
 KINDS = ("embedded", "files", "hub")
 LANGUAGES = ("en", "de", "es", "zh", "code")
@@ -203,7 +206,8 @@ class _KIND_CHECKS:
 
 
 def spec_hash(spec: dict[str, Any]) -> str:
-    """sha256 of the normalised spec (description excluded: it does not change the data)."""
+    """sha256 of the normalised spec and the pipeline version (description excluded)."""
     keyed = {k: v for k, v in spec.items() if k != "description"}
+    keyed["_pipeline"] = PIPELINE_VERSION
     blob = json.dumps(keyed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
