@@ -39,10 +39,12 @@ BENCH_DATA = outputs_root() / "bench-data"
 
 # The small real corpora, the demo's model (tiny: n_embd 64, n_head 2, n_ctx 128), tokenizer (BPE 512)
 # and optimiser (batch 16, AdamW, warm-up + cosine, clip 1.0) as conf/ ships them.
-SMALL_DATA = ["data.source=fortunes_en", "data.target=python_small", "tokenizer.train_chars=2e6"]
+SMALL_DATA = ["data.source=fortunes_en", "data.target=python_small"]
 
 
 def quiet_lightning() -> None:
+    import pytorch_lightning  # noqa: F401  (its import sets its loggers to INFO: lower them after)
+
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric", "lightning", "transfer_lab"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")

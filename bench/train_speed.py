@@ -9,16 +9,20 @@ The Lightning side is `transfer_lab.training.fit` itself: the real Trainer setti
 ModelCheckpoint, EarlyStopping and AtomicCheckpointIO. The only addition is a subclass of
 RunRecorder (patched into transfer_lab.training for the call) that takes one perf_counter() per
 step after the recorder's own hook. Validation is pushed past the timed steps (val_every_n_steps =
-max_steps), so neither side validates inside the window; checkpoint saves happen at validation, so
-none falls inside the window either.
+max_steps), so neither side validates inside the timed steps; checkpoints are saved at validation,
+so none falls inside them either. The first losses of both sides are compared (same model, same
+batches, same optimiser give the same numbers; the JSON keeps the largest difference).
 
-Each window trains `warm + steps` steps from step 0 and times the last `steps`; windows alternate
-Lightning / bare in one process (and which side goes first), so machine load from other processes
-on the same cores hits both sides alike. Per window, tokens/s is tokens per step over the median
-step duration on CPU (robust to load spikes; see _window_rate) and steps over elapsed time on CUDA.
-The headline ratio is the median over windows of the per-pair ratio Lightning / bare; the ratio of
-the per-side medians and the ratio from whole-window means (which also counts the periodic
-every-10-steps work) are kept in the JSON.
+On CPU (other processes share the 2 cores, and their load swings on a scale of seconds) the two
+sides run in lockstep inside one fit(): after each Lightning step, the recorder subclass runs one
+bare step (see lockstep_window), so both see the same load; tokens/s of each side is tokens per step
+over its median step time over the timed steps (the whole-run means, which also count the periodic
+every-10-steps work, are kept in the JSON). Several such runs ("windows") are made per size; the
+headline ratio is the median over windows of Lightning / bare.
+
+On CUDA a per-step sync would change what is measured (the Lightning path never syncs per step), so
+whole windows alternate instead: a fit() of warm + steps steps, then a bare loop of as many, which
+side goes first alternating, each timed over its last `steps` steps (one sync at the end).
 """
 
 from __future__ import annotations
@@ -147,71 +151,115 @@ def lightning_window(cfg, data, kwargs, n_steps: int, run_dir: Path, profiler=No
 # the bare side: a plain PyTorch loop doing the same work
 
 
-def bare_window(cfg, data, shape, kwargs, n_steps: int) -> dict:
-    import pytorch_lightning as pl
-    import torch
-    import torch.nn.functional as F
+class BareLoop:
+    """A plain PyTorch training loop: same model (same seed), batches, optimiser, clipping and schedule."""
 
-    from transfer_lab.datamodule import IGNORE_INDEX
-    from transfer_lab.model import ModelShape, build_gpt2
-    from transfer_lab.module import lr_factor
+    def __init__(self, cfg, data, kwargs):
+        import pytorch_lightning as pl
+        import torch
 
-    hp = kwargs
-    pl.seed_everything(int(cfg.seed), verbose=False)  # as fit(): same seed, same initial weights
-    model = build_gpt2(ModelShape(**hp["shape"]), hp["attn_implementation"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).train()
-    forward = torch.compile(model) if hp["compile"] else model
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=hp["lr"], betas=tuple(hp["betas"]), fused=device.type == "cuda")
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, hp["warmup_steps"], hp["total_steps"], hp["min_lr_ratio"]))
-    from transfer_lab.training import precision_for
-    precision = precision_for(cfg.trainer)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision.startswith("bf16")
-                else contextlib.nullcontext())
-    clip, log_every = float(cfg.optim.gradient_clip), int(cfg.trainer.log_every_n_steps)
-    loader = datamodule(cfg, data).train_dataloader()
-    step_ends, losses = [], []
-    started = time.perf_counter()
-    for step, (x, y) in enumerate(loader):
-        if step >= n_steps:
-            break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast:
-            logits = forward(input_ids=x).logits
+        from transfer_lab.model import ModelShape, build_gpt2
+        from transfer_lab.module import lr_factor
+        from transfer_lab.training import precision_for
+
+        hp = kwargs
+        pl.seed_everything(int(cfg.seed), verbose=False)  # as fit(): same seed, same initial weights
+        self.model = build_gpt2(ModelShape(**hp["shape"]), hp["attn_implementation"])
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).train()
+        self.forward = torch.compile(self.model) if hp["compile"] else self.model
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
+                                            {"params": no_decay, "weight_decay": 0.0}],
+                                           lr=hp["lr"], betas=tuple(hp["betas"]), fused=self.device.type == "cuda")
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, hp["warmup_steps"], hp["total_steps"], hp["min_lr_ratio"]))
+        self.bf16 = precision_for(cfg.trainer).startswith("bf16")
+        self.clip, self.log_every = float(cfg.optim.gradient_clip), int(cfg.trainer.log_every_n_steps)
+        self.batches = iter(datamodule(cfg, data).train_dataloader())
+        self.step_index, self.losses = 0, []
+
+    def step(self) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        from transfer_lab.datamodule import IGNORE_INDEX
+
+        x, y = next(self.batches)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with torch.enable_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.forward(input_ids=x).logits
             loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX)
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        schedule.step()
-        if (step + 1) % log_every == 0:  # RunRecorder's one host sync every log_every_n_steps
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.step_index += 1
+        if self.step_index % self.log_every == 0:  # RunRecorder's one host sync every log_every_n_steps
             if not torch.isfinite(loss):
                 raise RuntimeError("bare loop diverged")
             float(loss.detach())
-        if len(losses) < 8:
-            losses.append(loss.detach())
+        if len(self.losses) < 8:
+            self.losses.append(loss.detach())
+
+
+def bare_window(cfg, data, shape, kwargs, n_steps: int) -> dict:
+    loop = BareLoop(cfg, data, kwargs)
+    step_ends = []
+    started = time.perf_counter()
+    for _ in range(n_steps):
+        loop.step()
         step_ends.append(time.perf_counter())
-    if device.type == "cuda":
+    if loop.device.type == "cuda":
+        import torch
         torch.cuda.synchronize()
         step_ends[-1] = time.perf_counter()
-    return {"step_ends": step_ends, "losses": [float(v) for v in losses], "wall_s": time.perf_counter() - started}
+    return {"step_ends": step_ends, "losses": [float(v) for v in loop.losses], "wall_s": time.perf_counter() - started}
 
 
-def _window_rate(step_ends: list[float], warm: int, tokens_per_step: int, estimator: str) -> float:
-    """tokens/s over the steps after the first `warm`.
+def lockstep_window(cfg, data, kwargs, n_steps: int, run_dir: Path) -> dict:
+    """One fit() in which every Lightning step is followed, inside RunRecorder's hook, by one bare step.
 
-    "median_step": tokens per step / the median step duration; robust to load spikes from other
-    processes on a shared CPU (used on CPU). "window": timed steps / elapsed time of the whole window
-    (used on CUDA, where host-side step times are asynchronous and only the total is meaningful).
+    Lightning step k takes from the end of bare step k-1 to the end of Lightning step k (the whole
+    Lightning loop: data fetch, hooks, logging, training step, clipping, optimiser, scheduler); bare
+    step k takes from there to its own end. Load from other processes changes on a scale of
+    seconds, so interleaving at the step (tens of ms) cancels it.
     """
-    if estimator == "median_step":
-        durations = [b - a for a, b in zip(step_ends[warm - 1:-1], step_ends[warm:])]
-        return tokens_per_step / median(durations)
+    import transfer_lab.training as training
+    from transfer_lab.training import fit
+
+    loop = BareLoop(cfg, data, kwargs)
+    base = _timed_recorder_class()
+
+    class Lockstep(base):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # appends the L timestamp
+            loop.step()
+            self.bare_ends.append(time.perf_counter())
+
+    Lockstep.bare_ends = []
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    original = training.RunRecorder
+    training.RunRecorder = Lockstep
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            fit(run_dir, cfg, datamodule(cfg, data), kwargs, max_steps=n_steps, patience=10**6, log=lambda *a: None)
+    finally:
+        training.RunRecorder = original
+        shutil.rmtree(run_dir, ignore_errors=True)
+    rec = Lockstep.instances[-1]
+    l_ends, b_ends = rec.step_ends, Lockstep.bare_ends
+    light = [l_ends[k] - b_ends[k - 1] for k in range(1, len(l_ends))]
+    bare = [b_ends[k] - l_ends[k] for k in range(1, len(l_ends))]
+    return {"light_durations": light, "bare_durations": bare, "losses_l": [float(x) for x in rec.losses],
+            "losses_b": [float(x) for x in loop.losses]}
+
+
+def _window_rate(step_ends: list[float], warm: int, tokens_per_step: int, estimator: str = "window") -> float:
+    """tokens/s over the steps after the first `warm` of a whole window (steps / elapsed time)."""
     n = len(step_ends) - warm
     return n * tokens_per_step / (step_ends[-1] - step_ends[warm - 1])
 
@@ -234,28 +282,37 @@ def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label:
     light, bare, pair_ratios, loss_diffs = [], [], [], []
     means = {"L": [], "B": []}
     import torch
-    estimator = "window" if torch.cuda.is_available() else "median_step"
+    # CPU: lockstep (one bare step after every Lightning step, median step times); CUDA: whole windows
+    estimator = "window" if torch.cuda.is_available() else "lockstep"
     try:
         for w in range(windows):
-            # alternate which side goes first, so neither always follows the other
-            order = ("L", "B") if w % 2 == 0 else ("B", "L")
-            rates = {}
-            for side in order:
-                if side == "L":
-                    r = lightning_window(cfg, data, kwargs, total, tmp / "run")
-                    lw = r
-                else:
-                    _sync_cuda()
-                    r = bare_window(cfg, data, shape, kwargs, total)
-                    bw = r
-                rates[side] = _window_rate(r["step_ends"], warm, tokens_per_step, estimator)
-            means["L"].append(_window_rate(lw["step_ends"], warm, tokens_per_step, "window"))
-            means["B"].append(_window_rate(bw["step_ends"], warm, tokens_per_step, "window"))
+            if estimator == "lockstep":
+                r = lockstep_window(cfg, data, kwargs, total, tmp / "run")
+                dl, db = r["light_durations"][warm - 1:], r["bare_durations"][warm - 1:]
+                rates = {"L": tokens_per_step / median(dl), "B": tokens_per_step / median(db)}
+                means["L"].append(tokens_per_step * len(dl) / sum(dl))
+                means["B"].append(tokens_per_step * len(db) / sum(db))
+                ll, lb = r["losses_l"], r["losses_b"]
+            else:
+                # alternate which side goes first, so neither always follows the other
+                order = ("L", "B") if w % 2 == 0 else ("B", "L")
+                rates = {}
+                for side in order:
+                    if side == "L":
+                        lw = lightning_window(cfg, data, kwargs, total, tmp / "run")
+                        rates["L"] = _window_rate(lw["step_ends"], warm, tokens_per_step, "window")
+                    else:
+                        _sync_cuda()
+                        bw = bare_window(cfg, data, shape, kwargs, total)
+                        rates["B"] = _window_rate(bw["step_ends"], warm, tokens_per_step, "window")
+                means["L"].append(rates["L"])
+                means["B"].append(rates["B"])
+                ll, lb = lw["losses"], bw["losses"]
             light.append(rates["L"])
             bare.append(rates["B"])
             pair_ratios.append(rates["L"] / rates["B"])
-            n = min(len(lw["losses"]), len(bw["losses"]))
-            loss_diffs.append(max(abs(a - b) for a, b in zip(lw["losses"][:n], bw["losses"][:n])))
+            n = min(len(ll), len(lb))
+            loss_diffs.append(max(abs(a - b) for a, b in zip(ll[:n], lb[:n])))
             log(f"    {label} window {w + 1}/{windows}: lightning {rates['L']:,.0f} tok/s, bare {rates['B']:,.0f} tok/s, "
                 f"ratio {rates['L'] / rates['B']:.3f}")
     finally:
@@ -279,31 +336,31 @@ def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label:
     }
 
 
-def profile_lightning(overrides: list[str], steps: int, warm: int, top: int = 25) -> dict:
-    """cProfile of one Lightning window and one bare window: where the extra time per step goes."""
+def profile_lockstep(overrides: list[str], steps: int) -> dict:
+    """cProfile of one lockstep fit() (CPU): both sides in one profile, under the same load.
+
+    The Lightning step is fit()'s training loop (`_TrainingEpochLoop.advance`) minus the bare step run
+    inside the recorder hook; what it spends beyond the bare step's own work (forward, backward,
+    clipping, AdamW, LambdaLR, data) is Lightning's loop and what the project adds (logging, callbacks).
+    """
     import cProfile
     import pstats
 
-    total = warm + steps
-    cfg, data, shape, kwargs = setup(overrides, total)
+    cfg, data, shape, kwargs = setup(overrides, steps)
     tmp = Path(tempfile.mkdtemp(prefix="prof-", dir=BENCH_DATA))
-    out = {}
+    prof = cProfile.Profile()
     try:
-        prof = cProfile.Profile()
-        r = lightning_window(cfg, data, kwargs, total, tmp / "run", profiler=prof)
-        stats = pstats.Stats(prof)
-        out["lightning_wall_s"] = r["wall_s"]
-        out["lightning"] = _top(stats, top)
-        prof_b = cProfile.Profile()
-        prof_b.enable()
-        rb = bare_window(cfg, data, shape, kwargs, total)
-        prof_b.disable()
-        out["bare_wall_s"] = rb["wall_s"]
-        out["bare"] = _top(pstats.Stats(prof_b), top)
+        prof.enable()
+        lockstep_window(cfg, data, kwargs, steps, tmp / "run")
+        prof.disable()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    out["steps"] = total
-    return out
+    stats = pstats.Stats(prof).stats
+    rows = []
+    for (filename, line, func), (cc, nc, tt, ct, callers) in stats.items():
+        rows.append({"function": f"{Path(filename).name}:{line}({func})", "calls": nc, "tottime_s": tt,
+                     "cumtime_s": ct, "file": filename, "callers": [f"{Path(c[0]).name}:{c[1]}({c[2]})" for c in callers]})
+    return {"steps": steps, "rows": rows}
 
 
 def _top(stats, top: int) -> list[dict]:

@@ -51,6 +51,10 @@ def snapshot(*roots: Path) -> dict[Path, str]:
             if p.is_file() and not p.name.endswith(".lock")}
 
 
+def run_folders(world: "World") -> set[str]:
+    return {p.name for p in world.runs.iterdir()} if world.runs.is_dir() else set()
+
+
 def assert_intact(before: dict[Path, str]) -> None:
     damaged = [str(p) for p, digest in before.items()
                if not p.is_file() or hashlib.sha256(p.read_bytes()).hexdigest() != digest]
@@ -233,17 +237,23 @@ CONFIG_CASES = [
     ("init_from_missing", ["regime=finetune", "pretrain.init_from=/nonexistent/model"], ("pretrain.init_from",),
      ConfigError),
     ("finetune_chars_beyond_corpus", ["data.finetune_chars=1e9"], ("data.finetune_chars",), DataError),
-    ("finetune_chars_below_one_context", ["data.finetune_chars=10"], ("data.finetune_chars",), DataError),
+    pytest.param(["data.finetune_chars=10"], ("data.finetune_chars",), DataError, id="finetune_chars_below_one_context",
+                 marks=pytest.mark.xfail(strict=True, reason=(
+                     "pipeline.run_job creates the run folder and writes config.yaml before _target_run builds the "
+                     "TokenDataModule that raises this DataError: the bad command leaves an orphan run folder that "
+                     "the analysis lists as 'no results.json'"))),
 ]
 
 
-@pytest.mark.parametrize("overrides,names,kind", [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES])
+@pytest.mark.parametrize("overrides,names,kind", [c if type(c) is not tuple else pytest.param(*c[1:], id=c[0])
+                                                  for c in CONFIG_CASES])
 def test_config_catalog(world, overrides, names, kind, capsys):
     from transfer_lab.pipeline import run_job
 
-    before = snapshot(world.root)
+    before, folders = snapshot(world.root), run_folders(world)
     expect_user_error(lambda: run_job(world.cfg("regime=scratch", *overrides)), names, kind, capsys)
     assert_intact(before)
+    assert run_folders(world) == folders, "a bad command left a run folder (config.yaml, no results.json)"
 
 
 def test_gpu_asked_for_on_a_cpu_machine(world, capsys):
@@ -268,7 +278,7 @@ CLI_CASES = [
     ("unknown_key", ["model.n_layers=3"], ("model.n_layers", "model.n_layer")),
     ("unknown_top_level_key", ["learning_rate=3e-4"], ("learning_rate", "+learning_rate")),
     ("append_existing_key", ["+model.n_layer=3"], ("model.n_layer",)),
-    ("unparsable_override", ["model.n_layer=[1,"], ("model.n_layer",)),
+    ("unparsable_override", ["regime=scratch", "model.n_layer=[1,"], ("model.n_layer=[1,", "quote")),
     ("unknown_launcher", ["-m", "hydra/launcher=warp", "model.n_layer=1,2"], ("hydra/launcher",)),
 ]
 
@@ -329,10 +339,11 @@ FILES_CASES = [
 def test_data_files_catalog(world, bad_files, spec, names, kind, capsys):
     from transfer_lab.pipeline import run_job
 
-    before = snapshot(world.root, world.data_dir / "prepared")
+    before, folders = snapshot(world.root, world.data_dir / "prepared"), run_folders(world)
     cfg = world.cfg("regime=scratch", f"data.target={bad_files / spec}.yaml")
     expect_user_error(lambda: run_job(cfg), names, kind, capsys)
     assert_intact(before)
+    assert run_folders(world) == folders
     assert not list((world.data_dir / "prepared").glob(".tmp-bad_*")), "a failed build left its temp folder"
 
 
@@ -365,7 +376,8 @@ def test_tampered_prepared_corpus(world, tmp_path, tamper, names, capsys):
     (folder,) = (data / "prepared").glob("python_small-*")
     tamper(folder)
     before = snapshot(world.root, folder)
-    expect_user_error(lambda: run_job(world.cfg("regime=scratch", data_dir=data)), names, DataError, capsys)
+    cfg = world.cfg("regime=scratch", "data.finetune_chars=2e4", data_dir=data)  # not the finished run's key
+    expect_user_error(lambda: run_job(cfg), names, DataError, capsys)
     assert_intact(before)  # an error, never a silent rebuild over the user's files
 
 
@@ -420,19 +432,18 @@ def _corrupt_tokenizer(cache: Path) -> None:
 
 
 CACHE_CASES = [
-    ("token_file_truncated", _truncate_tokens, ("train.tokens.bin", "truncated", "delete")),
-    ("char_file_truncated", _truncate_char_ends, ("val.chars.bin", "truncated", "delete")),
-    ("token_meta_corrupt", _break_token_meta, ("meta.json", "delete")),
-    pytest.param("tokenizer_file_corrupt", _corrupt_tokenizer, ("tokenizer.json", "delete"),
+    pytest.param(_truncate_tokens, ("train.tokens.bin", "truncated", "delete"), id="token_file_truncated"),
+    pytest.param(_truncate_char_ends, ("val.chars.bin", "truncated", "delete"), id="char_file_truncated"),
+    pytest.param(_break_token_meta, ("meta.json", "delete"), id="token_meta_corrupt"),
+    pytest.param(_corrupt_tokenizer, ("tokenizer.json", "delete"), id="tokenizer_file_corrupt",
                  marks=pytest.mark.xfail(strict=True, reason=(
                      "tokenization.load_tokenizer lets Tokenizer.from_file raise a bare Exception on a torn "
                      "cached tokenizer.json (a traceback, exit 1); it should raise DataError naming the file"))),
 ]
 
 
-@pytest.mark.parametrize("name,damage,names", CACHE_CASES, ids=[c[0] if isinstance(c, tuple) else c.values[0]
-                                                                 for c in CACHE_CASES])
-def test_damaged_token_cache(world, tmp_path, name, damage, names, capsys):
+@pytest.mark.parametrize("damage,names", CACHE_CASES)
+def test_damaged_token_cache(world, tmp_path, damage, names, capsys):
     from transfer_lab.pipeline import run_job
 
     cache = _private_cache(world, tmp_path)
@@ -444,6 +455,10 @@ def test_damaged_token_cache(world, tmp_path, name, damage, names, capsys):
 
 
 # --- fine-tuning a pre-trained model made with another shape or tokenizer -----------------------
+
+def _trains_anyway(*args, **kwargs):
+    raise AssertionError("the mismatched pre-trained model was accepted: fine-tuning started")
+
 
 def test_init_from_a_model_of_another_shape(world, capsys):
     from transfer_lab.pipeline import run_job
@@ -458,37 +473,46 @@ def test_init_from_a_model_of_another_shape(world, capsys):
 @pytest.mark.xfail(strict=True, reason=(
     "pipeline._check_init_from compares only n_layer/n_embd/n_head/padded vocab_size: a model pre-trained with "
     "another tokenizer of the same padded size (bpe300 vs bpe320, both padded to 320) is fine-tuned silently"))
-def test_init_from_a_model_made_with_another_tokenizer(world, capsys):
-    from transfer_lab.pipeline import run_job
+def test_init_from_a_model_made_with_another_tokenizer(world, monkeypatch, capsys):
+    from transfer_lab import pipeline
 
+    monkeypatch.setattr(pipeline, "train_and_record", _trains_anyway)
     before = snapshot(world.root)
-    cfg = world.cfg("regime=finetune", f"pretrain.init_from={world.pretrained_model}", "tokenizer.vocab_size=320")
-    expect_user_error(lambda: run_job(cfg), ("pretrain.init_from", "tokenizer"), ConfigError, capsys)
+    cfg = world.cfg("regime=finetune", f"pretrain.init_from={world.pretrained_model}", "tokenizer.vocab_size=320",
+                    "sweep=mismatch")
+    expect_user_error(lambda: pipeline.run_job(cfg), ("pretrain.init_from", "tokenizer"), ConfigError, capsys)
     assert_intact(before)
 
 
 @pytest.mark.xfail(strict=True, reason=(
     "pipeline.ensure_pretrained reuses a cached pre-trained model whose results.json records another tokenizer "
     "id than the run's (the cache key holds the tokenizer settings, not the tokenizer actually trained)"))
-def test_cached_pretrained_model_made_with_another_tokenizer(world, tmp_path, capsys):
-    from transfer_lab.pipeline import run_job
+def test_cached_pretrained_model_made_with_another_tokenizer(world, tmp_path, monkeypatch, capsys):
+    from transfer_lab import pipeline
 
+    monkeypatch.setattr(pipeline, "train_and_record", _trains_anyway)
     pretrained = tmp_path / "pretrained"
     shutil.copytree(world.root / "pretrained", pretrained, ignore=shutil.ignore_patterns("*.lock"))
     (folder,) = [p for p in pretrained.iterdir() if p.is_dir()]
     record = json.loads((folder / "results.json").read_text())
     record["tokenizer"] = "bpe300-0badc0de"
     (folder / "results.json").write_text(json.dumps(record))
-    cfg = world.cfg("regime=finetune", "data.finetune_chars=3e4", f"paths.pretrained_dir={pretrained}")
-    expect_user_error(lambda: run_job(cfg), ("tokenizer",), UserError, capsys)
+    cfg = world.cfg("regime=finetune", "data.finetune_chars=3e4", f"paths.pretrained_dir={pretrained}",
+                    "sweep=mismatch")
+    expect_user_error(lambda: pipeline.run_job(cfg), ("tokenizer",), UserError, capsys)
 
 
 # --- 3. results: corrupt, truncated, duplicated, mixed ------------------------------------------
 
 def _copy_sweep(world: World, tmp: Path) -> tuple[Path, dict[str, Path]]:
+    """The finished runs of the world's sweep (its two records), copied to damage them."""
     root = tmp / "outputs"
-    shutil.copytree(world.root / "sweeps" / SWEEP, root / "sweeps" / SWEEP)
-    runs = {records.read_result(p).regime: p for p in (root / "sweeps" / SWEEP / "runs").iterdir()}
+    runs = {}
+    for folder in world.runs.iterdir():
+        if (folder / records.RESULTS_FILE).exists() and records.read_result(folder).status == "done":
+            runs[records.read_result(folder).regime] = shutil.copytree(folder, root / "sweeps" / SWEEP / "runs" /
+                                                                       folder.name)
+    assert sorted(runs) == ["finetune", "scratch"]
     return root, runs
 
 
@@ -592,11 +616,11 @@ ANALYSIS_ERRORS = [
     ("loss_unknown", syn.make_runs(**TWO_N), ["loss=per_byte"], ("loss",), ConfigError),
     ("method_unknown", syn.make_runs(**TWO_N), ["effective_data.method=magic"], ("effective_data.method",),
      ConfigError),
-    ("bootstrap_negative", syn.make_runs(**TWO_N), ["fit.n_bootstrap=-1"], ("fit.n_bootstrap",), ConfigError),
 ]
 RUN_CLI_GAP = ("analysis.cli.run_cli converts analyze's numbers with bare int()/float() and never range-checks "
                "them: a traceback or a silently wrong fit; validate.validate_analyze_config (ready) is not called")
 ANALYZE_KEY_CASES = [
+    ("bootstrap_negative", ["fit.n_bootstrap=-1"], ("fit.n_bootstrap",)),
     ("bootstrap_text", ["fit.n_bootstrap=many"], ("fit.n_bootstrap",)),
     ("seed_text", ["fit.seed=abc"], ("fit.seed",)),
     ("ci_above_one", ["fit.ci=2"], ("fit.ci",)),

@@ -59,3 +59,17 @@ def test_datamodule_takes_the_character_prefix():
                          val_batch_size=8, seed=0)
     assert dm.train_tokens == 1000 and dm.train_chars == 2000
     assert int(dm.train_data.starts.max()) + 33 <= 1000
+
+
+def test_mixture_draws_rows_in_proportion_to_weights():
+    from transfer_lab.datamodule import MixedBlocks
+
+    english, code = make_split(4000), TokenSplit(tokens=np.full(4000, 251, np.uint16),
+                                                 char_ends=np.arange(1, 4001, dtype=np.int64))
+    parts = [(PackedBlocks(TrainSubset(english, 4000, 8000), 16, 50, 0), 0.75),
+             (PackedBlocks(TrainSubset(code, 4000, 4000), 16, 50, 0), 0.25)]
+    mixed = MixedBlocks(parts, seed=0)
+    rows = torch.cat([mixed.batch_at(step)[0] for step in range(40)])
+    code_share = float((rows[:, 0] == 251).float().mean())
+    assert 0.2 < code_share < 0.3
+    assert torch.equal(mixed.batch_at(7)[0], MixedBlocks(parts, seed=0).batch_at(7)[0])

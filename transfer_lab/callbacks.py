@@ -89,7 +89,8 @@ class RunRecorder(pl.Callback):
             raise DivergedError(f"training loss became {loss} at step {step}; lower optim.lr or raise warmup")
         tokens = self.tokens_seen(step)
         self._append(trainer, {"split": "train", "step": step, "tokens": tokens, "chars": round(tokens * self.chars_per_token),
-                      "loss": loss, "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                      "loss": loss, "loss_per_char": loss / self.chars_per_token,
+                      "lr": trainer.optimizers[0].param_groups[0]["lr"],
                       "tokens_per_s": self.tokens_per_second(step)})
 
     def on_validation_end(self, trainer, pl_module):

@@ -75,6 +75,25 @@ def _first_values(overrides: list[str]) -> list[str]:
     return single
 
 
+def _parse_error(err: Exception, overrides: list[str]) -> ConfigError:
+    """Name the override Hydra's grammar rejects (its own message does not say which one)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    culprit = None
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException:
+            culprit = override
+            break
+    detail = " ".join(str(err).split()).split(" See https://")[0]
+    where = f"'{culprit}'" if culprit else "the command line"
+    return ConfigError(f"cannot parse {where} ({detail}); write overrides as key=value and quote values "
+                       "that hold spaces, brackets or commas, e.g. 'optim.betas=[0.9,0.95]'")
+
+
 def _compose_error(err: Exception, overrides: list[str], config_name: str) -> ConfigError:
     """Hydra's multi-line composition error → one line naming the key and the fix."""
     text = str(err)
@@ -136,9 +155,7 @@ def check_overrides(argv: list[str], config_name: str = "train") -> None:
     except ConfigError as err:
         exit_with(err)
     except OverrideParseException as err:
-        message = " ".join(str(err).split())
-        exit_with(ConfigError(f"cannot parse the command line ({message}); write overrides as key=value, "
-                              "quote values with spaces or brackets"))
+        exit_with(_parse_error(err, overrides))
     try:
         _compose(config_name, single)
     except (HydraException, OmegaConfBaseException) as err:

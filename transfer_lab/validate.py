@@ -6,6 +6,7 @@ Each failure is a ConfigError whose one line names the key, the bad value and th
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +19,8 @@ ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64", "bf16", "16")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+_HAS_FIX = re.compile(r"\b(use|set|choose|pick|raise|lower|delete|remove|fix|give|convert|point|add|check)\b|e\.g\.",
+                      re.IGNORECASE)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -170,7 +173,10 @@ def _check_corpora(cfg: DictConfig, regime: str) -> None:
         try:
             load_corpus_spec(name)
         except ConfigError as err:
-            raise ConfigError(f"{key}={name}: {' '.join(str(err).split())}") from None
+            message = " ".join(str(err).split())
+            if not _HAS_FIX.search(message):
+                message += "; fix the corpus spec or choose another corpus"
+            raise ConfigError(f"{key}={name}: {message}") from None
 
 
 def _check_init_from(cfg: DictConfig) -> None:
