@@ -55,7 +55,7 @@ def tokenisation(corpora: list[str], tokenizer_overrides: list[str], log=print) 
 def loader(overrides: list[str], steps: int, repeats: int = 3) -> dict:
     from transfer_lab.datamodule import TokenDataModule
 
-    cfg = compose("regime=scratch", "data.finetune_chars=9e5", *overrides)
+    cfg = compose("regime=scratch", "data.finetune_chars=5e5", *overrides)
     data = run_data(cfg)
     o = cfg.optim
     rates, raw_rates = [], []

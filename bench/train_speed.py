@@ -46,7 +46,7 @@ def setup(overrides: list[str], steps_total: int):
     from transfer_lab.pipeline import model_shape, module_kwargs
 
     cfg = compose("regime=scratch", f"optim.max_steps={steps_total}", f"optim.val_every_n_steps={steps_total}",
-                  "data.finetune_chars=9e5", *overrides)
+                  "data.finetune_chars=5e5", *overrides)
     data = run_data(cfg)
     shape = model_shape(cfg, data)
     kwargs = module_kwargs(cfg, shape, cfg.optim.lr, cfg.optim.warmup_steps, steps_total, 1)
@@ -273,8 +273,30 @@ def _sync_cuda():
 # ---------------------------------------------------------------------------------------------
 
 
-def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label: str, log=print) -> dict:
-    """Alternate `windows` pairs of (Lightning, bare) windows; medians and ratios."""
+@contextlib.contextmanager
+def without_step_log():
+    """Ablation for the profile: CausalLM.training_step without its per-step `self.log("train/loss", ...)`
+    (the progress-bar value); everything else in fit() unchanged. Patched in this process only."""
+    from transfer_lab.module import CausalLM
+
+    original = CausalLM.training_step
+
+    def training_step(self, batch, batch_idx):
+        return self._nll(batch, "mean")
+
+    CausalLM.training_step = training_step
+    try:
+        yield
+    finally:
+        CausalLM.training_step = original
+
+
+def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label: str, log=print,
+            variant: str | None = None) -> dict:
+    """`windows` runs of both sides (lockstep on CPU, alternated whole windows on CUDA); medians and ratios."""
+    if variant == "no_step_log":
+        with without_step_log():
+            return compare(overrides, windows=windows, steps=steps, warm=warm, label=label, log=log)
     total = warm + steps
     cfg, data, shape, kwargs = setup(overrides, total)
     tokens_per_step = int(cfg.optim.batch_size) * int(cfg.model.n_ctx)
@@ -361,12 +383,3 @@ def profile_lockstep(overrides: list[str], steps: int) -> dict:
         rows.append({"function": f"{Path(filename).name}:{line}({func})", "calls": nc, "tottime_s": tt,
                      "cumtime_s": ct, "file": filename, "callers": [f"{Path(c[0]).name}:{c[1]}({c[2]})" for c in callers]})
     return {"steps": steps, "rows": rows}
-
-
-def _top(stats, top: int) -> list[dict]:
-    rows = []
-    for (filename, line, func), (cc, nc, tt, ct, callers) in stats.stats.items():
-        rows.append({"function": f"{Path(filename).name}:{line}({func})", "calls": nc, "tottime_s": round(tt, 4),
-                     "cumtime_s": round(ct, 4), "file": filename})
-    rows.sort(key=lambda r: r["cumtime_s"], reverse=True)
-    return rows[: top * 4]

@@ -160,8 +160,13 @@ def _cleaned(items: list[tuple] | Iterator[tuple], workers: int) -> Iterator[tup
 
 
 def collect_documents(spec: dict[str, Any], raw_dir: Path, workers: int | None
-                      ) -> tuple[list[str], list[dict[str, Any]], dict[str, Any]]:
-    """Cleaned, de-duplicated, size-capped documents in source order, and statistics."""
+                      ) -> tuple[list[list[str]], list[dict[str, Any]], dict[str, Any]]:
+    """Cleaned, de-duplicated documents in source order, and statistics.
+
+    Each entry is one source document as the list of its pieces (long documents are cut at
+    blank lines into pieces of at most max_doc_chars): the split keeps a document's pieces
+    together, so no validation piece has a sibling in training.
+    """
     if spec["kind"] == "embedded":
         items, infos = embedded_items(spec, raw_dir)
         items = list(items)
@@ -176,7 +181,7 @@ def collect_documents(spec: dict[str, Any], raw_dir: Path, workers: int | None
     code = spec["language"] == "code"
     dedup = Deduper(spec["dedup"])
     per_source: dict[str, dict[str, int]] = {}
-    docs: list[str] = []
+    docs: list[list[str]] = []
     total = raw_total = 0
     started, last_log = time.time(), time.time()
     for done, (source, texts, raw) in enumerate(_cleaned(items, n_workers), 1):
@@ -189,36 +194,55 @@ def collect_documents(spec: dict[str, Any], raw_dir: Path, workers: int | None
         raw_total += raw
         for paragraphs in texts:
             text = dedup(paragraphs, code)
+            pieces = []
             for piece in cut_document(text, spec["max_doc_chars"]):
                 piece = piece if code else piece.strip()
                 if len(piece) < spec["min_doc_chars"]:
                     continue
-                docs.append(piece)
+                pieces.append(piece)
                 stats["chars"] += len(piece)
                 stats["docs"] += 1
                 total += len(piece)
+            if pieces:
+                docs.append(pieces)
         if stop_at is not None and total >= stop_at:
             break
     for info in infos:
         if "name" in info:
             info.update(per_source.get(info["name"], {}))
     stats = {"per_source": per_source, "raw_chars": raw_total, "cleaned_chars": total,
-             "cleaned_docs": len(docs), "dedup_dropped_chars": dedup.dropped_chars,
+             "cleaned_docs": sum(map(len, docs)), "dedup_dropped_chars": dedup.dropped_chars,
              "workers": n_workers}
     return docs, infos, stats
 
 
-def split_documents(docs: list[str], spec: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Seeded shuffle, cap at max_chars (a prefix), validation = leading docs up to val_chars."""
+def _validation_groups(groups: list[list[str]], val_chars: int) -> tuple[int, int]:
+    """How many leading documents make up the validation set, and their characters."""
+    count = total = 0
+    while count < len(groups) and total < val_chars:
+        total += sum(map(len, groups[count]))
+        count += 1
+    return count, total
+
+
+def split_documents(groups: list[list[str]], spec: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Seeded shuffle of source documents, cap at max_chars (a prefix), validation = leading
+    documents up to val_chars; a document's pieces stay together, in train or in val."""
     name = spec["name"]
-    if not docs:
+    if not groups:
         raise DataError(f"corpus '{name}' is empty after cleaning (language filter, "
                         "de-duplication); check its files, language and lang_filter")
-    order = list(range(len(docs)))
+    order = list(range(len(groups)))
     random.Random(spec["seed"]).shuffle(order)
-    shuffled = [docs[i] for i in order]
-    if spec["max_chars"] is not None:
-        capped, total = [], 0
+    shuffled_groups = [groups[i] for i in order]
+    n_val_groups, val_total = _validation_groups(shuffled_groups, spec["val_chars"])
+    if n_val_groups >= len(shuffled_groups):  # too few documents: split their pieces instead
+        shuffled_groups = [[piece] for group in shuffled_groups for piece in group]
+        n_val_groups, val_total = _validation_groups(shuffled_groups, spec["val_chars"])
+    val = [piece for group in shuffled_groups[:n_val_groups] for piece in group]
+    shuffled = [piece for group in shuffled_groups[n_val_groups:] for piece in group]
+    if spec["max_chars"] is not None:  # caps train + val
+        capped, total = [], val_total
         for doc in shuffled:
             if total >= spec["max_chars"]:
                 break
@@ -227,11 +251,7 @@ def split_documents(docs: list[str], spec: dict[str, Any]) -> tuple[list[str], l
                 capped.append(doc)
             total += len(doc)
         shuffled = capped
-    n_val = val_total = 0
-    while n_val < len(shuffled) and val_total < spec["val_chars"]:
-        val_total += len(shuffled[n_val])
-        n_val += 1
-    val, train = shuffled[:n_val], shuffled[n_val:]
+    train = shuffled
     train_total = sum(map(len, train))
     if train_total < val_total:
         raise DataError(f"corpus '{name}' has {train_total + val_total:,} characters after "

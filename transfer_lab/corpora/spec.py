@@ -17,7 +17,7 @@ from transfer_lab.errors import ConfigError
 
 # Bump when cleaning/reading changes the prepared text: folders then get new names and the
 # old ones are no longer reused.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3  # 3: a document's pieces stay on one side of the split
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "data" / "corpus"
 KINDS = ("embedded", "files", "hub")
 LANGUAGES = ("en", "de", "es", "zh", "code")
