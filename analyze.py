@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -17,6 +18,7 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from transfer_lab import errors  # noqa: E402
+from transfer_lab.cli import check_overrides  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="analyze")
@@ -29,4 +31,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(sys.argv[1:], "analyze")
     main()

@@ -273,6 +273,25 @@ def _sync_cuda():
 # ---------------------------------------------------------------------------------------------
 
 
+def aa_control(overrides: list[str], *, windows: int, steps: int, warm: int) -> dict:
+    """The method's noise floor: two identical bare loops in lockstep (A/A); their ratio should be 1."""
+    cfg, data, shape, kwargs = setup(overrides, warm + steps)
+    ratios = []
+    for _ in range(windows):
+        a, b = BareLoop(cfg, data, kwargs), BareLoop(cfg, data, kwargs)
+        ta, tb = [], []
+        t = time.perf_counter()
+        for _ in range(warm + steps):
+            a.step()
+            t1 = time.perf_counter()
+            ta.append(t1 - t)
+            b.step()
+            t = time.perf_counter()
+            tb.append(t - t1)
+        ratios.append(median(tb[warm:]) / median(ta[warm:]))
+    return {"ratio": median(ratios), "pair_ratios": [round(r, 4) for r in ratios], "range": spread(ratios)}
+
+
 @contextlib.contextmanager
 def without_step_log():
     """Ablation for the profile: CausalLM.training_step without its per-step `self.log("train/loss", ...)`

@@ -237,11 +237,7 @@ CONFIG_CASES = [
     ("init_from_missing", ["regime=finetune", "pretrain.init_from=/nonexistent/model"], ("pretrain.init_from",),
      ConfigError),
     ("finetune_chars_beyond_corpus", ["data.finetune_chars=1e9"], ("data.finetune_chars",), DataError),
-    pytest.param(["data.finetune_chars=10"], ("data.finetune_chars",), DataError, id="finetune_chars_below_one_context",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "pipeline.run_job creates the run folder and writes config.yaml before _target_run builds the "
-                     "TokenDataModule that raises this DataError: the bad command leaves an orphan run folder that "
-                     "the analysis lists as 'no results.json'"))),
+    pytest.param(["data.finetune_chars=10"], ("data.finetune_chars",), DataError, id="finetune_chars_below_one_context"),
 ]
 
 
@@ -372,8 +368,11 @@ PREPARED_CASES = [
 def test_tampered_prepared_corpus(world, tmp_path, tamper, names, capsys):
     from transfer_lab.pipeline import run_job
 
+    from transfer_lab.corpora import load_corpus_spec
+    from transfer_lab.corpora.prepare import folder_name
+
     data = private_data_dir(tmp_path, world.data_dir, copy=("python_small",))
-    (folder,) = (data / "prepared").glob("python_small-*")
+    folder = data / "prepared" / folder_name(load_corpus_spec("python_small"))
     tamper(folder)
     before = snapshot(world.root, folder)
     cfg = world.cfg("regime=scratch", "data.finetune_chars=2e4", data_dir=data)  # not the finished run's key
@@ -406,27 +405,22 @@ def _private_cache(world: World, tmp: Path) -> Path:
     return cache
 
 
-def _target_tokens(cache: Path) -> Path:
-    (folder,) = [p for p in (cache / "tokens").glob("python_small-*--*") if p.is_dir()]
-    return folder
-
-
-def _truncate_tokens(cache: Path) -> None:
-    path = _target_tokens(cache) / "train.tokens.bin"
+def _truncate_tokens(cache: Path, tokens: Path) -> None:
+    path = tokens / "train.tokens.bin"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2 + 1])
 
 
-def _truncate_char_ends(cache: Path) -> None:
-    path = _target_tokens(cache) / "val.chars.bin"
+def _truncate_char_ends(cache: Path, tokens: Path) -> None:
+    path = tokens / "val.chars.bin"
     path.write_bytes(path.read_bytes()[:-8])
 
 
-def _break_token_meta(cache: Path) -> None:
-    (_target_tokens(cache) / "meta.json").write_text("{\"corpus\": ")
+def _break_token_meta(cache: Path, tokens: Path) -> None:
+    (tokens / "meta.json").write_text("{\"corpus\": ")
 
 
-def _corrupt_tokenizer(cache: Path) -> None:
+def _corrupt_tokenizer(cache: Path, tokens: Path) -> None:
     for path in (cache / "tokenizers").glob("*/tokenizer.json"):
         path.write_text('{"version": "1.0", "model": ')
 
@@ -435,10 +429,7 @@ CACHE_CASES = [
     pytest.param(_truncate_tokens, ("train.tokens.bin", "truncated", "delete"), id="token_file_truncated"),
     pytest.param(_truncate_char_ends, ("val.chars.bin", "truncated", "delete"), id="char_file_truncated"),
     pytest.param(_break_token_meta, ("meta.json", "delete"), id="token_meta_corrupt"),
-    pytest.param(_corrupt_tokenizer, ("tokenizer.json", "delete"), id="tokenizer_file_corrupt",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "tokenization.load_tokenizer lets Tokenizer.from_file raise a bare Exception on a torn "
-                     "cached tokenizer.json (a traceback, exit 1); it should raise DataError naming the file"))),
+    pytest.param(_corrupt_tokenizer, ("tokenizer.json", "delete"), id="tokenizer_file_corrupt"),
 ]
 
 
@@ -446,8 +437,15 @@ CACHE_CASES = [
 def test_damaged_token_cache(world, tmp_path, damage, names, capsys):
     from transfer_lab.pipeline import run_job
 
+    from transfer_lab.corpora import load_corpus_spec
+    from transfer_lab.corpora.prepare import folder_name
+
     cache = _private_cache(world, tmp_path)
-    damage(cache)
+    tokenizer = next(records.read_result(p).tokenizer for p in world.runs.iterdir() if p.name.startswith("scratch-")
+                     and (p / records.RESULTS_FILE).exists())
+    tokens = cache / "tokens" / f"{folder_name(load_corpus_spec('python_small'))}--{tokenizer}"
+    assert (tokens / "meta.json").exists()
+    damage(cache, tokens)
     before = snapshot(world.root)
     expect_user_error(lambda: run_job(world.cfg("regime=scratch", "data.finetune_chars=2e4", cache_dir=cache)),
                       names, DataError, capsys)
@@ -470,9 +468,6 @@ def test_init_from_a_model_of_another_shape(world, capsys):
     assert_intact(before)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pipeline._check_init_from compares only n_layer/n_embd/n_head/padded vocab_size: a model pre-trained with "
-    "another tokenizer of the same padded size (bpe300 vs bpe320, both padded to 320) is fine-tuned silently"))
 def test_init_from_a_model_made_with_another_tokenizer(world, monkeypatch, capsys):
     from transfer_lab import pipeline
 
@@ -484,9 +479,6 @@ def test_init_from_a_model_made_with_another_tokenizer(world, monkeypatch, capsy
     assert_intact(before)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pipeline.ensure_pretrained reuses a cached pre-trained model whose results.json records another tokenizer "
-    "id than the run's (the cache key holds the tokenizer settings, not the tokenizer actually trained)"))
 def test_cached_pretrained_model_made_with_another_tokenizer(world, tmp_path, monkeypatch, capsys):
     from transfer_lab import pipeline
 
@@ -617,8 +609,6 @@ ANALYSIS_ERRORS = [
     ("method_unknown", syn.make_runs(**TWO_N), ["effective_data.method=magic"], ("effective_data.method",),
      ConfigError),
 ]
-RUN_CLI_GAP = ("analysis.cli.run_cli converts analyze's numbers with bare int()/float() and never range-checks "
-               "them: a traceback or a silently wrong fit; validate.validate_analyze_config (ready) is not called")
 ANALYZE_KEY_CASES = [
     ("bootstrap_negative", ["fit.n_bootstrap=-1"], ("fit.n_bootstrap",)),
     ("bootstrap_text", ["fit.n_bootstrap=many"], ("fit.n_bootstrap",)),
@@ -651,7 +641,6 @@ def test_analysis_error_catalog(tmp_path, runs, overrides, names, kind, capsys):
     assert_intact(before)
 
 
-@pytest.mark.xfail(strict=True, reason=RUN_CLI_GAP)
 @pytest.mark.parametrize("overrides,names", [c[1:] for c in ANALYZE_KEY_CASES], ids=[c[0] for c in ANALYZE_KEY_CASES])
 def test_analyze_key_catalog(tmp_path, overrides, names, capsys):
     from transfer_lab.analysis.cli import run_cli
@@ -664,7 +653,7 @@ def test_analyze_key_catalog(tmp_path, overrides, names, capsys):
 
 @pytest.mark.parametrize("overrides,names", [c[1:] for c in ANALYZE_KEY_CASES], ids=[c[0] for c in ANALYZE_KEY_CASES])
 def test_validate_analyze_config_catches_them(tmp_path, overrides, names, capsys):
-    """The check run_cli should call first (the fix for the xfail cases above)."""
+    """The check run_cli calls first, on its own."""
     from transfer_lab.validate import validate_analyze_config
 
     validate_analyze_config(analyze_cfg(tmp_path))  # the shipped defaults pass
@@ -751,9 +740,6 @@ def test_analyze_script_on_a_corrupt_results_file(world, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "analyze.py does not pre-check its command line: an unknown key is Hydra's multi-line error with exit 1 "
-    "(fix: call transfer_lab.cli.check_overrides(sys.argv[1:], 'analyze') before main())"))
 def test_analyze_script_unknown_key(tmp_path):
     proc = script("analyze.py", f"paths.output_root={tmp_path}", "fit.n_bootstrp=10")
     assert_one_line_exit_2(proc, "fit.n_bootstrp")

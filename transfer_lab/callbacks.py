@@ -99,9 +99,12 @@ class RunRecorder(pl.Callback):
         step = trainer.global_step
         loss = float(trainer.callback_metrics["val/loss"])
         per_char = float(trainer.callback_metrics["val/loss_per_char"])
+        if not math.isfinite(loss):
+            raise DivergedError(f"validation loss became {loss} at step {step}; lower optim.lr or raise "
+                                "optim.warmup_steps")
         tokens = self.tokens_seen(step)
         self.last_val_loss = loss
-        if math.isfinite(loss) and (not self.best or loss < self.best["loss"]):
+        if not self.best or loss < self.best["loss"]:
             self.best = {"loss": loss, "loss_per_char": per_char, "step": step, "tokens": tokens,
                          "chars": round(tokens * self.chars_per_token)}
         self._append(trainer, {"split": "val", "step": step, "tokens": tokens, "chars": round(tokens * self.chars_per_token),

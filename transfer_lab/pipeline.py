@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -28,6 +29,13 @@ from transfer_lab.wandb_logging import finish, make_logger, scrub
 
 log = logging.getLogger("transfer_lab")
 PRETRAINED_MODEL_DIR = "model"  # save_pretrained folder: config.json + model.safetensors
+TOKENIZER_NOTE = "transfer_lab.json"  # beside the weights: which tokenizer they were trained with
+
+
+def remove_torn_writes(folder: Path) -> None:
+    """Temp files of atomic writes that a kill interrupted: the real file is intact beside them."""
+    for tmp in folder.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def absolute_paths(cfg: DictConfig) -> None:
@@ -109,9 +117,15 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
     folder = Path(cfg.paths.pretrained_dir) / key
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
+        remove_torn_writes(folder)
         if (folder / records.RESULTS_FILE).exists():
             cached = records.read_result(folder)
             if cached.status == STATUS_DONE and (folder / PRETRAINED_MODEL_DIR / "model.safetensors").exists():
+                # the key holds the tokenizer's settings; this checks the tokenizer they produced
+                if cached.tokenizer != run_data.tokenizer.id:
+                    raise ConfigError(f"the cached pre-trained model {folder} was made with tokenizer "
+                                      f"{cached.tokenizer}, this run uses {run_data.tokenizer.id}; "
+                                      f"delete {folder} to pre-train again")
                 return cached
         pcfg = cfg.pretrain
         primary = run_data.primary_source
@@ -138,6 +152,7 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
         module.model.save_pretrained(folder / PRETRAINED_MODEL_DIR, safe_serialization=True)
+        (folder / PRETRAINED_MODEL_DIR / TOKENIZER_NOTE).write_text(json.dumps({"tokenizer": run_data.tokenizer.id}))
         pcfg_result.pretrain_tokens = pcfg_result.best_tokens_seen
         pcfg_result.pretrain_chars = pcfg_result.best_chars_seen
         pcfg_result.pretrain_flops = pcfg_result.train_flops * pcfg_result.best_step / max(pcfg_result.steps, 1)
@@ -146,8 +161,7 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
         return pcfg_result
 
 
-def _check_init_from(path: Path, shape: ModelShape) -> None:
-    import json
+def _check_init_from(path: Path, shape: ModelShape, tokenizer_id: str) -> None:
     config_path = path / "config.json"
     if not config_path.exists():
         raise ConfigError(f"pretrain.init_from={path} has no config.json; point it at a save_pretrained folder")
@@ -157,15 +171,31 @@ def _check_init_from(path: Path, shape: ModelShape) -> None:
     if differs:
         raise ConfigError(f"pretrain.init_from={path} was made with another shape or tokenizer "
                           f"(saved vs asked: {differs}); match model.* and tokenizer to it")
+    note = path / TOKENIZER_NOTE
+    record = path.parent / records.RESULTS_FILE
+    saved_tokenizer = json.loads(note.read_text()).get("tokenizer") if note.exists() else (
+        records.read_result(path.parent).tokenizer if record.exists() else None)
+    if saved_tokenizer is not None and saved_tokenizer != tokenizer_id:
+        raise ConfigError(f"pretrain.init_from={path} was trained with tokenizer {saved_tokenizer}, this run uses "
+                          f"{tokenizer_id}; set tokenizer.* to match it")
+
+
+def start_record(cfg: DictConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / records.CONFIG_FILE).write_text(OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True))))
 
 
 def run_job(cfg: DictConfig) -> str:
     """Run one job; returns 'done', 'skipped' or 'failed'. UserError escapes (train.py exits 2)."""
     validate_config(cfg)
     absolute_paths(cfg)
+    if cfg.get("threads"):
+        import torch
+        torch.set_num_threads(int(cfg.threads))  # parallel CPU jobs would otherwise oversubscribe the cores
     weights = source_weights(cfg)
     key = run_key(cfg, weights)
     run_dir = Path(cfg.paths.sweep_dir) / "runs" / key
+    remove_torn_writes(run_dir)
     if (run_dir / records.RESULTS_FILE).exists():
         previous = records.read_result(run_dir)
         if previous.status == STATUS_DONE:
@@ -176,9 +206,8 @@ def run_job(cfg: DictConfig) -> str:
     need_source = cfg.regime == "pretrain" or (cfg.regime == "finetune" and not init_from)
     run_data = load_run_data(cfg, need_source=need_source, need_target=cfg.regime != "pretrain", log=log.info)
     shape = model_shape(cfg, run_data)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / records.CONFIG_FILE).write_text(OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True))))
     if cfg.regime == "pretrain":
+        start_record(cfg, run_dir)
         try:
             pretrained = ensure_pretrained(cfg, run_data, shape)
         except RuntimeError as err:
@@ -205,18 +234,20 @@ def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
     if cfg.regime == "finetune":
         if init_from:
             start_from = Path(to_absolute_path(str(init_from)))
-            _check_init_from(start_from, shape)
+            _check_init_from(start_from, shape, run_data.tokenizer.id)
             result.pretrain_key = str(start_from)
         else:
             try:
                 pretrained = ensure_pretrained(cfg, run_data, shape)
             except RuntimeError as err:
                 result.status, result.error, result.stop_reason = STATUS_FAILED, str(err), "error"
+                start_record(cfg, run_dir)
                 records.write_result(run_dir, result)
                 return "failed"
             start_from = Path(cfg.paths.pretrained_dir) / pretrained.run_key / PRETRAINED_MODEL_DIR
             result.pretrain_key, result.pretrain_tokens = pretrained.run_key, pretrained.pretrain_tokens
             result.pretrain_chars, result.pretrain_flops = pretrained.pretrain_chars, pretrained.pretrain_flops
+    start_record(cfg, run_dir)  # only now: every check that could refuse this run has passed
     kwargs = module_kwargs(cfg, shape, o.lr, o.warmup_steps, o.max_steps, datamodule.val_data.n_chars,
                            init_from=str(start_from) if start_from else None)
     train_and_record(cfg, run_dir, result, datamodule, kwargs, o.max_steps, o.patience)

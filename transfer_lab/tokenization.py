@@ -126,7 +126,10 @@ def load_tokenizer(spec: Mapping, cache_dir: Path, training_documents=None,
             tmp = folder / "tokenizer.json.tmp"
             tokenizer.save(str(tmp))
             tmp.replace(path)
-    tokenizer = Tokenizer.from_file(str(path))
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001 - a torn or edited cache file
+        raise DataError(f"tokenizer file {path} is corrupt ({type(err).__name__}); delete {folder} to rebuild it") from None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     handle = TokenizerHandle(tokenizer=tokenizer, id=f"{kind}{tokenizer.get_vocab_size()}-{digest}", kind=kind)
     if handle.eos_id is None:

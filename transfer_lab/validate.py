@@ -67,6 +67,8 @@ def validate_config(cfg: DictConfig) -> None:
     if not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith("."):
         raise ConfigError(f"sweep={sweep!r} must be a plain folder name; e.g. sweep=my_study")
     as_int(cfg, "seed", minimum=0, maximum=MAX_SEED, example="seed=0")
+    if _get(cfg, "threads") is not None:
+        as_int(cfg, "threads", minimum=1, maximum=1024, example="threads=1")
 
     as_int(cfg, "model.n_layer", example="model.n_layer=4")
     n_embd = as_int(cfg, "model.n_embd", example="model.n_embd=128")

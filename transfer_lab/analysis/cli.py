@@ -47,6 +47,9 @@ def report_dir_for(cfg, sweep: str) -> Path:
 
 def run_cli(cfg) -> None:
     from transfer_lab.analysis.pipeline import run_analysis
+    from transfer_lab.validate import validate_analyze_config
+
+    validate_analyze_config(cfg)
     action = _get(cfg, "action", "fit")
     if action not in ACTIONS:
         raise ConfigError(f"action={action!r} unknown; use one of {', '.join(ACTIONS)}")
