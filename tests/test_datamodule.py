@@ -73,3 +73,21 @@ def test_mixture_draws_rows_in_proportion_to_weights():
     code_share = float((rows[:, 0] == 251).float().mean())
     assert 0.2 < code_share < 0.3
     assert torch.equal(mixed.batch_at(7)[0], MixedBlocks(parts, seed=0).batch_at(7)[0])
+
+
+def test_small_subsets_are_validated_every_couple_of_epochs():
+    from omegaconf import OmegaConf
+
+    from transfer_lab.training import validation_interval
+
+    optim = OmegaConf.create({"val_every_n_steps": 40, "val_every_epochs": 2, "min_val_every_n_steps": 10})
+    split = make_split(200_000)
+
+    def interval(train_chars):
+        dm = TokenDataModule([(split, 1.0)], split, train_chars=train_chars, val_tokens=500, n_ctx=32,
+                             batch_size=4, val_batch_size=8, seed=0)
+        return validation_interval(optim, dm, max_steps=1000)
+
+    assert interval(1_000) == 10  # 500 tokens = 3.9 steps an epoch: the floor of 10 steps
+    assert interval(4_000) == 32  # 2000 tokens = 15.6 steps an epoch: every 2 epochs
+    assert interval(100_000) == 40  # big subsets: the configured interval

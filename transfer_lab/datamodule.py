@@ -137,7 +137,7 @@ class TokenDataModule(pl.LightningDataModule):
         if n_val < 2:
             raise DataError("the validation set has fewer than 2 tokens; raise data.val_tokens or the corpus' val_chars")
         self.val_data = ValidationBlocks(val_split, n_val, n_ctx)
-        self.val_batch_size = val_batch_size
+        self.val_batch_size, self.n_ctx = val_batch_size, n_ctx
 
     @property
     def train_tokens(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
@@ -54,6 +55,17 @@ def _resumable_checkpoint(folder: Path, log) -> tuple[Path | None, int]:
     return last, step
 
 
+def validation_interval(optim: DictConfig, datamodule: TokenDataModule, max_steps: int) -> int:
+    """Steps between validations: optim.val_every_n_steps, but at least every
+    optim.val_every_epochs passes over a small subset (1e4 characters is ~3 steps an epoch and
+    over-fits within tens of steps: the early-stopping point needs that resolution), and never
+    more often than optim.min_val_every_n_steps."""
+    steps_per_epoch = datamodule.train_tokens / datamodule.train_data.batch_size / datamodule.n_ctx
+    by_epochs = math.ceil(float(optim.val_every_epochs) * steps_per_epoch)
+    interval = max(int(optim.min_val_every_n_steps), min(int(optim.val_every_n_steps), by_epochs))
+    return min(interval, max_steps)
+
+
 def fit(run_dir: Path, cfg: DictConfig, datamodule: TokenDataModule, module_kwargs: dict, *, max_steps: int,
         patience: int, logger=None, log=print) -> FitOutcome:
     """Train until early stopping or `max_steps`; resume from run_dir/checkpoints/last.ckpt if present."""
@@ -70,7 +82,7 @@ def fit(run_dir: Path, cfg: DictConfig, datamodule: TokenDataModule, module_kwar
                                   save_top_k=1, save_last=True)
     stopper = EarlyStopping(monitor="val/loss", mode="min", patience=patience, min_delta=optim.min_delta,
                             check_finite=True, check_on_train_epoch_end=False)
-    val_every = min(int(optim.val_every_n_steps), max_steps)
+    val_every = validation_interval(optim, datamodule, max_steps)
     trainer = instantiate(
         cfg.trainer, precision=precision_for(cfg.trainer), max_steps=max_steps, max_epochs=-1,
         val_check_interval=val_every, check_val_every_n_epoch=None, gradient_clip_val=optim.gradient_clip,

@@ -102,6 +102,8 @@ def validate_config(cfg: DictConfig) -> None:
     as_int(cfg, "optim.val_batch_size", example="optim.val_batch_size=64")
     as_int(cfg, "optim.max_steps", example="optim.max_steps=400")
     as_int(cfg, "optim.val_every_n_steps", example="optim.val_every_n_steps=25")
+    as_float(cfg, "optim.val_every_epochs", 0.0, math.inf, example="optim.val_every_epochs=2")
+    as_int(cfg, "optim.min_val_every_n_steps", example="optim.min_val_every_n_steps=10")
     as_int(cfg, "optim.patience", example="optim.patience=4")
     as_float(cfg, "optim.min_delta", 0.0, math.inf, low_inclusive=True, example="optim.min_delta=0.0")
 
