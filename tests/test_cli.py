@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 def train(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRANSFER_LAB_OUTPUTS": str(tmp_path / "outputs"), "HF_HUB_OFFLINE": "1"}
     tiny = [o for o in TINY if not o.startswith(("model.n_layer", "data.finetune_chars"))]
-    cmd = [sys.executable, "train.py", *tiny, f"paths.data_dir={data_dir}", *args]
+    flags = [a for a in args if a.startswith("-")]  # argparse wants -m before the overrides
+    overrides = [a for a in args if not a.startswith("-")]  # and ours after TINY, to win
+    cmd = [sys.executable, "train.py", *flags, *tiny, f"paths.data_dir={data_dir}", *overrides]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
