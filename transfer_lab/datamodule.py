@@ -44,13 +44,27 @@ def block_starts(n_tokens: int, n_ctx: int) -> np.ndarray:
     return starts
 
 
-class PackedBlocks(IterableDataset):
-    """Endless (x, y) batches of shape (batch_size, n_ctx), starting at `start_step`."""
+class StepBatches(IterableDataset):
+    """Endless batches `batch_at(step)` from `start_step` on (set before a resumed fit)."""
+
+    start_step = 0
+
+    def batch_at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} must define batch_at")
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.batch_at(step)
+            step += 1
+
+
+class PackedBlocks(StepBatches):
+    """(x, y) batches of shape (batch_size, n_ctx) of one token subset."""
 
     def __init__(self, subset: TrainSubset, n_ctx: int, batch_size: int, seed: int):
         self.subset, self.n_ctx, self.batch_size, self.seed = subset, n_ctx, batch_size, seed
         self.starts = block_starts(subset.n_tokens, n_ctx)
-        self.start_step = 0
         self._epoch_cache: dict[int, np.ndarray] = {}
 
     @property
@@ -70,14 +84,8 @@ class PackedBlocks(IterableDataset):
         block = torch.from_numpy(self.subset.split.tokens[windows].astype(np.int64))
         return block[:, :-1], block[:, 1:]
 
-    def __iter__(self):
-        step = self.start_step
-        while True:
-            yield self.batch_at(step)
-            step += 1
 
-
-class MixedBlocks(IterableDataset):
+class MixedBlocks(StepBatches):
     """Batches whose rows come from several sources with fixed weights (pre-training mixtures).
 
     Row r of step s is drawn from source i with probability weight_i; each source keeps its own
@@ -87,19 +95,13 @@ class MixedBlocks(IterableDataset):
     def __init__(self, parts: list[tuple[PackedBlocks, float]], seed: int):
         self.parts, self.seed = parts, seed
         self.weights = np.array([w for _, w in parts]) / sum(w for _, w in parts)
-        self.batch_size, self.start_step = parts[0][0].batch_size, 0
+        self.batch_size = parts[0][0].batch_size
 
     def batch_at(self, step: int):
         choice = np.random.default_rng([self.seed, step, 1]).choice(len(self.parts), self.batch_size, p=self.weights)
         xs, ys = zip(*(part.batch_at(step) for part, _ in self.parts))
         rows = torch.arange(self.batch_size)
         return torch.stack(xs)[choice, rows], torch.stack(ys)[choice, rows]
-
-    def __iter__(self):
-        step = self.start_step
-        while True:
-            yield self.batch_at(step)
-            step += 1
 
 
 class ValidationBlocks(Dataset):
