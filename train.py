@@ -9,7 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from transfer_lab.cli import check_experiment_override  # noqa: E402
+from transfer_lab.cli import check_experiment_override, check_sweep_cells  # noqa: E402
 from transfer_lab.errors import UserError, exit_with  # noqa: E402
 
 
@@ -25,4 +25,5 @@ def main(cfg: DictConfig) -> str:
 
 if __name__ == "__main__":
     check_experiment_override(sys.argv[1:])
+    check_sweep_cells(sys.argv[1:])  # every cell of a multirun, before the first one trains
     main()

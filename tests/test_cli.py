@@ -46,3 +46,23 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, data_dir):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "model.n_head" in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "outputs" / "sweeps" / "demo" / "runs").exists(), "nothing trained or written"
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["-m", "model.n_head=2,3", "model.n_embd=64"], "model.n_head=3"),
+    (["-m", "optim.lr=1e-3,-1"], "optim.lr=-1"),
+    (["-m", "experiment=smoke", "model.n_layer=1,0"], "model.n_layer=0"),
+])
+def test_every_sweep_cell_is_checked_before_the_first_trains(argv, named, capsys):
+    from transfer_lab.cli import check_sweep_cells
+
+    with pytest.raises(SystemExit) as exit_info:
+        check_sweep_cells(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and named in err[0]
+
+
+def test_a_good_sweep_passes_the_cell_check():
+    from transfer_lab.cli import check_sweep_cells
+
+    check_sweep_cells(["-m", "model.n_layer=2,4,8", "data.finetune_chars=1e5,1e6"])  # the design card

@@ -166,3 +166,52 @@ def check_experiment_override(argv: list[str]) -> None:
     """What train.py runs before Hydra: group options, unknown keys and parse errors (one line, exit 2)."""
     check_group_options(argv)
     check_overrides(argv, "train")
+
+
+def _sweep_dimensions(overrides: list[str], sweeper_params: dict) -> dict[str, list[str]]:
+    """{key: values} of a multirun: the experiment's sweeper params, then the command line's sweeps."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    dims: dict[str, list[str]] = {}
+    lines = [f"{key}={value}" for key, value in sweeper_params.items()] + list(overrides)
+    for override in parser.parse_overrides(lines):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            dims[key] = list(override.sweep_string_iterator())
+        elif key in dims:  # a plain command-line value replaces the experiment's sweep
+            dims[key] = [override.get_value_element_as_str()]
+    return dims
+
+
+def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
+    """Validate every cell of a multirun before the first one trains: a bad value in the last
+    cell must not stop a sweep hours in. One line naming the cell, exit status 2."""
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from transfer_lab.errors import UserError
+    from transfer_lab.validate import validate_config
+
+    if not any(arg in PLAIN_FLAGS for arg in argv) or any(a.startswith("-") and a not in PLAIN_FLAGS for a in argv):
+        return
+    overrides = [arg for arg in argv if arg not in PLAIN_FLAGS]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            first = compose("train", overrides=_first_values(overrides), return_hydra_config=True)
+            params = OmegaConf.to_container(first.hydra.sweeper.params) or {}
+            dims = _sweep_dimensions(overrides, params)
+            fixed = [o for o in _first_values(overrides) if o.partition("=")[0].lstrip("+~") not in dims]
+            cells = list(itertools.islice(itertools.product(*dims.values()), limit))
+            for values in cells:
+                cell = [f"{key}={value}" for key, value in zip(dims, values)]
+                try:
+                    validate_config(compose("train", overrides=fixed + cell))
+                except UserError as err:
+                    exit_with(ConfigError(f"sweep cell [{' '.join(cell)}]: {err}"))
+    finally:
+        GlobalHydra.instance().clear()
