@@ -179,3 +179,21 @@ def test_collect_a_real_offline_wandb_run(tmp_path):
     assert row["run_key"] == r.run_key and row["N"] == r.non_embedding_params and row["D_F"] == r.finetune_chars
     assert row["loss"] == pytest.approx(2.5)  # the history minimum, read from the binary log
     assert not row["excluded"]
+
+
+def test_a_cell_rerun_with_other_settings_keeps_only_the_newest_run():
+    from transfer_lab.analysis.collect import records_to_table
+    from transfer_lab.records import RunResult
+
+    def run(key, finished_at, loss, chars=10_000):
+        return RunResult(run_key=key, sweep="s", regime="scratch", status="done", non_embedding_params=1000,
+                         finetune_chars=chars, best_val_loss=loss, best_val_loss_per_char=loss / 2,
+                         tokenizer="t", val_set="v", finished_at=finished_at)
+
+    table = records_to_table([run("old", "2026-01-01T00:00:00+00:00", 3.0),
+                              run("new", "2026-01-02T00:00:00+00:00", 2.5),
+                              run("other-cell", "2026-01-01T00:00:00+00:00", 2.0, chars=30_000)], "s").table
+    table = table.set_index("run_key")
+    assert table.loc["old", "excluded"] and "superseded by new" in table.loc["old", "reason"]
+    assert not table.loc["new", "excluded"]
+    assert not table.loc["other-cell", "excluded"]

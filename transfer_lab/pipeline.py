@@ -9,6 +9,7 @@ import shutil
 import time
 import traceback
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from filelock import FileLock
@@ -102,6 +103,7 @@ def train_and_record(cfg: DictConfig, run_dir: Path, result: RunResult, datamodu
         result.error = f"{type(err).__name__}: {err}"
         log.error("run %s failed: %s\n%s", result.run_key, result.error, traceback.format_exc(limit=3))
     finally:
+        result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         finish(logger, asdict(result))
     records.write_result(run_dir, result)
     return outcome

@@ -77,6 +77,7 @@ class RunResult:
     epochs_seen: float = 0.0  # passes over the training subset
     train_flops: float = 0.0  # (6·N + attention) FLOPs per token × tokens seen
     stop_reason: str = ""  # early_stop | max_steps | diverged | error
+    finished_at: str = ""  # UTC time the run ended (ISO 8601)
     wall_time_s: float = 0.0
     tokens_per_s: float = 0.0
     schema_version: int = SCHEMA_VERSION

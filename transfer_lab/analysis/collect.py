@@ -25,7 +25,10 @@ COLUMNS = ["run_key", "sweep", "regime", "status", "N", "total_params", "D_F", "
            "pretrain_key", "pretrain_chars", "pretrain_tokens", "pretrain_flops",
            "loss_per_token", "loss_per_char", "bits_per_char", "loss", "steps", "tokens_seen",
            "train_flops", "tokenizer", "val_set", "source_corpus", "target_corpus", "seed",
-           "stop_reason", "error", "excluded", "reason"]
+           "stop_reason", "error", "finished_at", "excluded", "reason"]
+# what makes two runs the same point of a fit; runs of one cell with other settings (an edited
+# config re-run under the same sweep name) are not averaged: the newest one is kept
+CELL = ("regime", "N", "D_F", "seed", "pretrain_tokens", "target_corpus")
 
 
 @dataclass
@@ -99,8 +102,20 @@ def _row(r: records.RunResult) -> dict:
         "bits_per_char": _num(r.best_val_bits_per_char), "steps": r.steps, "tokens_seen": r.tokens_seen,
         "train_flops": _num(r.train_flops), "tokenizer": r.tokenizer or "", "val_set": r.val_set or "",
         "source_corpus": r.source_corpus, "target_corpus": r.target_corpus, "seed": r.seed,
-        "stop_reason": r.stop_reason, "error": r.error,
+        "stop_reason": r.stop_reason, "error": r.error, "finished_at": r.finished_at,
     }
+
+
+def _mark_superseded(rows: list[dict]) -> None:
+    cells: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if not row["excluded"] and row["regime"] in FIT_REGIMES:
+            cells.setdefault(tuple(str(row[c]) for c in CELL), []).append(row)
+    for group in cells.values():
+        group.sort(key=lambda r: (r.get("finished_at") or "", r["run_key"]))
+        for old in group[:-1]:
+            old["reason"] = f"superseded by {group[-1]['run_key']} (same cell, other settings; the newest is kept)"
+            old["excluded"] = True
 
 
 def _exclusion(row: dict, loss_col: str) -> str:
@@ -144,6 +159,7 @@ def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per
         row["reason"] = _exclusion(row, loss_col)
         row["excluded"] = bool(row["reason"])
         rows.append(row)
+    _mark_superseded(rows)
     for extra in extra_rows or []:
         rows.append({**{c: None for c in COLUMNS}, **extra})
     table = pd.DataFrame(rows, columns=COLUMNS)
