@@ -32,6 +32,8 @@ def test_scratch_and_finetune_share_one_pretraining_and_rerun_skips(compose_cfg)
     finetunes = sorted((r for r in runs.values() if r.regime == "finetune"), key=lambda r: r.finetune_chars)
     scratch = next(r for r in runs.values() if r.regime == "scratch")
     assert finetunes[0].pretrain_key == finetunes[1].pretrain_key == pretrained[0].name
+    # the budget is the whole pre-training run: ceil(1e4 / (8 × 64)) = 20 steps × 512 tokens
+    assert finetunes[0].pretrain_tokens == finetunes[1].pretrain_tokens == 20 * 512
     assert finetunes[0].finetune_chars == pytest.approx(1e4, abs=8) and finetunes[1].finetune_chars > 1.9e4
     assert finetunes[0].finetune_tokens < finetunes[1].finetune_tokens
     assert scratch.non_embedding_params == finetunes[0].non_embedding_params == 1 * (12 * 32**2 + 13 * 32) + 64

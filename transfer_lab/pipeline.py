@@ -155,12 +155,18 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
             module.load_state_dict(state)
         module.model.save_pretrained(folder / PRETRAINED_MODEL_DIR, safe_serialization=True)
         (folder / PRETRAINED_MODEL_DIR / TOKENIZER_NOTE).write_text(json.dumps({"tokenizer": run_data.tokenizer.id}))
-        pcfg_result.pretrain_tokens = pcfg_result.best_tokens_seen
-        pcfg_result.pretrain_chars = pcfg_result.best_chars_seen
-        pcfg_result.pretrain_flops = pcfg_result.train_flops * pcfg_result.best_step / max(pcfg_result.steps, 1)
+        _set_pretrain_budget(pcfg_result, pcfg_result)
         records.write_result(folder, pcfg_result)  # the record says done only once the weights are saved
         shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
         return pcfg_result
+
+
+def _set_pretrain_budget(result: RunResult, pretrained: RunResult) -> None:
+    """The pre-training budget is what the whole pre-training run consumed (tokens, characters,
+    FLOPs), not the step its best weights came from: runs of one budget share one value, and
+    compute comparisons count every step paid for."""
+    result.pretrain_tokens, result.pretrain_chars = pretrained.tokens_seen, pretrained.chars_seen
+    result.pretrain_flops = pretrained.train_flops
 
 
 def _check_init_from(path: Path, shape: ModelShape, tokenizer_id: str) -> None:
@@ -247,8 +253,8 @@ def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
                 records.write_result(run_dir, result)
                 return "failed"
             start_from = Path(cfg.paths.pretrained_dir) / pretrained.run_key / PRETRAINED_MODEL_DIR
-            result.pretrain_key, result.pretrain_tokens = pretrained.run_key, pretrained.pretrain_tokens
-            result.pretrain_chars, result.pretrain_flops = pretrained.pretrain_chars, pretrained.pretrain_flops
+            result.pretrain_key = pretrained.run_key
+            _set_pretrain_budget(result, pretrained)
     start_record(cfg, run_dir)  # only now: every check that could refuse this run has passed
     kwargs = module_kwargs(cfg, shape, o.lr, o.warmup_steps, o.max_steps, datamodule.val_data.n_chars,
                            init_from=str(start_from) if start_from else None)
