@@ -28,7 +28,7 @@ COLUMNS = ["run_key", "sweep", "regime", "status", "N", "total_params", "D_F", "
            "stop_reason", "error", "finished_at", "excluded", "reason"]
 # what makes two runs the same point of a fit; runs of one cell with other settings (an edited
 # config re-run under the same sweep name) are not averaged: the newest one is kept
-CELL = ("regime", "N", "D_F", "seed", "pretrain_tokens", "target_corpus")
+CELL = ("regime", "N", "D_F", "seed", "pretrain_tokens", "pretrain_chars", "target_corpus")
 
 
 @dataclass
