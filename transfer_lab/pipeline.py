@@ -36,7 +36,7 @@ TOKENIZER_NOTE = "transfer_lab.json"  # beside the weights: which tokenizer they
 def remove_torn_writes(folder: Path) -> None:
     """Temp files of atomic writes that a kill interrupted: the real file is intact beside them."""
     for tmp in folder.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
 def absolute_paths(cfg: DictConfig) -> None:
@@ -139,26 +139,31 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
         budget_tokens = int(float(pcfg.tokens)) if pcfg.tokens is not None else round(
             int(float(pcfg.chars)) * datamodule.train_tokens / max(datamodule.train_chars, 1))
         max_steps = max(1, math.ceil(budget_tokens / tokens_per_step))
-        pcfg_result = base_result(cfg, key, run_data, shape)
-        pcfg_result.regime, pcfg_result.val_set = "pretrain", primary.id
-        pcfg_result.val_tokens, pcfg_result.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
+        record = base_result(cfg, key, run_data, shape)
+        record.regime, record.val_set = "pretrain", primary.id
+        record.val_tokens, record.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
         log.info("pre-training %s: %d steps x %d tokens on %s", key, max_steps, tokens_per_step, "+".join(weights))
         kwargs = module_kwargs(cfg, shape, pcfg.lr, pcfg.warmup_steps, max_steps, datamodule.val_data.n_chars)
-        outcome = train_and_record(cfg, folder, pcfg_result, datamodule, kwargs, max_steps, pcfg.patience)
-        if pcfg_result.status != STATUS_DONE:
-            raise RuntimeError(f"pre-training {key} failed: {pcfg_result.error}")
+        outcome = train_and_record(cfg, folder, record, datamodule, kwargs, max_steps, pcfg.patience)
+        if record.status != STATUS_DONE:
+            raise RuntimeError(f"pre-training {key} failed: {record.error}")
         best = outcome.best_checkpoint
         module = outcome.module
         if best is not None and best.exists():  # the early-stopping point, not the last step
             import torch
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
-        module.model.save_pretrained(folder / PRETRAINED_MODEL_DIR, safe_serialization=True)
-        (folder / PRETRAINED_MODEL_DIR / TOKENIZER_NOTE).write_text(json.dumps({"tokenizer": run_data.tokenizer.id}))
-        _set_pretrain_budget(pcfg_result, pcfg_result)
-        records.write_result(folder, pcfg_result)  # the record says done only once the weights are saved
+        # weights go to a temp folder renamed into place: a kill never leaves torn safetensors
+        staging = folder / f".{PRETRAINED_MODEL_DIR}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        module.model.save_pretrained(staging, safe_serialization=True)
+        (staging / TOKENIZER_NOTE).write_text(json.dumps({"tokenizer": run_data.tokenizer.id}))
+        shutil.rmtree(folder / PRETRAINED_MODEL_DIR, ignore_errors=True)
+        staging.rename(folder / PRETRAINED_MODEL_DIR)
+        _set_pretrain_budget(record, record)
+        records.write_result(folder, record)  # the record says done only once the weights are saved
         shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
-        return pcfg_result
+        return record
 
 
 def _set_pretrain_budget(result: RunResult, pretrained: RunResult) -> None:
