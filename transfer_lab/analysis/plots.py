@@ -54,6 +54,15 @@ def loss_vs_data(res, out: Path, loss_label: str):
     return _save(fig, out, "loss_vs_data")
 
 
+def _transfer_curve(ax, fit, group, n, color, quantity) -> None:
+    """The fitted transfer law at size n over the group's D_F range, as quantity(D_F, D_T)."""
+    if fit is None:
+        return
+    d = np.geomspace(group["D_F"].min(), group["D_F"].max(), 50)
+    dt = laws.transfer_dt(d, n, fit.params["k"], fit.params["alpha"], fit.params["beta"])
+    ax.plot(d, quantity(d, dt), "-", color=color, lw=1)
+
+
 def dt_vs_df(res, out: Path):
     _, ft = _rows(res)
     ft = ft[ft["D_T"].notna()]
@@ -66,10 +75,7 @@ def dt_vs_df(res, out: Path):
         use, skip = g[g["in_transfer_fit"]], g[~g["in_transfer_fit"] & (g["D_T"] > 0)]
         ax.plot(use["D_F"], use["D_T"], "o", color=col[n], label=f"N={n:.2g}")
         ax.plot(skip["D_F"], skip["D_T"], "x", color=col[n])
-        if fit is not None:
-            d = np.geomspace(g["D_F"].min(), g["D_F"].max(), 50)
-            ax.plot(d, laws.transfer_dt(d, n, fit.params["k"], fit.params["alpha"], fit.params["beta"]),
-                    "-", color=col[n], lw=1)
+        _transfer_curve(ax, fit, g, n, col[n], lambda d, dt: dt)
     title = "D_T vs D_F (x: flagged, not fitted)"
     if fit is not None:
         p = fit.params
@@ -89,10 +95,7 @@ def multiplier(res, out: Path):
     fit = res.fit("transfer")
     for n, g in ft.groupby("N"):
         ax.plot(g["D_F"], g["multiplier"], "o", color=col[n], label=f"N={n:.2g}")
-        if fit is not None:
-            d = np.geomspace(g["D_F"].min(), g["D_F"].max(), 50)
-            dt = laws.transfer_dt(d, n, fit.params["k"], fit.params["alpha"], fit.params["beta"])
-            ax.plot(d, laws.effective_multiplier(d, dt), "-", color=col[n], lw=1)
+        _transfer_curve(ax, fit, g, n, col[n], laws.effective_multiplier)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set(xscale="log", yscale="log", xlabel="D_F (characters)", ylabel="effective data multiplier (D_F+D_T)/D_F",
            title="Effective data multiplier")
