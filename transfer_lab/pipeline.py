@@ -12,6 +12,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
 from filelock import FileLock
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
@@ -52,7 +53,8 @@ def model_shape(cfg: DictConfig, run_data: RunData) -> ModelShape:
 
 
 def base_result(cfg: DictConfig, key: str, run_data: RunData, shape: ModelShape) -> RunResult:
-    non_embedding, total = count_params(build_gpt2(shape, cfg.model.attn_implementation))
+    with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
+        non_embedding, total = count_params(build_gpt2(shape, cfg.model.attn_implementation))
     return RunResult(run_key=key, sweep=cfg.sweep, regime=cfg.regime, tokenizer=run_data.tokenizer.id,
                      n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head, n_ctx=cfg.model.n_ctx,
                      vocab_size=shape.vocab_size, non_embedding_params=non_embedding, total_params=total,
@@ -150,7 +152,6 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
         best = outcome.best_checkpoint
         module = outcome.module
         if best is not None and best.exists():  # the early-stopping point, not the last step
-            import torch
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
         # weights go to a temp folder renamed into place: a kill never leaves torn safetensors
@@ -203,7 +204,6 @@ def run_job(cfg: DictConfig) -> str:
     validate_config(cfg)
     absolute_paths(cfg)
     if cfg.get("threads"):
-        import torch
         torch.set_num_threads(int(cfg.threads))  # parallel CPU jobs would otherwise oversubscribe the cores
     weights = source_weights(cfg)
     key = run_key(cfg, weights)

@@ -63,19 +63,27 @@ def _transfer_curve(ax, fit, group, n, color, quantity) -> None:
     ax.plot(d, quantity(d, dt), "-", color=color, lw=1)
 
 
-def dt_vs_df(res, out: Path):
+def _fine_tuned_by_size(res, column: str):
+    """(figure, axes, transfer fit, [(N, rows, colour)]) over fine-tuned rows with `column`, or None."""
     _, ft = _rows(res)
-    ft = ft[ft["D_T"].notna()]
+    ft = ft[ft[column].notna()]
     if not len(ft):
         return None
     col = _colors(set(ft["N"]))
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    fit = res.fit("transfer")
-    for n, g in ft.groupby("N"):
+    return fig, ax, res.fit("transfer"), [(n, g, col[n]) for n, g in ft.groupby("N")]
+
+
+def dt_vs_df(res, out: Path):
+    panel = _fine_tuned_by_size(res, "D_T")
+    if panel is None:
+        return None
+    fig, ax, fit, sizes = panel
+    for n, g, color in sizes:
         use, skip = g[g["in_transfer_fit"]], g[~g["in_transfer_fit"] & (g["D_T"] > 0)]
-        ax.plot(use["D_F"], use["D_T"], "o", color=col[n], label=f"N={n:.2g}")
-        ax.plot(skip["D_F"], skip["D_T"], "x", color=col[n])
-        _transfer_curve(ax, fit, g, n, col[n], lambda d, dt: dt)
+        ax.plot(use["D_F"], use["D_T"], "o", color=color, label=f"N={n:.2g}")
+        ax.plot(skip["D_F"], skip["D_T"], "x", color=color)
+        _transfer_curve(ax, fit, g, n, color, lambda d, dt: dt)
     title = "D_T vs D_F (x: flagged, not fitted)"
     if fit is not None:
         p = fit.params
@@ -86,16 +94,13 @@ def dt_vs_df(res, out: Path):
 
 
 def multiplier(res, out: Path):
-    _, ft = _rows(res)
-    ft = ft[ft["multiplier"].notna()]
-    if not len(ft):
+    panel = _fine_tuned_by_size(res, "multiplier")
+    if panel is None:
         return None
-    col = _colors(set(ft["N"]))
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    fit = res.fit("transfer")
-    for n, g in ft.groupby("N"):
-        ax.plot(g["D_F"], g["multiplier"], "o", color=col[n], label=f"N={n:.2g}")
-        _transfer_curve(ax, fit, g, n, col[n], laws.effective_multiplier)
+    fig, ax, fit, sizes = panel
+    for n, g, color in sizes:
+        ax.plot(g["D_F"], g["multiplier"], "o", color=color, label=f"N={n:.2g}")
+        _transfer_curve(ax, fit, g, n, color, laws.effective_multiplier)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax.set(xscale="log", yscale="log", xlabel="D_F (characters)", ylabel="effective data multiplier (D_F+D_T)/D_F",
            title="Effective data multiplier")
