@@ -53,16 +53,15 @@ def tokenisation(corpora: list[str], tokenizer_overrides: list[str], log=print) 
 
 
 def loader(overrides: list[str], steps: int, repeats: int = 3) -> dict:
-    from transfer_lab.datamodule import TokenDataModule
+    from transfer_lab.pipeline import datamodule_for
 
     cfg = compose("regime=scratch", "data.finetune_chars=5e5", *overrides)
     data = run_data(cfg)
     o = cfg.optim
     rates, raw_rates = [], []
     for _ in range(repeats):
-        dm = TokenDataModule([(data.target.train, 1.0)], data.target.val, train_chars=int(float(cfg.data.finetune_chars)),
-                             val_tokens=cfg.data.val_tokens, n_ctx=cfg.model.n_ctx, batch_size=o.batch_size,
-                             val_batch_size=o.val_batch_size, seed=cfg.seed)
+        dm = datamodule_for(cfg, [(data.target.train, 1.0)], data.target.val, int(float(cfg.data.finetune_chars)),
+                            o.batch_size)
         it = iter(dm.train_dataloader())
         next(it)
         started = time.perf_counter()

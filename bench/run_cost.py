@@ -78,14 +78,13 @@ def job_costs(finetune_chars: list[str], overrides: list[str], log=print) -> dic
 
 def checkpoint_io(overrides: list[str], repeats: int = 5) -> dict:
     from transfer_lab.callbacks import AtomicCheckpointIO
-    from transfer_lab.training import fit
-    from train_speed import datamodule, setup
+    from train_speed import datamodule, fit_steps, setup
 
     cfg, data, shape, kwargs = setup(list(overrides), 5)
     tmp = Path(tempfile.mkdtemp(prefix="fig4ckpt-", dir=BENCH_DATA))
     try:
         (tmp / "run").mkdir()
-        fit(tmp / "run", cfg, datamodule(cfg, data), kwargs, max_steps=5, patience=10, log=lambda *a: None)
+        fit_steps(tmp / "run", cfg, datamodule(cfg, data), kwargs, 5, patience=10)
         last = tmp / "run" / "checkpoints" / "last.ckpt"
         io = AtomicCheckpointIO()
         loads, saves = [], []

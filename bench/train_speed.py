@@ -49,17 +49,33 @@ def setup(overrides: list[str], steps_total: int):
                   "data.finetune_chars=5e5", *overrides)
     data = run_data(cfg)
     shape = model_shape(cfg, data)
-    kwargs = module_kwargs(cfg, shape, cfg.optim.lr, cfg.optim.warmup_steps, steps_total, 1)
+    kwargs = module_kwargs(cfg, shape, steps_schedule(cfg, steps_total))
     return cfg, data, shape, kwargs
 
 
-def datamodule(cfg, data):
-    from transfer_lab.datamodule import TokenDataModule
+def steps_schedule(cfg, n_steps: int, patience: int = 10**6):
+    """Exactly n_steps steps, one validation at the end: the demo's LR and warm-up, cosine over n_steps."""
+    from transfer_lab.schedule import Schedule
 
     o = cfg.optim
-    return TokenDataModule([(data.target.train, 1.0)], data.target.val, train_chars=int(float(cfg.data.finetune_chars)),
-                           val_tokens=cfg.data.val_tokens, n_ctx=cfg.model.n_ctx, batch_size=o.batch_size,
-                           val_batch_size=o.val_batch_size, seed=cfg.seed)
+    return Schedule(lr=float(o.lr), warmup_steps=min(int(o.warmup_steps), n_steps), horizon_steps=n_steps,
+                    min_lr_ratio=float(o.min_lr_ratio), max_steps=n_steps, val_every_n_steps=n_steps,
+                    patience=patience, min_rel_improvement=0.0)
+
+
+def fit_steps(run_dir, cfg, dm, kwargs, n_steps: int, patience: int = 10**6):
+    """transfer_lab.training.fit for n_steps steps (what the benchmark times)."""
+    from transfer_lab.training import fit
+
+    return fit(run_dir, dm, kwargs, steps_schedule(cfg, n_steps, patience), cfg.trainer, seed=int(cfg.seed),
+               gradient_clip=float(cfg.optim.gradient_clip), log=lambda *a: None)
+
+
+def datamodule(cfg, data):
+    from transfer_lab.pipeline import datamodule_for
+
+    return datamodule_for(cfg, [(data.target.train, 1.0)], data.target.val, int(float(cfg.data.finetune_chars)),
+                          cfg.optim.batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,8 +143,6 @@ def timed_recorder():
 
 
 def lightning_window(cfg, data, kwargs, n_steps: int, run_dir: Path, profiler=None) -> dict:
-    from transfer_lab.training import fit
-
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     dm = datamodule(cfg, data)
@@ -136,7 +150,7 @@ def lightning_window(cfg, data, kwargs, n_steps: int, run_dir: Path, profiler=No
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        outcome = fit(run_dir, cfg, dm, kwargs, max_steps=n_steps, patience=10**6, log=lambda *a: None)
+        outcome = fit_steps(run_dir, cfg, dm, kwargs, n_steps)
         if profiler is not None:
             profiler.disable()
         wall = time.perf_counter() - started
@@ -159,7 +173,7 @@ class BareLoop:
         import torch
 
         from transfer_lab.model import ModelShape, build_gpt2
-        from transfer_lab.module import lr_factor
+        from transfer_lab.schedule import lr_factor
         from transfer_lab.training import precision_for
 
         hp = kwargs
@@ -174,7 +188,7 @@ class BareLoop:
                                             {"params": no_decay, "weight_decay": 0.0}],
                                            lr=hp["lr"], betas=tuple(hp["betas"]), fused=self.device.type == "cuda")
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, hp["warmup_steps"], hp["total_steps"], hp["min_lr_ratio"]))
+            self.optimizer, lambda s: lr_factor(s, hp["warmup_steps"], hp["horizon_steps"], hp["min_lr_ratio"]))
         self.bf16 = precision_for(cfg.trainer).startswith("bf16")
         self.clip, self.log_every = float(cfg.optim.gradient_clip), int(cfg.trainer.log_every_n_steps)
         self.batches = iter(datamodule(cfg, data).train_dataloader())
@@ -228,7 +242,6 @@ def lockstep_window(cfg, data, kwargs, n_steps: int, run_dir: Path) -> dict:
     seconds, so interleaving at the step (tens of ms) cancels it.
     """
     import transfer_lab.training as training
-    from transfer_lab.training import fit
 
     loop = BareLoop(cfg, data, kwargs)
     base = _timed_recorder_class()
@@ -246,7 +259,7 @@ def lockstep_window(cfg, data, kwargs, n_steps: int, run_dir: Path) -> dict:
     training.RunRecorder = Lockstep
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            fit(run_dir, cfg, datamodule(cfg, data), kwargs, max_steps=n_steps, patience=10**6, log=lambda *a: None)
+            fit_steps(run_dir, cfg, datamodule(cfg, data), kwargs, n_steps)
     finally:
         training.RunRecorder = original
         shutil.rmtree(run_dir, ignore_errors=True)

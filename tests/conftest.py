@@ -17,14 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 
 # A CPU-sized transfer study on real text: fortunes (English) → a few stdlib modules (Python).
-# 1 layer × 32 wide ≈ 13k non-embedding params; 8 × 64 = 512 tokens per step.
+# 1 layer × 32 wide ≈ 13k non-embedding params; 8 × 64 = 512 tokens per step. Runs early-stop
+# for real (plateau rule, two anneals) in ~200-300 steps, a few seconds: a fixed 3-validation
+# plateau window and the scratch LR for fine-tunes (the 1e4-token pre-training teaches little).
 TINY = [
     "data.source=fortunes_en", "data.target=python_small", "data.val_tokens=2048",
     "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.n_ctx=64",
     "tokenizer.vocab_size=300", "tokenizer.train_chars=2e5",
-    "optim.batch_size=8", "optim.val_batch_size=32", "optim.max_steps=30", "optim.val_every_n_steps=10",
-    "optim.warmup_steps=5", "optim.patience=3", "pretrain.tokens=1e4", "trainer.log_every_n_steps=5",
-    "data.finetune_chars=1e4",
+    "optim.batch_size=8", "optim.val_batch_size=32", "optim.max_steps=300", "optim.val_every_n_steps=10",
+    "optim.warmup_steps=5", "optim.patience=3", "optim.patience_fraction=0", "finetune.lr=3e-3",
+    "pretrain.tokens=1e4", "trainer.log_every_n_steps=5", "data.finetune_chars=1e4",
 ]
 
 

@@ -47,7 +47,7 @@ def test_noiseless_effective_data_inversion(tmp_path):
 
 
 def test_interpolation_is_exact_at_the_measured_points(tmp_path):
-    runs = syn.make_runs(ns=(1e6, 1e7), noise=0.0, extras=False)
+    runs = syn.make_runs(ns=(1e6, 1e7), noise=0.0, extras=False, finetune_ds=())  # one fine-tuned point alone
     d_knot = int(syn.SCRATCH_DS[3])  # records hold whole characters
     loss_at_knot = float(syn.scratch_loss(1e6, syn.SCRATCH_DS[3]))  # the scratch run's own loss
     runs.append(syn.result("synth", "ft-at-knot", "finetune", 1e6, 2e4, loss_at_knot))

@@ -115,7 +115,9 @@ def test_analyze_cli_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     report = tmp_path / "sweeps" / "demo" / "report"
     text = (report / "report.md").read_text()
-    assert "Transfer law D_T" in text and "1.9e4" in text
+    headline = text.split("## Headline")[1].split("## Measurement checks")[0]
+    assert "interpolated" in headline and "model-based (unified law" in headline and "1.9e+04" in headline
+    assert "## Measurement checks" in text and "Converged early-stopping points" in text
     for name in ("loss_vs_data", "dt_vs_df", "multiplier", "loss_vs_compute", "predicted_vs_observed"):
         assert (report / "plots" / f"{name}.png").exists() and (report / "plots" / f"{name}.pdf").exists()
     assert (report / "report.html").exists() and (report / "table.csv").exists()

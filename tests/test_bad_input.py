@@ -205,7 +205,7 @@ CONFIG_CASES = [
     ("max_steps_zero", ["optim.max_steps=0"], ("optim.max_steps",), ConfigError),
     ("val_every_zero", ["optim.val_every_n_steps=0"], ("optim.val_every_n_steps",), ConfigError),
     ("patience_zero", ["optim.patience=0"], ("optim.patience",), ConfigError),
-    ("min_delta_negative", ["optim.min_delta=-1"], ("optim.min_delta",), ConfigError),
+    ("min_rel_improvement_negative", ["optim.min_rel_improvement=-1"], ("optim.min_rel_improvement",), ConfigError),
     ("val_tokens_one", ["data.val_tokens=1"], ("data.val_tokens",), ConfigError),
     ("finetune_chars_zero", ["data.finetune_chars=0"], ("data.finetune_chars",), ConfigError),
     ("finetune_chars_text", ["data.finetune_chars=lots"], ("data.finetune_chars",), ConfigError),
@@ -743,3 +743,16 @@ def test_analyze_script_on_a_corrupt_results_file(world, tmp_path):
 def test_analyze_script_unknown_key(tmp_path):
     proc = script("analyze.py", f"paths.output_root={tmp_path}", "fit.n_bootstrp=10")
     assert_one_line_exit_2(proc, "fit.n_bootstrp")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", [("train.py",), ("analyze.py",), ("-m", "transfer_lab.prepare")])
+def test_unwritable_output_root_is_one_line_before_hydra_makes_a_folder(entry, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    for root, words in (("/proc/nope", ("paths.output_root=/proc/nope", "not a writable folder")),
+                        (str(a_file), ("is a file, not a folder",)),
+                        (f"{a_file}/below", ("not a writable folder",))):
+        proc = script(*entry, f"paths.output_root={root}")
+        assert_one_line_exit_2(proc, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

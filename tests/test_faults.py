@@ -86,7 +86,7 @@ def reference(tmp_path_factory, data_dir, cache_dir):
     (run,) = run_folders(root, "ref").values()
     (pretrained,) = [p for p in (root / "pretrained").iterdir() if p.is_dir()]
     return {"root": root, "finetune": records.read_result(run), "pretrain": records.read_result(pretrained),
-            "pretrained_dir": root / "pretrained"}
+            "pretrained_dir": root / "pretrained", "finetune_val_steps": val_steps(run)}
 
 
 # --- SIGKILL in the middle of a sweep (real signal, real subprocess) -------------------------------
@@ -237,7 +237,7 @@ def test_kill_during_results_write_keeps_the_previous_record(reference, killed_i
     assert result.status == "done" and result.best_val_loss == pytest.approx(reference["finetune"].best_val_loss,
                                                                              abs=1e-6)
     assert result.pretrain_key == reference["pretrain"].run_key
-    assert val_steps(state["run"]) == [10, 20, 30]
+    assert val_steps(state["run"]) == reference["finetune_val_steps"]  # the curve of the uninterrupted run, once
     table = collect_local(state["root"], "ref").table
     assert len(table) == 1 and table["run_key"].is_unique, "a row was duplicated or lost"
     for path, data in state["pretrained_before"].items():  # the shared pre-trained model was only read
@@ -315,13 +315,13 @@ def test_diverging_cell_is_stopped_and_marked_and_the_sweep_goes_on(tmp_path, da
     monkeypatch.setattr(CausalLM, "training_step", explode_at_high_lr)
     base = ("regime=scratch", "sweep=div", *paths(tmp_path, data_dir, cache_dir))
     assert run_job(compose(*base, "optim.lr=2e-2")) == "failed"
-    assert run_job(compose(*base, "optim.lr=3e-3", "optim.max_steps=10")) == "done"  # the next cell runs
+    assert run_job(compose(*base, "optim.lr=3e-3")) == "done"  # the next cell runs, to its early-stopping point
     results = {r.best_val_loss is None: r for r in map(records.read_result, run_folders(tmp_path, "div").values())}
     bad, good = results[True], results[False]
     assert bad.status == "failed" and bad.stop_reason == "diverged" and re.search("inf|nan", bad.error)
     logged = [r["step"] for r in records.read_metrics(run_folders(tmp_path, "div")[bad.run_key])]
     assert max(logged, default=0) < 30, "a diverged run is stopped, not trained to the end"
-    assert good.status == "done" and good.steps == 10
+    assert good.status == "done" and good.converged and good.stop_reason == "early_stop"
     table = collect_local(tmp_path, "div").table.set_index("run_key")
     assert table.loc[bad.run_key, "excluded"] and "DivergedError" in table.loc[bad.run_key, "reason"]
     assert not table.loc[good.run_key, "excluded"]
@@ -464,8 +464,8 @@ def test_a_pickle_payload_in_a_model_to_fine_tune_never_runs(tmp_path):
     from transfer_lab.module import CausalLM
 
     with pytest.raises(Exception):
-        CausalLM(shape={}, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.95), warmup_steps=1, total_steps=2,
-                 min_lr_ratio=0.1, val_chars=1, init_from=str(folder))
+        CausalLM(shape={}, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.95), warmup_steps=1, horizon_steps=2,
+                 min_lr_ratio=0.1, init_from=str(folder))
     assert not marker.exists()
 
 

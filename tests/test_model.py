@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from transfer_lab.model import ModelShape, build_gpt2, count_params, expected_non_embedding, flops_per_token, padded_vocab
-from transfer_lab.module import lr_factor
+from transfer_lab.schedule import lr_factor
 
 
 @pytest.mark.parametrize("n_layer,n_embd,n_head", [(1, 32, 2), (2, 64, 4), (3, 48, 3)])
@@ -29,7 +29,7 @@ def test_padded_vocab_and_flops():
 
 
 def test_lr_schedule_warms_up_then_decays_to_ten_percent():
-    factors = [lr_factor(s, warmup_steps=10, total_steps=110, min_ratio=0.1) for s in range(130)]
+    factors = [lr_factor(s, warmup_steps=10, horizon_steps=110, min_ratio=0.1) for s in range(130)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[110] == pytest.approx(0.1) and factors[129] == pytest.approx(0.1)

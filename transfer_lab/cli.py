@@ -157,9 +157,34 @@ def check_overrides(argv: list[str], config_name: str = "train") -> None:
     except OverrideParseException as err:
         exit_with(_parse_error(err, overrides))
     try:
-        _compose(config_name, single)
+        cfg = _compose(config_name, single)
     except (HydraException, OmegaConfBaseException) as err:
         exit_with(_compose_error(err, single, config_name))
+    check_output_root(cfg)
+
+
+def check_output_root(cfg) -> None:
+    """paths.output_root must be a folder this process can create and write: Hydra makes its log
+    folder there before any of our code runs, and would answer with a traceback."""
+    import os
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.select(cfg, "paths.output_root", default=None)
+    if raw is None:
+        return
+    root = Path(str(raw)).expanduser()
+    fix = "point it at a folder you can write, e.g. paths.output_root=outputs (or set TRANSFER_LAB_OUTPUTS)"
+    if root.exists() and not root.is_dir():
+        exit_with(ConfigError(f"paths.output_root={raw} is a file, not a folder; {fix}"))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        exit_with(ConfigError(f"paths.output_root={raw} is not a writable folder ({err.strerror or err}); {fix}"))
 
 
 def check_experiment_override(argv: list[str]) -> None:
@@ -168,31 +193,14 @@ def check_experiment_override(argv: list[str]) -> None:
     check_overrides(argv, "train")
 
 
-def _sweep_dimensions(overrides: list[str], sweeper_params: dict) -> dict[str, list[str]]:
-    """{key: values} of a multirun: the experiment's sweeper params, then the command line's sweeps."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    dims: dict[str, list[str]] = {}
-    lines = [f"{key}={value}" for key, value in sweeper_params.items()] + list(overrides)
-    for override in parser.parse_overrides(lines):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            dims[key] = list(override.sweep_string_iterator())
-        elif key in dims:  # a plain command-line value replaces the experiment's sweep
-            dims[key] = [override.get_value_element_as_str()]
-    return dims
-
-
 def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
     """Validate every cell of a multirun before the first one trains: a bad value in the last
     cell must not stop a sweep hours in. One line naming the cell, exit status 2."""
-    import itertools
-
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
+    from transfer_lab import protocol
     from transfer_lab.errors import UserError
     from transfer_lab.validate import validate_config
 
@@ -204,14 +212,22 @@ def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             first = compose("train", overrides=_first_values(overrides), return_hydra_config=True)
             params = OmegaConf.to_container(first.hydra.sweeper.params) or {}
-            dims = _sweep_dimensions(overrides, params)
-            fixed = [o for o in _first_values(overrides) if o.partition("=")[0].lstrip("+~") not in dims]
-            cells = list(itertools.islice(itertools.product(*dims.values()), limit))
-            for values in cells:
-                cell = [f"{key}={value}" for key, value in zip(dims, values)]
+            lines = protocol.experiment_params(params, overrides) + overrides
+            try:
+                cells = protocol.expand(protocol.sweep_dimensions(lines))
+            except ValueError as err:
+                exit_with(ConfigError(f"{err}"))
+            shared = []
+            for cell in cells[:limit]:
+                cfg = compose("train", overrides=cell.overrides)
                 try:
-                    validate_config(compose("train", overrides=fixed + cell))
+                    validate_config(cfg)
                 except UserError as err:
-                    exit_with(ConfigError(f"sweep cell [{' '.join(cell)}]: {err}"))
+                    exit_with(ConfigError(f"sweep cell [{' '.join(cell.overrides)}]: {err}"))
+                shared.append((cell, OmegaConf.to_container(cfg.tokenizer, resolve=True), str(cfg.data.source)))
+            try:
+                protocol.check_shared_tokenizer(shared)
+            except ValueError as err:
+                exit_with(ConfigError(str(err)))
     finally:
         GlobalHydra.instance().clear()

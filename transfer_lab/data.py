@@ -6,7 +6,6 @@ training code receives token files and never looks behind them.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,11 +33,8 @@ def source_weights(cfg: DictConfig) -> dict[str, float]:
     """data.source as {corpus: weight}: a plain name means that corpus alone."""
     source = cfg.data.source
     if OmegaConf.is_dict(source):
-        weights = {str(name): float(weight) for name, weight in source.items()}
-    else:
-        weights = {str(source): 1.0}
-    total = sum(weights.values())
-    return {name: weight / total for name, weight in weights.items()}
+        return _normalised({str(name): float(weight) for name, weight in source.items()})
+    return {str(source): 1.0}
 
 
 @lru_cache(maxsize=16)
@@ -47,32 +43,50 @@ def _prepared(name: str, data_dir: str):
     return prepare_corpus(load_corpus_spec(name), data_dir=Path(data_dir))
 
 
-def _mixed_documents(corpora_weights):
-    """Round-robin over source documents, each corpus contributing in proportion to its weight."""
+def _normalised(weights: dict[str, float]) -> dict[str, float]:
+    total = sum(weights.values())
+    return {name: weight / total for name, weight in weights.items()}
+
+
+def tokenizer_corpora(cfg: DictConfig) -> dict[str, float]:
+    """What a BPE learns from: tokenizer.train_on ({corpus: weight}) if set, else the source (mix)."""
+    train_on = cfg.tokenizer.get("train_on")
+    if train_on:
+        return _normalised({str(name): float(weight) for name, weight in train_on.items()})
+    return source_weights(cfg)
+
+
+def _balanced_documents(corpora_weights, budget_chars: int):
+    """The first budget·weight characters (whole documents) of each corpus' training order."""
     def documents():
-        streams = [iter(corpus.documents("train")) for corpus, _ in corpora_weights]
-        quotas = [max(1, round(weight * 10)) for _, weight in corpora_weights]  # documents per round
-        while True:
-            progressed = False
-            for stream, quota in zip(streams, quotas):
-                for doc in itertools.islice(stream, quota):
-                    progressed = True
-                    yield doc
-            if not progressed:
-                return
+        for corpus, weight in corpora_weights:
+            taken = 0
+            for doc in corpus.documents("train"):
+                if taken >= budget_chars * weight:
+                    break
+                taken += len(doc)
+                yield doc
     return documents
+
+
+def load_corpus_tokens(cfg: DictConfig, name: str, tokenizer: TokenizerHandle, log=print) -> TokenFile:
+    """One more corpus tokenised with the run's tokenizer (preparing a sweep's data ahead of it)."""
+    return load_token_file(_prepared(name, str(cfg.paths.data_dir)), tokenizer, Path(cfg.paths.cache_dir), log)
 
 
 def load_run_data(cfg: DictConfig, need_source: bool, need_target: bool, log=print) -> RunData:
     data_dir, cache_dir = str(cfg.paths.data_dir), Path(cfg.paths.cache_dir)
     weights = source_weights(cfg)
-    source_corpora = {name: _prepared(name, data_dir) for name in weights}
+    learn_from = tokenizer_corpora(cfg)
+    corpora = {name: _prepared(name, data_dir) for name in learn_from}
+    budget = int(float(cfg.tokenizer.get("train_chars") or 5e6))
     tokenizer = load_tokenizer(
         OmegaConf.to_container(cfg.tokenizer, resolve=True), cache_dir,
-        training_documents=_mixed_documents([(source_corpora[n], w) for n, w in weights.items()]),
-        training_corpus_hash="+".join(f"{c.content_hash}:{weights[n]:.6f}" for n, c in source_corpora.items()))
+        training_documents=_balanced_documents([(corpora[n], w) for n, w in learn_from.items()], budget),
+        training_corpus_hash="balanced:" + "+".join(f"{c.content_hash}:{learn_from[n]:.6f}" for n, c in corpora.items()))
     sources = {}
     if need_source:
+        source_corpora = {name: _prepared(name, data_dir) for name in weights}
         sources = {name: (load_token_file(corpus, tokenizer, cache_dir, log), weights[name])
                    for name, corpus in source_corpora.items()}
     target = None

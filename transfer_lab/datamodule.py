@@ -105,16 +105,26 @@ class MixedBlocks(StepBatches):
 
 
 class ValidationBlocks(Dataset):
-    """The fixed validation tokens as n_ctx blocks; every token after the first is a target once."""
+    """The fixed validation tokens as n_ctx blocks; every token after the first is a target once.
 
-    def __init__(self, split: TokenSplit, n_tokens: int, n_ctx: int):
+    `every`=k keeps every k-th block: the early-stopping subset, spread over the whole set's
+    documents rather than its first few. n_chars counts exactly the characters of the targets.
+    """
+
+    def __init__(self, split: TokenSplit, n_tokens: int, n_ctx: int, every: int = 1):
         tokens = torch.from_numpy(np.asarray(split.tokens[:n_tokens], dtype=np.int64))
         inputs, targets = tokens[:-1], tokens[1:]
         pad = (-len(inputs)) % n_ctx
-        self.inputs = torch.cat([inputs, torch.zeros(pad, dtype=torch.long)]).view(-1, n_ctx)
-        self.targets = torch.cat([targets, torch.full((pad,), IGNORE_INDEX)]).view(-1, n_ctx)
-        self.n_targets = len(targets)
-        self.n_chars = split.chars_in(n_tokens)
+        inputs = torch.cat([inputs, torch.zeros(pad, dtype=torch.long)]).view(-1, n_ctx)
+        targets = torch.cat([targets, torch.full((pad,), IGNORE_INDEX)]).view(-1, n_ctx)
+        # block b predicts tokens b·n_ctx+1 .. min((b+1)·n_ctx, n_tokens-1): their characters are
+        # char_ends[last] - char_ends[b·n_ctx]
+        ends = np.asarray(split.char_ends[:n_tokens], dtype=np.int64)
+        first = np.arange(len(inputs)) * n_ctx
+        block_chars = ends[np.minimum(first + n_ctx, n_tokens - 1)] - ends[first]
+        self.inputs, self.targets = inputs[::every], targets[::every]
+        self.n_targets = int((self.targets != IGNORE_INDEX).sum())
+        self.n_chars = int(block_chars[::every].sum())
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -122,12 +132,22 @@ class ValidationBlocks(Dataset):
     def __getitem__(self, index):
         return self.inputs[index], self.targets[index]
 
+    @property
+    def chars_per_token(self) -> float:
+        return self.n_chars / max(self.n_targets, 1)
+
 
 class TokenDataModule(pl.LightningDataModule):
-    """Training data (one token file, or a weighted mixture) + a fixed validation set, for one run."""
+    """Training data (one token file, or a weighted mixture) + a fixed validation set, for one run.
+
+    Early stopping watches `stopping_val_tokens` of the set (every k-th block; None: all of it);
+    the run's result is the whole set's loss at the checkpoint early stopping picked
+    (`score_dataloader`). A small subset validated every few steps stays cheap that way.
+    """
 
     def __init__(self, train: list[tuple[TokenSplit, float]], val_split: TokenSplit, *, train_chars: int | None,
-                 val_tokens: int, n_ctx: int, batch_size: int, val_batch_size: int, seed: int):
+                 val_tokens: int, n_ctx: int, batch_size: int, val_batch_size: int, seed: int,
+                 stopping_val_tokens: int | None = None):
         super().__init__()
         self.subsets = []
         for split, _ in train:
@@ -139,6 +159,8 @@ class TokenDataModule(pl.LightningDataModule):
         if n_val < 2:
             raise DataError("the validation set has fewer than 2 tokens; raise data.val_tokens or the corpus' val_chars")
         self.val_data = ValidationBlocks(val_split, n_val, n_ctx)
+        every = 1 if stopping_val_tokens is None else max(1, len(self.val_data) * n_ctx // int(stopping_val_tokens))
+        self.stopping_val_data = self.val_data if every == 1 else ValidationBlocks(val_split, n_val, n_ctx, every)
         self.val_batch_size, self.n_ctx = val_batch_size, n_ctx
 
     @property
@@ -154,4 +176,7 @@ class TokenDataModule(pl.LightningDataModule):
         return DataLoader(self.train_data, batch_size=None)
 
     def val_dataloader(self):
+        return DataLoader(self.stopping_val_data, batch_size=self.val_batch_size, shuffle=False)
+
+    def score_dataloader(self):
         return DataLoader(self.val_data, batch_size=self.val_batch_size, shuffle=False)

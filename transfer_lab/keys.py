@@ -13,8 +13,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 MODEL_KEYS = ("n_layer", "n_embd", "n_head", "n_ctx", "n_positions", "dropout", "pad_vocab_multiple")
-# optimiser settings that cap or pace target runs but do not change a pre-trained model
-TARGET_ONLY_OPTIM_KEYS = ("max_steps", "patience", "val_batch_size", "lr", "warmup_steps", "batch_size")
+# the optim settings a pre-training reads (its lr, warm-up, batch and patience are pretrain.*);
+# the rest size target runs and must not invalidate a cached pre-trained model
+PRETRAIN_OPTIM_KEYS = ("weight_decay", "betas", "min_lr_ratio", "gradient_clip", "val_every_n_steps", "min_rel_improvement")
 
 
 def _plain(node: Any) -> Any:
@@ -32,11 +33,11 @@ def compact_number(value: float) -> str:
 
 
 def pretrain_identity(cfg: DictConfig, source_weights: dict[str, float]) -> dict:
-    optim = {k: v for k, v in _plain(cfg.optim).items() if k not in TARGET_ONLY_OPTIM_KEYS}
+    optim = {k: v for k, v in _plain(cfg.optim).items() if k in PRETRAIN_OPTIM_KEYS}
     pretrain = {k: v for k, v in _plain(cfg.pretrain).items() if k != "init_from"}
     return {"regime": "pretrain", "model": {k: cfg.model[k] for k in MODEL_KEYS}, "tokenizer": _plain(cfg.tokenizer),
             "source": source_weights, "seed": cfg.seed, "optim": optim, "pretrain": pretrain,
-            "val_tokens": cfg.data.val_tokens}
+            "val_tokens": cfg.data.val_tokens, "stopping_val_tokens": cfg.data.stopping_val_tokens}
 
 
 def pretrain_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
@@ -51,8 +52,9 @@ def run_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
     identity = {"regime": cfg.regime, "model": {k: cfg.model[k] for k in MODEL_KEYS},
                 "tokenizer": _plain(cfg.tokenizer), "seed": cfg.seed, "optim": _plain(cfg.optim),
                 "target": cfg.data.target, "finetune_chars": int(float(cfg.data.finetune_chars)),
-                "val_tokens": cfg.data.val_tokens}
+                "val_tokens": cfg.data.val_tokens, "stopping_val_tokens": cfg.data.stopping_val_tokens}
     if cfg.regime == "finetune":
+        identity["finetune"] = _plain(cfg.finetune)
         init_from = cfg.pretrain.get("init_from")
         identity["pretrained"] = str(init_from) if init_from else pretrain_identity(cfg, source_weights)
     tag = compact_number(int(float(cfg.data.finetune_chars)))

@@ -1,8 +1,7 @@
-"""The LightningModule: a GPT-2 trained with AdamW, warm-up + cosine, validated in nats/char."""
+"""The LightningModule: a GPT-2 trained with AdamW, warm-up + cosine (schedule.py), validated in nats/token."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -13,24 +12,17 @@ from transformers.utils import logging as hf_logging
 
 from transfer_lab.datamodule import IGNORE_INDEX
 from transfer_lab.model import ModelShape, build_gpt2
+from transfer_lab.schedule import lr_factor
 
 
 hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the sweep's log
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Linear warm-up to 1, then cosine down to `min_ratio` (10% of peak, as Kim 2021) at total_steps."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 class CausalLM(pl.LightningModule):
     """Hyperparameters are plain numbers so checkpoints load with torch.load(weights_only=True)."""
 
     def __init__(self, shape: dict, lr: float, weight_decay: float, betas: tuple[float, float],
-                 warmup_steps: int, total_steps: int, min_lr_ratio: float, val_chars: int,
+                 warmup_steps: int, horizon_steps: int | None, min_lr_ratio: float,
                  init_from: str | None = None, compile: bool = False, attn_implementation: str = "sdpa"):
         super().__init__()
         self.save_hyperparameters()
@@ -41,6 +33,7 @@ class CausalLM(pl.LightningModule):
             self.model = build_gpt2(ModelShape(**shape), attn_implementation)
         self.forward_fn = torch.compile(self.model) if compile else self.model
         self._val_sum = self._val_count = None
+        self.lr_scale = 1.0  # lowered by the plateau rule (callbacks.PlateauSchedule); kept in checkpoints
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.forward_fn(input_ids=input_ids).logits
@@ -68,9 +61,8 @@ class CausalLM(pl.LightningModule):
         self._val_count += (batch[1] != IGNORE_INDEX).sum()
 
     def on_validation_epoch_end(self):
-        loss = self._val_sum / self._val_count
-        self.log("val/loss", loss.float(), prog_bar=True, logger=False)  # monitored by early stopping
-        self.log("val/loss_per_char", (self._val_sum / self.hparams.val_chars).float(), logger=False)
+        # nats/token over every target of the set; the caller knows the set's characters
+        self.log("val/loss", (self._val_sum / self._val_count).float(), prog_bar=True, logger=False)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -80,5 +72,11 @@ class CausalLM(pl.LightningModule):
         groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=self.device.type == "cuda")
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, hp.warmup_steps, hp.total_steps, hp.min_lr_ratio))
+            optimizer, lambda step: lr_factor(step, hp.warmup_steps, hp.horizon_steps, hp.min_lr_ratio) * self.lr_scale)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["lr_scale"] = self.lr_scale
+
+    def on_load_checkpoint(self, checkpoint):
+        self.lr_scale = float(checkpoint.get("lr_scale", 1.0))

@@ -25,6 +25,7 @@ from transfer_lab.errors import ConfigError, UserError
 from transfer_lab.keys import pretrain_key, run_key
 from transfer_lab.model import ModelShape, build_gpt2, count_params, flops_per_token, padded_vocab
 from transfer_lab.records import STATUS_DONE, STATUS_FAILED, RunResult
+from transfer_lab.schedule import Schedule, StoppingRule, fixed_budget, size_schedule
 from transfer_lab.training import CHECKPOINT_DIR, fit
 from transfer_lab.validate import validate_config
 from transfer_lab.wandb_logging import finish, make_logger, scrub
@@ -56,37 +57,64 @@ def base_result(cfg: DictConfig, key: str, run_data: RunData, shape: ModelShape)
     with torch.device("meta"):  # shapes only: counting needs no memory and no initialisation
         non_embedding, total = count_params(build_gpt2(shape, cfg.model.attn_implementation))
     return RunResult(run_key=key, sweep=cfg.sweep, regime=cfg.regime, tokenizer=run_data.tokenizer.id,
+                     experiment=_experiment_choice(),
                      n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head, n_ctx=cfg.model.n_ctx,
                      vocab_size=shape.vocab_size, non_embedding_params=non_embedding, total_params=total,
                      seed=cfg.seed, source_corpus="+".join(source_weights(cfg)),
                      config=scrub(OmegaConf.to_container(cfg, resolve=True)))
 
 
-def module_kwargs(cfg: DictConfig, shape: ModelShape, lr: float, warmup: int, total_steps: int, val_chars: int,
-                  init_from: str | None = None) -> dict:
+def _experiment_choice() -> str | None:
+    """The experiment= choice of this job (None outside a Hydra launch, e.g. a composed config)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get().runtime.choices.get("experiment")
+    except ValueError:
+        return None
+
+
+def module_kwargs(cfg: DictConfig, shape: ModelShape, schedule: Schedule, init_from: str | None = None) -> dict:
     o = cfg.optim
-    return dict(shape=asdict(shape), lr=float(lr), weight_decay=float(o.weight_decay), betas=tuple(float(b) for b in o.betas),
-                warmup_steps=int(warmup), total_steps=int(total_steps), min_lr_ratio=float(o.min_lr_ratio),
-                val_chars=int(val_chars), init_from=init_from, compile=bool(cfg.model.compile),
-                attn_implementation=str(cfg.model.attn_implementation))
+    return dict(shape=asdict(shape), lr=schedule.lr, weight_decay=float(o.weight_decay),
+                betas=tuple(float(b) for b in o.betas), warmup_steps=schedule.warmup_steps,
+                horizon_steps=schedule.horizon_steps, min_lr_ratio=schedule.min_lr_ratio, init_from=init_from,
+                compile=bool(cfg.model.compile), attn_implementation=str(cfg.model.attn_implementation))
+
+
+def stopping_rule(cfg: DictConfig) -> StoppingRule:
+    """optim.*, with finetune.* (lr, warm-up) in place for fine-tuned runs."""
+    o = cfg.optim
+    own = {k: v for k, v in cfg.finetune.items() if v is not None} if cfg.regime == "finetune" else {}
+    return StoppingRule(lr=float(own.get("lr", o.lr)), warmup_steps=int(own.get("warmup_steps", o.warmup_steps)),
+                        warmup_epochs=float(o.warmup_epochs), kind=str(o.schedule), decay=float(o.decay), min_lr_ratio=float(o.min_lr_ratio),
+                        patience=int(o.patience), patience_fraction=float(o.patience_fraction),
+                        min_rel_improvement=float(o.min_rel_improvement), val_every_epochs=float(o.val_every_epochs),
+                        min_val_every_n_steps=int(o.min_val_every_n_steps), val_every_n_steps=int(o.val_every_n_steps),
+                        max_steps=int(o.max_steps))
+
+
+def datamodule_for(cfg: DictConfig, train: list, val, train_chars: int | None, batch_size: int) -> TokenDataModule:
+    return TokenDataModule(train, val, train_chars=train_chars, val_tokens=cfg.data.val_tokens,
+                           stopping_val_tokens=cfg.data.stopping_val_tokens, n_ctx=cfg.model.n_ctx,
+                           batch_size=batch_size, val_batch_size=cfg.optim.val_batch_size, seed=cfg.seed)
 
 
 def train_and_record(cfg: DictConfig, run_dir: Path, result: RunResult, datamodule: TokenDataModule, kwargs: dict,
-                     max_steps: int, patience: int):
-    """Fit, then fill `result` from the recorder; a crash or NaN is recorded as a failed run."""
+                     schedule: Schedule):
+    """Fit, then fill `result` from the outcome; a crash or NaN is recorded as a failed run."""
     logger = make_logger(cfg, result.run_key, run_dir, {"non_embedding_params": result.non_embedding_params,
                                                        "finetune_chars": result.finetune_chars})
+    result.schedule = asdict(schedule)
     records.write_result(run_dir, result)  # status=running: visible to the analysis as unfinished
     outcome = None
     try:
-        outcome = fit(run_dir, cfg, datamodule, kwargs, max_steps=max_steps, patience=patience, logger=logger,
-                      log=log.info)
-        rec = outcome.recorder
-        if not rec.best:
-            raise RuntimeError("no validation ran; lower optim.val_every_n_steps below the step budget")
-        best = rec.best
-        result.best_val_loss, result.best_val_loss_per_char = best["loss"], best["loss_per_char"]
-        result.best_val_bits_per_char = best["loss_per_char"] / math.log(2)
+        outcome = fit(run_dir, datamodule, kwargs, schedule, cfg.trainer, seed=int(cfg.seed),
+                      gradient_clip=float(cfg.optim.gradient_clip), logger=logger, log=log.info)
+        rec, best = outcome.recorder, outcome.recorder.best
+        result.best_val_loss, result.best_val_loss_per_char = outcome.best_loss, outcome.best_loss_per_char
+        result.best_val_bits_per_char = outcome.best_loss_per_char / math.log(2)
+        result.best_stopping_val_loss = best["loss"]
         result.best_step, result.best_tokens_seen, result.best_chars_seen = best["step"], best["tokens"], best["chars"]
         result.final_val_loss, result.steps = rec.last_val_loss, outcome.steps
         result.tokens_seen = rec.tokens_seen(outcome.steps)
@@ -97,6 +125,8 @@ def train_and_record(cfg: DictConfig, run_dir: Path, result: RunResult, datamodu
         result.wall_time_s = rec.train_seconds
         result.tokens_per_s = result.tokens_seen / max(rec.train_seconds, 1e-9)
         result.stop_reason, result.status = outcome.stop_reason, STATUS_DONE
+        result.converged, result.not_converged_why = outcome.converged, outcome.not_converged_why
+        result.lr_decays = outcome.lr_decays
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - one failing job must not end the sweep
@@ -134,9 +164,7 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
         pcfg = cfg.pretrain
         primary = run_data.primary_source
         train = [(token_file.train, weight) for token_file, weight in run_data.sources.values()]
-        datamodule = TokenDataModule(train, primary.val, train_chars=None, val_tokens=cfg.data.val_tokens,
-                                     n_ctx=cfg.model.n_ctx, batch_size=pcfg.batch_size,
-                                     val_batch_size=cfg.optim.val_batch_size, seed=cfg.seed)
+        datamodule = datamodule_for(cfg, train, primary.val, None, pcfg.batch_size)
         tokens_per_step = pcfg.batch_size * cfg.model.n_ctx
         budget_tokens = int(float(pcfg.tokens)) if pcfg.tokens is not None else round(
             int(float(pcfg.chars)) * datamodule.train_tokens / max(datamodule.train_chars, 1))
@@ -145,15 +173,12 @@ def ensure_pretrained(cfg: DictConfig, run_data: RunData, shape: ModelShape) -> 
         record.regime, record.val_set = "pretrain", primary.id
         record.val_tokens, record.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
         log.info("pre-training %s: %d steps x %d tokens on %s", key, max_steps, tokens_per_step, "+".join(weights))
-        kwargs = module_kwargs(cfg, shape, pcfg.lr, pcfg.warmup_steps, max_steps, datamodule.val_data.n_chars)
-        outcome = train_and_record(cfg, folder, record, datamodule, kwargs, max_steps, pcfg.patience)
+        schedule = fixed_budget(float(pcfg.lr), int(pcfg.warmup_steps), max_steps, float(cfg.optim.min_lr_ratio),
+                                int(cfg.optim.val_every_n_steps), int(pcfg.patience), float(cfg.optim.min_rel_improvement))
+        outcome = train_and_record(cfg, folder, record, datamodule, module_kwargs(cfg, shape, schedule), schedule)
         if record.status != STATUS_DONE:
             raise RuntimeError(f"pre-training {key} failed: {record.error}")
-        best = outcome.best_checkpoint
-        module = outcome.module
-        if best is not None and best.exists():  # the early-stopping point, not the last step
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
+        module = outcome.module  # holds the early-stopping point, not the last step
         # weights go to a temp folder renamed into place: a kill never leaves torn safetensors
         staging = folder / f".{PRETRAINED_MODEL_DIR}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
@@ -237,10 +262,10 @@ def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
     result.source_corpus = result.source_corpus if cfg.regime == "finetune" else None
     target = run_data.target
     result.target_corpus, result.val_set = str(cfg.data.target), target.id
+    result.target_corpus_chars = target.train.n_chars
     o = cfg.optim
-    datamodule = TokenDataModule([(target.train, 1.0)], target.val, train_chars=int(float(cfg.data.finetune_chars)),
-                                 val_tokens=cfg.data.val_tokens, n_ctx=cfg.model.n_ctx, batch_size=o.batch_size,
-                                 val_batch_size=o.val_batch_size, seed=cfg.seed)
+    datamodule = datamodule_for(cfg, [(target.train, 1.0)], target.val, int(float(cfg.data.finetune_chars)),
+                                o.batch_size)
     result.finetune_chars, result.finetune_tokens = datamodule.train_chars, datamodule.train_tokens
     result.val_tokens, result.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
     start_from = None
@@ -261,13 +286,14 @@ def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
             result.pretrain_key = pretrained.run_key
             _set_pretrain_budget(result, pretrained)
     start_record(cfg, run_dir)  # only now: every check that could refuse this run has passed
-    kwargs = module_kwargs(cfg, shape, o.lr, o.warmup_steps, o.max_steps, datamodule.val_data.n_chars,
-                           init_from=str(start_from) if start_from else None)
-    train_and_record(cfg, run_dir, result, datamodule, kwargs, o.max_steps, o.patience)
+    schedule = size_schedule(stopping_rule(cfg), datamodule.train_tokens, o.batch_size * cfg.model.n_ctx)
+    kwargs = module_kwargs(cfg, shape, schedule, init_from=str(start_from) if start_from else None)
+    train_and_record(cfg, run_dir, result, datamodule, kwargs, schedule)
     if result.status == STATUS_DONE:
         shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the record is the result
-        log.info("done %s: best val %.4f nats/token = %.4f bits/char at step %d (%s), %.1f s, %.0f tokens/s",
-                 key, result.best_val_loss, result.best_val_bits_per_char, result.best_step, result.stop_reason,
+        log.info("done %s: best val %.4f nats/token = %.4f bits/char at step %d of %d (%s%s), %.1f s, %.0f tokens/s",
+                 key, result.best_val_loss, result.best_val_bits_per_char, result.best_step, result.steps,
+                 result.stop_reason, "" if result.converged else f"; NOT converged: {result.not_converged_why}",
                  time.perf_counter() - started, result.tokens_per_s)
         return "done"
     return "failed"

@@ -26,7 +26,7 @@ def describe(name: str, token_file) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from transfer_lab.data import load_run_data
+    from transfer_lab.data import load_corpus_tokens, load_run_data
     from transfer_lab.pipeline import absolute_paths
     from transfer_lab.validate import validate_config
 
@@ -34,6 +34,8 @@ def main(cfg: DictConfig) -> None:
         validate_config(cfg)
         absolute_paths(cfg)
         data = load_run_data(cfg, need_source=True, need_target=cfg.regime != "pretrain")
+        others = [name for name in swept_corpora() if name not in data.sources and name != str(cfg.data.target)]
+        extra = {name: load_corpus_tokens(cfg, name, data.tokenizer) for name in others}
     except UserError as err:
         exit_with(err)
     print(f"tokenizer {data.tokenizer.id} (vocabulary {data.tokenizer.vocab_size:,})")
@@ -41,7 +43,27 @@ def main(cfg: DictConfig) -> None:
         print(f"source {describe(name, token_file)} weight {weight:g}")
     if data.target is not None:
         print(f"target {describe(str(cfg.data.target), data.target)}")
+    for name, token_file in extra.items():
+        print(f"swept {describe(name, token_file)}")
+
+
+def swept_corpora() -> list[str]:
+    """Corpora a multirun of this experiment sweeps over (data.source / data.target, e.g. an atlas)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    params = HydraConfig.get().sweeper.get("params") or {}
+    names = []
+    for key in ("data.source", "data.target"):
+        value = params.get(key)
+        if isinstance(value, str):
+            names += [v.strip() for v in value.split(",") if v.strip()]
+    return list(dict.fromkeys(names))
 
 
 if __name__ == "__main__":
+    import sys
+
+    from transfer_lab.cli import check_experiment_override
+
+    check_experiment_override(sys.argv[1:])  # unknown keys, bad choices, an unwritable output root: one line
     main()

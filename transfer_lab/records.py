@@ -44,6 +44,8 @@ class RunResult:
     # data
     source_corpus: str | None = None  # pre-training corpus (finetune and pretrain regimes)
     target_corpus: str | None = None  # corpus trained on for scratch/finetune
+    target_corpus_chars: int | None = None  # its training characters: the largest D a study can ask for
+    experiment: str | None = None  # conf/experiment choice the run was launched with
     tokenizer: str = ""  # tokenizer id (kind, size and content hash)
     val_set: str = ""  # id of the fixed validation set the losses are measured on
     val_tokens: int = 0
@@ -64,9 +66,10 @@ class RunResult:
     total_params: int = 0
     seed: int = 0
     # outcome
-    best_val_loss: float | None = None  # nats/token, minimum over validations
+    best_val_loss: float | None = None  # nats/token, the whole validation set at the early-stopping point
     best_val_loss_per_char: float | None = None  # nats/char
     best_val_bits_per_char: float | None = None
+    best_stopping_val_loss: float | None = None  # nats/token on the subset early stopping watched
     best_step: int | None = None
     best_tokens_seen: int | None = None
     best_chars_seen: int | None = None
@@ -77,6 +80,12 @@ class RunResult:
     epochs_seen: float = 0.0  # passes over the training subset
     train_flops: float = 0.0  # (6·N + attention) FLOPs per token × tokens seen
     stop_reason: str = ""  # early_stop | max_steps | diverged | error
+    # a converged early-stopping point: early-stopped (not at the ceiling), best point after warm-up;
+    # None for pre-training, whose budget is its horizon by design
+    converged: bool | None = None
+    not_converged_why: str = ""
+    lr_decays: int = 0  # plateaus that annealed the LR (restoring the best weights) before the one that stopped
+    schedule: dict[str, Any] = field(default_factory=dict)  # lr, warm-up, horizon, ceiling, validation interval
     finished_at: str = ""  # UTC time the run ended (ISO 8601)
     wall_time_s: float = 0.0
     tokens_per_s: float = 0.0

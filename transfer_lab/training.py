@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import time
@@ -13,23 +12,29 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from transfer_lab.callbacks import AtomicCheckpointIO, RunRecorder
+from transfer_lab.callbacks import AtomicCheckpointIO, PlateauSchedule, RunRecorder
 from transfer_lab.datamodule import TokenDataModule
 from transfer_lab.module import CausalLM
+from transfer_lab.schedule import Schedule
 
 CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass
 class FitOutcome:
-    module: CausalLM
+    module: CausalLM  # holds the early-stopping point's weights
     recorder: RunRecorder
     steps: int
     stop_reason: str  # early_stop | max_steps
     best_checkpoint: Path | None
     wall_time_s: float
+    best_loss: float  # the whole validation set at the early-stopping point, nats/token
+    best_loss_per_char: float
+    converged: bool | None  # early-stopped, with its best point after warm-up (None: a fixed budget)
+    lr_decays: int  # plateaus that annealed the LR before the one that stopped the run
+    not_converged_why: str = ""
 
 
 def precision_for(trainer_cfg: DictConfig) -> str:
@@ -55,46 +60,51 @@ def _resumable_checkpoint(folder: Path, log) -> tuple[Path | None, int]:
     return last, step
 
 
-def validation_interval(optim: DictConfig, datamodule: TokenDataModule, max_steps: int) -> int:
-    """Steps between validations: optim.val_every_n_steps, but at least every
-    optim.val_every_epochs passes over a small subset (1e4 characters is ~3 steps an epoch and
-    over-fits within tens of steps: the early-stopping point needs that resolution), and never
-    more often than optim.min_val_every_n_steps."""
-    steps_per_epoch = datamodule.train_tokens / datamodule.train_data.batch_size / datamodule.n_ctx
-    by_epochs = math.ceil(float(optim.val_every_epochs) * steps_per_epoch)
-    interval = max(int(optim.min_val_every_n_steps), min(int(optim.val_every_n_steps), by_epochs))
-    return min(interval, max_steps)
-
-
-def fit(run_dir: Path, cfg: DictConfig, datamodule: TokenDataModule, module_kwargs: dict, *, max_steps: int,
-        patience: int, logger=None, log=print) -> FitOutcome:
-    """Train until early stopping or `max_steps`; resume from run_dir/checkpoints/last.ckpt if present."""
+def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedule: Schedule,
+        trainer_cfg: DictConfig, *, seed: int, gradient_clip: float, logger=None, log=print) -> FitOutcome:
+    """Train on `schedule` until early stopping or its ceiling, resuming from
+    run_dir/checkpoints/last.ckpt if present; then score the early-stopping point on the whole
+    validation set."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     resume_from, resume_step = _resumable_checkpoint(ckpt_dir, log)
     # Lightning opens the train iterator before any hook sees the restored step, so set it here
     datamodule.train_data.start_step = resume_step
-    optim = cfg.optim
-    recorder = RunRecorder(run_dir, tokens_per_step=datamodule.train_data.batch_size * cfg.model.n_ctx,
+    recorder = RunRecorder(run_dir, tokens_per_step=datamodule.train_data.batch_size * datamodule.n_ctx,
                            chars_per_token=datamodule.train_chars / max(datamodule.train_tokens, 1),
-                           subset_tokens=datamodule.train_tokens, log_every_n_steps=cfg.trainer.log_every_n_steps)
+                           subset_tokens=datamodule.train_tokens,
+                           val_chars_per_token=datamodule.stopping_val_data.chars_per_token,
+                           log_every_n_steps=int(trainer_cfg.log_every_n_steps))
     # last.ckpt (resume point) at every validation; best.ckpt (the early-stopping point) on improvement
     checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
                                   save_top_k=1, save_last=True)
-    stopper = EarlyStopping(monitor="val/loss", mode="min", patience=patience, min_delta=optim.min_delta,
-                            check_finite=True, check_on_train_epoch_end=False)
-    val_every = validation_interval(optim, datamodule, max_steps)
+    plateaus = PlateauSchedule(patience=schedule.patience, patience_fraction=schedule.patience_fraction,
+                               min_rel_improvement=schedule.min_rel_improvement, decay=schedule.decay, min_lr_ratio=schedule.min_lr_ratio,
+                               min_steps=schedule.warmup_steps)
     trainer = instantiate(
-        cfg.trainer, precision=precision_for(cfg.trainer), max_steps=max_steps, max_epochs=-1,
-        val_check_interval=val_every, check_val_every_n_epoch=None, gradient_clip_val=optim.gradient_clip,
-        callbacks=[recorder, checkpoints, stopper], logger=logger if logger is not None else False,
+        trainer_cfg, precision=precision_for(trainer_cfg), max_steps=schedule.max_steps, max_epochs=-1,
+        val_check_interval=schedule.val_every_n_steps, check_val_every_n_epoch=None, gradient_clip_val=gradient_clip,
+        callbacks=[recorder, plateaus, checkpoints], logger=logger if logger is not None else False,
         plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
         enable_progress_bar=sys.stderr.isatty(), _convert_="object")
-    pl.seed_everything(int(cfg.seed), verbose=False)  # same seed, same initial weights
+    pl.seed_everything(int(seed), verbose=False)  # same seed, same initial weights
     module = CausalLM(**module_kwargs)
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     steps = trainer.global_step
-    best = Path(checkpoints.best_model_path) if checkpoints.best_model_path else None
-    return FitOutcome(module=module, recorder=recorder, steps=steps,
-                      stop_reason="early_stop" if steps < max_steps else "max_steps",
-                      best_checkpoint=best, wall_time_s=time.perf_counter() - started)
+    if not recorder.best:
+        raise RuntimeError("no validation ran; lower optim.val_every_n_steps below the step budget")
+    best = Path(checkpoints.best_model_path)
+    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    trainer.validate(module, dataloaders=datamodule.score_dataloader(), verbose=False)
+    best_loss = float(trainer.callback_metrics["val/loss"])
+    stop_reason = "early_stop" if plateaus.stopped or steps < schedule.max_steps else "max_steps"
+    why = ""
+    if stop_reason == "max_steps" and not schedule.fixed_budget:
+        why = f"reached the ceiling optim.max_steps={schedule.max_steps} without early stopping"
+    elif recorder.best["step"] <= schedule.warmup_steps:
+        why = f"best point at step {recorder.best['step']}, inside the {schedule.warmup_steps}-step warm-up"
+    return FitOutcome(module=module, recorder=recorder, steps=steps, stop_reason=stop_reason, best_checkpoint=best,
+                      wall_time_s=time.perf_counter() - started, best_loss=best_loss,
+                      best_loss_per_char=best_loss / datamodule.val_data.chars_per_token,
+                      converged=None if schedule.fixed_budget and not why else not why, lr_decays=plateaus.decays,
+                      not_converged_why=why)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from transfer_lab.errors import ConfigError
 
 REGIMES = ("pretrain", "scratch", "finetune")
+SCHEDULES = ("plateau", "cosine")  # transfer_lab/schedule.py
 TOKENIZER_KINDS = ("gpt2", "byte", "bpe")  # transfer_lab.tokenization.KINDS
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -96,18 +97,31 @@ def validate_config(cfg: DictConfig) -> None:
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
         raise ConfigError(f"optim.betas={betas!r} must be two numbers in [0, 1); e.g. optim.betas=[0.9,0.95]")
     as_int(cfg, "optim.warmup_steps", minimum=0, example="optim.warmup_steps=50")
+    as_float(cfg, "optim.warmup_epochs", 0.0, math.inf, example="optim.warmup_epochs=2")
+    if _get(cfg, "optim.schedule") not in SCHEDULES:
+        raise ConfigError(f"optim.schedule={_get(cfg, 'optim.schedule')!r} is unknown; use one of {', '.join(SCHEDULES)}")
+    as_float(cfg, "optim.decay", 0.0, 1.0, example="optim.decay=0.316 (the LR factor at each plateau; 1: none)")
     as_float(cfg, "optim.min_lr_ratio", 0.0, 1.0, low_inclusive=True, example="optim.min_lr_ratio=0.1")
     as_float(cfg, "optim.gradient_clip", 0.0, math.inf, example="optim.gradient_clip=1.0")
     as_int(cfg, "optim.batch_size", example="optim.batch_size=16")
     as_int(cfg, "optim.val_batch_size", example="optim.val_batch_size=64")
-    as_int(cfg, "optim.max_steps", example="optim.max_steps=400")
-    as_int(cfg, "optim.val_every_n_steps", example="optim.val_every_n_steps=25")
-    as_float(cfg, "optim.val_every_epochs", 0.0, math.inf, example="optim.val_every_epochs=2")
-    as_int(cfg, "optim.min_val_every_n_steps", example="optim.min_val_every_n_steps=10")
+    as_int(cfg, "optim.max_steps", example="optim.max_steps=20000")
+    every = as_int(cfg, "optim.val_every_n_steps", example="optim.val_every_n_steps=100")
+    as_float(cfg, "optim.val_every_epochs", 0.0, math.inf, example="optim.val_every_epochs=1")
+    as_int(cfg, "optim.min_val_every_n_steps", maximum=every,
+           example=f"optim.min_val_every_n_steps={min(5, every)} (at most optim.val_every_n_steps)")
     as_int(cfg, "optim.patience", example="optim.patience=4")
-    as_float(cfg, "optim.min_delta", 0.0, math.inf, low_inclusive=True, example="optim.min_delta=0.0")
+    as_float(cfg, "optim.patience_fraction", 0.0, 1.0, low_inclusive=True, example="optim.patience_fraction=0.25")
+    as_float(cfg, "optim.min_rel_improvement", 0.0, 0.5, low_inclusive=True, example="optim.min_rel_improvement=0.002")
 
     as_int(cfg, "data.val_tokens", minimum=2, example="data.val_tokens=32768")
+    if _get(cfg, "data.stopping_val_tokens") is not None:  # more than val_tokens: the whole set
+        as_int(cfg, "data.stopping_val_tokens", minimum=2, example="data.stopping_val_tokens=4096 (or null: the whole set)")
+    if regime == "finetune":
+        if _get(cfg, "finetune.lr") is not None:
+            as_float(cfg, "finetune.lr", 0.0, 1.0, example="finetune.lr=1e-3")
+        if _get(cfg, "finetune.warmup_steps") is not None:
+            as_int(cfg, "finetune.warmup_steps", minimum=0, example="finetune.warmup_steps=20")
     if regime != "pretrain":
         as_int(cfg, "data.finetune_chars", example="data.finetune_chars=1e5")
     if regime != "scratch":
@@ -144,6 +158,13 @@ def _check_tokenizer(cfg: DictConfig) -> None:
                           "(or tokenizer=bpe|byte|gpt2)")
     if kind == "bpe":
         as_int(cfg, "tokenizer.vocab_size", minimum=257, maximum=65535, example="tokenizer.vocab_size=512")
+        train_on = _get(cfg, "tokenizer.train_on")
+        if train_on is not None:
+            if not OmegaConf.is_dict(train_on) or not len(train_on):
+                raise ConfigError(f"tokenizer.train_on={train_on!r} must map corpora to weights; "
+                                  "e.g. tokenizer.train_on={english: 1, python: 1} (or null: the source)")
+            for name in train_on:
+                as_float(cfg, f"tokenizer.train_on.{name}", 0.0, math.inf, example=f"tokenizer.train_on.{name}=1")
         if _get(cfg, "tokenizer.train_chars") is not None:
             as_int(cfg, "tokenizer.train_chars", example="tokenizer.train_chars=5e6")
 
@@ -171,6 +192,9 @@ def _check_corpora(cfg: DictConfig, regime: str) -> None:
 
     source = _get(cfg, "data.source")
     named = [(f"data.source.{n}", str(n)) for n in source] if OmegaConf.is_dict(source) else [("data.source", source)]
+    train_on = _get(cfg, "tokenizer.train_on")
+    if OmegaConf.is_dict(train_on):
+        named += [(f"tokenizer.train_on.{n}", str(n)) for n in train_on]
     if regime != "pretrain":
         named.append(("data.target", _get(cfg, "data.target")))
     for key, name in named:
@@ -197,7 +221,7 @@ def _check_init_from(cfg: DictConfig) -> None:
                           "folder (e.g. <paths.pretrained_dir>/<key>/model) or set pretrain.init_from=null")
 
 
-ANALYZE_ACTIONS = ("fit", "collect", "predict")  # transfer_lab.analysis.cli.ACTIONS
+ANALYZE_ACTIONS = ("fit", "plan", "compare", "atlas", "collect", "predict")  # transfer_lab.analysis.cli.ACTIONS
 ANALYZE_SOURCES = ("local", "wandb", "wandb_offline")
 ANALYZE_LOSSES = ("per_char", "per_token")
 ANALYZE_METHODS = ("interp", "kaplan")
@@ -242,6 +266,10 @@ def validate_analyze_config(cfg: DictConfig) -> None:
     if _get(cfg, "fit.ci") is not None:
         as_float(cfg, "fit.ci", 0.0, 0.999999, example="fit.ci=0.95")
     _optional_float(cfg, "fit.huber_delta", 0.0, math.inf, "fit.huber_delta=1e-3 (or null)")
+    _optional_float(cfg, "checks.monotone_tolerance", 0.0, 1.0, "checks.monotone_tolerance=0.003")
+    _optional_float(cfg, "atlas.reference_n", 0.0, math.inf, "atlas.reference_n=1e4 (or null: the largest N)")
+    _optional_float(cfg, "atlas.reference_finetune_chars", 0.0, math.inf,
+                    "atlas.reference_finetune_chars=1e4 (or null: the smallest D_F)")
     _optional_float(cfg, "predict.n", 0.0, math.inf, "predict.n=1e6")
     _optional_float(cfg, "predict.finetune_chars", 0.0, math.inf, "predict.finetune_chars=1e6")
     for key in ("plots", "html", "wandb.enabled"):

@@ -8,7 +8,7 @@ from pathlib import Path
 from transfer_lab.analysis import collect
 from transfer_lab.errors import ConfigError
 
-ACTIONS = ("fit", "collect", "predict")
+ACTIONS = ("fit", "plan", "compare", "atlas", "collect", "predict")
 SOURCES = ("local", "wandb", "wandb_offline")
 
 
@@ -59,6 +59,23 @@ def run_cli(cfg) -> None:
     n_boot = int(_get(cfg, "fit.n_bootstrap", 1000))
     if n_boot < 0:
         raise ConfigError(f"fit.n_bootstrap={n_boot} must be ≥ 0")
+    if action == "atlas":
+        from transfer_lab.analysis.atlas import run_atlas
+        root = collect.output_root(_get(cfg, "paths.output_root"))
+        sweep = _get(cfg, "sweep") or "atlas"
+        out = Path(_get(cfg, "paths.report_dir") or collect.sweep_dir(root, sweep) / "atlas")
+        path, pairs = run_atlas(root, sweep, out, _get(cfg, "atlas.reference_n"),
+                                _get(cfg, "atlas.reference_finetune_chars"), n_boot, int(_get(cfg, "fit.seed", 0)),
+                                float(_get(cfg, "fit.ci", 0.95)), float(_get(cfg, "checks.monotone_tolerance", 0.003)))
+        print(f"atlas {sweep}: {len(pairs)} ordered pairs → {path}")
+        return
+    if action == "compare":
+        from transfer_lab.analysis.compare import run_compare
+        root = collect.output_root(_get(cfg, "paths.output_root"))
+        names = "_vs_".join(str(n) for n in (_get(cfg, "compare.sweeps") or []))
+        out = Path(_get(cfg, "paths.report_dir") or root / "compare" / (names or "none"))
+        print(f"comparison → {run_compare(lambda key: _get(cfg, key), root, out)}")
+        return
     coll = gather(cfg)
     out = report_dir_for(cfg, coll.sweep)
     if action == "collect":
@@ -68,7 +85,13 @@ def run_cli(cfg) -> None:
         return
     kw = dict(n_bootstrap=n_boot, seed=int(_get(cfg, "fit.seed", 0)), ci=float(_get(cfg, "fit.ci", 0.95)),
               huber=_get(cfg, "fit.huber_delta"), method=method, low_data_fraction=_get(cfg, "effective_data.low_data_fraction"),
-              loss=_get(cfg, "loss", "per_char"))
+              loss=_get(cfg, "loss", "per_char"),
+              monotone_tolerance=float(_get(cfg, "checks.monotone_tolerance", 0.003)))
+    if action == "plan":
+        from transfer_lab.analysis.plan import format_plan, plan_runs
+        res = run_analysis(coll, **kw)
+        print(format_plan(plan_runs(res, coll)))
+        return
     if action == "predict":
         from transfer_lab.analysis.predict import format_prediction, predict
         n, d_f = _get(cfg, "predict.n"), _get(cfg, "predict.finetune_chars")

@@ -21,11 +21,15 @@ ENV_OUTPUTS = "TRANSFER_LAB_OUTPUTS"
 FIT_REGIMES = ("scratch", "finetune")
 LOSS_COLUMNS = {"per_char": "loss_per_char", "per_token": "loss_per_token"}
 
-COLUMNS = ["run_key", "sweep", "regime", "status", "N", "total_params", "D_F", "D_F_tokens",
+COLUMNS = ["run_key", "sweep", "regime", "status", "N", "total_params", "n_layer", "n_embd", "n_head", "D_F", "D_F_tokens",
            "pretrain_key", "pretrain_chars", "pretrain_tokens", "pretrain_flops",
            "loss_per_token", "loss_per_char", "bits_per_char", "loss", "steps", "tokens_seen",
-           "train_flops", "tokenizer", "val_set", "source_corpus", "target_corpus", "seed",
-           "stop_reason", "error", "finished_at", "excluded", "reason"]
+           "train_flops", "tokenizer", "val_set", "source_corpus", "target_corpus", "target_corpus_chars",
+           "experiment", "seed",
+           "stop_reason", "converged", "not_converged_why", "best_step", "lr", "lr_decays", "wall_time_s",
+           "finished_at", "excluded", "reason"]
+NOT_CONVERGED_FIX = ("its loss is not an early-stopping point: raise optim.max_steps (the ceiling) or, for a best "
+                     "point inside warm-up, lower finetune.lr / optim.warmup_steps, and re-run the cell")
 # what makes two runs the same point of a fit; runs of one cell with other settings (an edited
 # config re-run under the same sweep name) are not averaged: the newest one is kept
 CELL = ("regime", "N", "D_F", "seed", "pretrain_tokens", "pretrain_chars", "target_corpus")
@@ -95,6 +99,8 @@ def _row(r: records.RunResult) -> dict:
     return {
         "run_key": r.run_key, "sweep": r.sweep, "regime": r.regime, "status": r.status,
         "N": _num(r.non_embedding_params or None), "total_params": _num(r.total_params or None),
+        "n_layer": r.n_layer, "n_embd": r.n_embd, "n_head": r.n_head,
+        "target_corpus_chars": _num(r.target_corpus_chars), "experiment": r.experiment,
         "D_F": _num(r.finetune_chars), "D_F_tokens": _num(r.finetune_tokens),
         "pretrain_key": r.pretrain_key, "pretrain_chars": _num(r.pretrain_chars),
         "pretrain_tokens": _num(r.pretrain_tokens), "pretrain_flops": _num(r.pretrain_flops),
@@ -102,7 +108,14 @@ def _row(r: records.RunResult) -> dict:
         "bits_per_char": _num(r.best_val_bits_per_char), "steps": r.steps, "tokens_seen": r.tokens_seen,
         "train_flops": _num(r.train_flops), "tokenizer": r.tokenizer or "", "val_set": r.val_set or "",
         "source_corpus": r.source_corpus, "target_corpus": r.target_corpus, "seed": r.seed,
-        "stop_reason": r.stop_reason, "error": r.error, "finished_at": r.finished_at,
+        "stop_reason": r.stop_reason, "error": r.error, "finished_at": r.finished_at, "best_step": r.best_step,
+        "lr": _num((r.schedule or {}).get("lr")), "lr_decays": r.lr_decays, "wall_time_s": _num(r.wall_time_s),
+        # records older than the verdict: a run that ended at its step cap did not early-stop
+        "converged": r.converged if r.converged is not None else (
+            None if r.regime == "pretrain" else r.stop_reason != "max_steps"),
+        "not_converged_why": r.not_converged_why or (
+            "ended at its step cap (max_steps) without early stopping"
+            if r.converged is None and r.regime != "pretrain" and r.stop_reason == "max_steps" else ""),
     }
 
 
@@ -130,6 +143,8 @@ def _exclusion(row: dict, loss_col: str) -> str:
         return "no non_embedding_params (N)"
     if not (row["D_F"] > 0):
         return "no finetune_chars (D_F / D)"
+    if row["converged"] is False:
+        return f"not converged: {row['not_converged_why']}; {NOT_CONVERGED_FIX}"
     loss = row[loss_col]
     if not np.isfinite(loss):
         return f"{loss_col} is NaN or missing"
@@ -166,7 +181,8 @@ def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per
     if len(table):
         table["excluded"] = table["excluded"].astype(bool)
     notes = []
-    fit_rows = table[~table["excluded"] & table["regime"].isin(FIT_REGIMES)] if len(table) else table
+    # finished target runs, whatever else excludes them: a sweep that mixes tokenizers is malformed
+    fit_rows = table[(table["status"] == records.STATUS_DONE) & table["regime"].isin(FIT_REGIMES)] if len(table) else table
     for col, what in (("tokenizer", "tokenizers"), ("val_set", "validation sets")):
         values = sorted({v for v in fit_rows[col] if v}) if len(fit_rows) else []
         if len(values) > 1:

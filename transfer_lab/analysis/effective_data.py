@@ -1,10 +1,15 @@
 """Effective data: D_E by inverting the from-scratch curve at the same N, then D_T, multiplier,
 fraction and the flags that keep a point out of the transfer-law fit.
 
-Per-N curve (the paper's way): the from-scratch losses at one N, averaged over seeds at equal D,
-made non-increasing in D (pool-adjacent-violators), then a monotone PCHIP interpolant of loss
-against ln D. Inside the measured loss range the inversion is exact (root of the interpolant).
-Outside it, or with method="kaplan", the joint Kaplan fit is inverted instead — flagged.
+Interpolated (the paper's way, flag ok): the from-scratch losses at one N, averaged over seeds
+at equal D, made non-increasing in D (isotonic regression), then a monotone PCHIP interpolant of
+loss against ln D, inverted exactly. Only a fine-tuned loss inside the curve's measured range is
+inverted this way.
+
+Model-based (flag model_based): a loss outside that range is inverted through the from-scratch
+part of the unified law, fitted jointly on the scratch and fine-tuned runs; its interval comes
+from the same law's bootstrap refits. It is labelled, and never enters the interpolated transfer
+law. method="kaplan" inverts the from-scratch Kaplan fit at every point instead (D_E_method says so).
 """
 
 from __future__ import annotations
@@ -14,28 +19,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.interpolate import PchipInterpolator
-from scipy.optimize import brentq
+from scipy.optimize import brentq, isotonic_regression
 
 from transfer_lab.analysis import laws
 
 FLAG_OK = "ok"
 FLAG_NO_CURVE = "no_scratch_curve"
-FLAG_EXTRAP = "extrapolated"
+FLAG_BELOW = "below_scratch_range"  # fine-tuned loss lower than every from-scratch run at this N
+FLAG_ABOVE = "above_scratch_range"
+FLAG_MODEL = "model_based"
 FLAG_OSSIFIED = "ossified"
 FLAG_HIGH_DATA = "not_low_data"
 FLAG_NO_DE = "no_D_E"
-
-
-def _decreasing(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least-squares non-increasing fit (pool adjacent violators)."""
-    blocks = []  # [mean, weight, count]
-    for yi, wi in zip(y, w):
-        blocks.append([yi, wi, 1])
-        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
-            m2, w2, c2 = blocks.pop()
-            m1, w1, c1 = blocks.pop()
-            blocks.append([(m1 * w1 + m2 * w2) / (w1 + w2), w1 + w2, c1 + c2])
-    return np.concatenate([[m] * c for m, _, c in blocks])
+FLAG_BEYOND_FLOOR = "below_law_floor"  # below L(N, ∞) of the law: no amount of scratch data matches it
 
 
 @dataclass
@@ -52,12 +48,19 @@ class ScratchCurve:
     def usable(self) -> bool:
         return self._f is not None and self.loss[0] > self.loss[-1]
 
+    @property
+    def d_max(self) -> float:
+        return float(np.exp(self.log_d[-1]))
+
+    def covers(self, loss: float) -> bool:
+        return self.usable and self.loss[-1] <= loss <= self.loss[0]
+
     def loss_at(self, d) -> np.ndarray:
         return self._f(np.log(d)) if self._f is not None else np.full(np.shape(d), np.nan)
 
     def invert(self, loss: float) -> float:
         """D with curve(D) = loss; NaN when `loss` is outside the measured range."""
-        if not self.usable or not (self.loss[-1] <= loss <= self.loss[0]):
+        if not self.covers(loss):
             return np.nan
         # the first knot at or below `loss`: a flat (pooled) stretch maps to its smallest D
         i = int(np.argmax(self.loss <= loss))
@@ -73,49 +76,77 @@ def scratch_curves(table: pd.DataFrame) -> dict[float, ScratchCurve]:
     scratch = table[(table["regime"] == "scratch") & ~table["excluded"]]
     for n, grp in scratch.groupby("N"):
         g = grp.groupby("D_F")["loss"].agg(["mean", "count"]).sort_index()
-        d = g.index.to_numpy(float)
-        out[float(n)] = ScratchCurve(float(n), np.log(d), _decreasing(g["mean"].to_numpy(), g["count"].to_numpy()),
-                                     g["mean"].to_numpy())
+        mean = g["mean"].to_numpy(float)
+        fitted = isotonic_regression(mean, weights=g["count"].to_numpy(float), increasing=False).x
+        out[float(n)] = ScratchCurve(float(n), np.log(g.index.to_numpy(float)), fitted, mean)
     return out
 
 
-def add_effective_data(table: pd.DataFrame, curves: dict[float, ScratchCurve], kaplan: dict | None = None,
-                       method: str = "interp", low_data_fraction: float | None = 0.1) -> pd.DataFrame:
-    """Return a copy of `table` with D_E, D_T, multiplier, fraction, D_N (data for 99% of the
-    infinite-data loss), flags and in_transfer_fit for the usable fine-tuned rows.
-    `kaplan`: reported Kaplan parameters {N_c, D_c, alpha_N, alpha_D} or None."""
+@dataclass
+class KaplanBlock:
+    """The from-scratch law used to invert out-of-range losses: its best parameters and its
+    bootstrap refits, each (N_c, D_c, α_N, α_D); `source` names the fit they come from."""
+
+    best: tuple[float, float, float, float]
+    boot: np.ndarray  # (B, 4), may be empty
+    source: str
+
+    def invert(self, loss: float, n: float) -> tuple[float, np.ndarray]:
+        d_e = float(laws.kaplan_invert(loss, n, *self.best))
+        if not len(self.boot):
+            return d_e, np.array([])
+        b = self.boot
+        return d_e, laws.kaplan_invert(loss, n, b[:, 0], b[:, 1], b[:, 2], b[:, 3])
+
+    def data_needed(self, n: float) -> float:
+        return float(laws.kaplan_data_needed(n, *self.best))
+
+
+def add_effective_data(table: pd.DataFrame, curves: dict[float, ScratchCurve], law: KaplanBlock | None = None,
+                       method: str = "interp", low_data_fraction: float | None = 0.1, ci: float = 0.95) -> pd.DataFrame:
+    """Return a copy of `table` with D_E, D_T (and its interval where model-based), multiplier,
+    fraction, D_N (data for 99% of the infinite-data loss), D_E_method, flags and in_transfer_fit
+    for the usable fine-tuned rows."""
     t = table.copy()
-    for col in ("D_E", "D_T", "multiplier", "fraction", "D_N", "scratch_loss_at_D_F"):
+    for col in ("D_E", "D_T", "D_T_lo", "D_T_hi", "multiplier", "fraction", "D_N", "scratch_loss_at_D_F"):
         t[col] = np.nan
     t["flags"] = ""
+    t["D_E_method"] = ""
     t["in_transfer_fit"] = False
-    kp = None if kaplan is None else (kaplan["N_c"], kaplan["D_c"], kaplan["alpha_N"], kaplan["alpha_D"])
-    rows = t.index[(t["regime"] == "finetune") & ~t["excluded"]]
-    for i in rows:
+    q = [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100]
+    for i in t.index[(t["regime"] == "finetune") & ~t["excluded"]]:
         n, d_f, loss = float(t.at[i, "N"]), float(t.at[i, "D_F"]), float(t.at[i, "loss"])
-        flags = []
+        flags, d_e, boot = [], np.nan, np.array([])
         curve = curves.get(n)
-        d_e = np.nan
-        if curve is None or not curve.usable:
+        if method == "kaplan" and law is not None:  # the user's choice for every point: not a fallback
+            d_e, boot = law.invert(loss, n)
+            t.at[i, "D_E_method"] = law.source
+        elif curve is None or not curve.usable:
             flags.append(FLAG_NO_CURVE)
+        elif not curve.covers(loss):
+            flags.append(FLAG_BELOW if loss < curve.loss[-1] else FLAG_ABOVE)
         else:
-            inside = curve.loss[-1] <= loss <= curve.loss[0]
-            if not inside:
-                flags.append(FLAG_EXTRAP)
-            if method == "interp" and inside:
-                d_e = curve.invert(loss)
-            at_df = float(curve.loss_at(d_f)) if curve.log_d[0] <= np.log(d_f) <= curve.log_d[-1] else np.nan
-            t.at[i, "scratch_loss_at_D_F"] = at_df
-        if np.isnan(d_e) and kp is not None:
-            d_e = float(laws.kaplan_invert(loss, n, *kp))
-        if kp is not None:
-            t.at[i, "D_N"] = float(laws.kaplan_data_needed(n, *kp))
+            d_e = curve.invert(loss)
+            t.at[i, "D_E_method"] = "interpolated"
+        if curve is not None and curve.usable and curve.log_d[0] <= np.log(d_f) <= curve.log_d[-1]:
+            t.at[i, "scratch_loss_at_D_F"] = float(curve.loss_at(d_f))
+        if method != "kaplan" and np.isnan(d_e) and law is not None:
+            d_e, boot = law.invert(loss, n)
+            flags.append(FLAG_MODEL)
+            t.at[i, "D_E_method"] = law.source
+        if law is not None and np.isnan(d_e) and t.at[i, "D_E_method"] != "interpolated":
+            flags.append(FLAG_BEYOND_FLOOR)
+        if law is not None:
+            t.at[i, "D_N"] = law.data_needed(n)
         t.at[i, "D_E"] = d_e
         if np.isfinite(d_e):
             d_t = d_e - d_f
             t.at[i, "D_T"] = d_t
             t.at[i, "multiplier"] = laws.effective_multiplier(d_f, d_t)
             t.at[i, "fraction"] = laws.transfer_fraction(d_f, d_t)
+            finite = boot[np.isfinite(boot)]
+            if len(finite) >= 0.5 * len(boot) > 0:  # most refits give a D_E: an interval means something
+                t.at[i, "D_T_lo"], t.at[i, "D_T_hi"] = np.percentile(finite - d_f, q)
             if d_t <= 0:
                 flags.append(FLAG_OSSIFIED)
         else:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis import collect, effective_data, specs
+from transfer_lab.analysis import checks, collect, effective_data, specs
 from transfer_lab.analysis.fitting import FitResult, fit_law
 from transfer_lab.errors import ResultsError
 
@@ -31,6 +31,9 @@ class AnalysisResult:
     timings: dict = field(default_factory=dict)
     main_budget: float = float("nan")
     figures: list = field(default_factory=list)  # (title, png path) once the report is written
+    violations: list = field(default_factory=list)  # checks.Violation: curves that rise with data
+    agreement: dict = field(default_factory=dict)  # k/alpha/beta: interpolated and unified intervals overlap
+    unidentified: list = field(default_factory=list)  # exponents the data cannot pin down, and why
 
     def fit(self, name: str) -> FitResult | None:
         f = self.fits.get(name)
@@ -73,7 +76,7 @@ def _main_budget(ft: pd.DataFrame) -> float:
 def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, seed: int = 0,
                  ci: float = 0.95, huber: float | None = None, method: str = "interp",
                  low_data_fraction: float | None = 0.1, report_dir: str | Path | None = None,
-                 html: bool = True, loss: str = "per_char") -> AnalysisResult:
+                 html: bool = True, loss: str = "per_char", monotone_tolerance: float = 0.003) -> AnalysisResult:
     """Analyse a sweep: `source` is a Collection, a tidy DataFrame (collect.COLUMNS) or a sweep
     folder. Writes the report only when `report_dir` is given (plots when make_plots)."""
     t0 = time.perf_counter()
@@ -83,7 +86,10 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
     fit_kw = {"n_bootstrap": n_bootstrap, "seed": seed, "ci": ci, "huber": huber}
     res = AnalysisResult(sweep=sweep, table=table, notes=notes,
                          settings={"n_bootstrap": n_bootstrap, "seed": seed, "ci": ci, "huber": huber,
-                                   "method": method, "low_data_fraction": low_data_fraction, "loss": loss})
+                                   "method": method, "low_data_fraction": low_data_fraction, "loss": loss,
+                                   "monotone_tolerance": monotone_tolerance})
+    _check_measurement(res, monotone_tolerance)
+    table = res.table
     usable = table[~table["excluded"]]
     scratch = usable[usable["regime"] == "scratch"]
     ft = usable[usable["regime"] == "finetune"]
@@ -100,17 +106,25 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
     if len(scratch):
         res.fits["kaplan"] = fit_law(specs.kaplan_spec(xs), xs, run_keys=keys, **fit_kw)
         res.fits["chinchilla"] = fit_law(specs.chinchilla_spec(xs), xs, run_keys=keys, **fit_kw)
+    kap = res.fit("kaplan")
     t1 = time.perf_counter()
 
-    # 2. effective data at the main pre-training budget
+    # 2. unified law, jointly on scratch and the fine-tuned runs at the main pre-training budget
     res.main_budget = _main_budget(ft)
-    kap = res.fit("kaplan")
-    curves = effective_data.scratch_curves(table)
-    table = effective_data.add_effective_data(table, curves, kap.params if kap else None, method,
-                                              low_data_fraction if kap else None)
-    if len(ft) and kap is None and low_data_fraction is not None:
-        res.notes.append("low-data regime not checked: the Kaplan fit (needed for D(N)) is unavailable")
     other = (table["regime"] == "finetune") & table["pretrain_chars"].notna() & (table["pretrain_chars"] != res.main_budget)
+    ftm = ft[~other.loc[ft.index]]
+    if len(scratch) and len(ftm):
+        both = pd.concat([scratch, ftm])
+        xu = data_of(both)
+        spec = specs.unified_spec(xu, kap.theta if kap else None)
+        res.fits["unified"] = fit_law(spec, xu, run_keys=list(both["run_key"]), **fit_kw)
+
+    # 3. effective data: interpolated inside each N's scratch range, model-based (unified law) outside
+    curves = effective_data.scratch_curves(table)
+    law = _inversion_law(res, method)
+    table = effective_data.add_effective_data(table, curves, law, method, low_data_fraction if law else None, ci)
+    if len(ft) and law is None and low_data_fraction is not None:
+        res.notes.append("low-data regime not checked: no from-scratch law fitted (needed for D(N))")
     if np.isfinite(res.main_budget) and other.any():
         table.loc[other, "in_transfer_fit"] = False
         table.loc[other, "flags"] = table.loc[other, "flags"] + ";other_pretrain_budget"
@@ -120,29 +134,23 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
     if len(ftm) and missing_n:
         res.messages.append(f"no usable from-scratch curve (≥ 2 data sizes) for N = "
                             f"{', '.join(f'{n:.3g}' for n in missing_n)}: D_E cannot be interpolated there")
+    _coverage(res, ftm)
 
-    # 3. transfer law on the flagged-clean low-data points, and App. C
+    # 4. transfer law on the interpolated, flag-clean low-data points, and App. C
     fit_rows = ftm[ftm["in_transfer_fit"]]
     if len(ftm):
         counts = ftm["flags"].str.split(";").explode().value_counts()
         dropped = {k: int(v) for k, v in counts.items() if k != "ok"}
-        res.notes.append(f"transfer law uses {len(fit_rows)} of {len(ftm)} fine-tuned points; flags among the "
-                         f"rest: {dropped if dropped else 'none'}")
+        res.notes.append(f"interpolated transfer law uses {len(fit_rows)} of {len(ftm)} fine-tuned points; flags "
+                         f"among the rest: {dropped if dropped else 'none'}")
         if (ftm["D_T"] > 0).sum() == 0 and ftm["D_T"].notna().any():
             res.messages.append("every fine-tuned point has D_T ≤ 0 (ossification: pre-training hurt at "
                                 "these sizes); the transfer law cannot be fitted")
         xt = data_of(fit_rows)
         res.fits["transfer"] = fit_law(specs.transfer_spec(), xt, run_keys=list(fit_rows["run_key"]), **fit_kw)
         _fit_appc(res, fit_rows, fit_kw)
+    res.agreement = _agreement(res.fit("transfer"), res.fit("unified"))
     t2 = time.perf_counter()
-
-    # 4. unified law (scratch + fine-tuned at the main budget)
-    if len(scratch) and len(ftm):
-        both = pd.concat([scratch, ftm])
-        xu = data_of(both)
-        tr = res.fit("transfer")
-        spec = specs.unified_spec(xu, kap.theta if kap else None, tr.theta if tr else None)
-        res.fits["unified"] = fit_law(spec, xu, run_keys=list(both["run_key"]), **fit_kw)
 
     # 5. per-N laws: rectified (main budget) and transfer gap (several budgets)
     res.group_fits["rectified"] = [
@@ -165,6 +173,7 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
             res.messages.append(f"{f.title}: not fitted ({f.message})")
         elif not f.converged:
             res.messages.append(f"{f.title}: optimiser did not report convergence ({f.convergence})")
+    _identification(res)
     _trade(res)
     res.timings = {"from_scratch_fits_s": t1 - t0, "transfer_fits_s": t2 - t1, "other_fits_s": t3 - t2}
     if report_dir is not None:
@@ -172,6 +181,87 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
         report.write_report(res, Path(report_dir), make_plots=make_plots, html=html)
     res.timings["total_s"] = time.perf_counter() - t0
     return res
+
+
+def _check_measurement(res: AnalysisResult, floor: float) -> None:
+    """Runs that are not converged early-stopping points and curves that rise with data are
+    left out of every curve and fit, each named with its fix."""
+    t = res.table
+    nc = t[t["excluded"] & t["reason"].str.startswith("not converged", na=False)]
+    if len(nc):
+        res.messages.append(f"{len(nc)} run(s) are not converged early-stopping points and are left out: "
+                            + "; ".join(f"{r.run_key} ({r.not_converged_why})" for r in nc.head(6).itertuples())
+                            + (" ..." if len(nc) > 6 else "") + f". {collect.NOT_CONVERGED_FIX}")
+    rows = t[~t["excluded"] & t["regime"].isin(collect.FIT_REGIMES)]
+    tol = checks.monotone_tolerance(rows, floor)
+    found = checks.violations(rows, tol)
+    res.violations = found
+    res.table = checks.mark_violations(t, found)
+    for v in found:
+        res.messages.append(f"loss rises with data, a bug to explain rather than a point to fit: {v.describe()}; "
+                            f"the run at D={v.d_high:.3g} is left out (check its schedule in results.json, or "
+                            f"add seeds: analyze.py action=plan)")
+
+
+def _inversion_law(res: AnalysisResult, method: str) -> effective_data.KaplanBlock | None:
+    """The law that inverts losses outside the scratch range: the unified law's from-scratch part
+    (fitted with the fine-tuned runs), else the Kaplan fit; method=kaplan: the Kaplan fit."""
+    fit = None if method == "kaplan" else res.fit("unified")
+    source = "unified law"
+    if fit is None:
+        fit, source = res.fit("kaplan"), "Kaplan from-scratch fit"
+    if fit is None:
+        return None
+
+    def block(theta):
+        theta = np.atleast_2d(theta)
+        return np.column_stack([10 ** theta[:, 0], 10 ** theta[:, 1], theta[:, 2], theta[:, 3]])
+
+    boot = block(fit.boot_theta) if fit.boot_theta is not None and len(fit.boot_theta) else np.empty((0, 4))
+    return effective_data.KaplanBlock(tuple(block(fit.theta)[0]), boot, source)
+
+
+def _coverage(res: AnalysisResult, ftm: pd.DataFrame) -> None:
+    """Interpolate, don't extrapolate: say where the scratch grid does not span the fine-tuned losses."""
+    below = ftm[ftm["flags"].str.contains(effective_data.FLAG_BELOW, na=False)]
+    if len(below):
+        worst = below.sort_values("D_E", ascending=False).iloc[0]
+        res.messages.append(
+            f"{len(below)} of {len(ftm)} fine-tuned losses lie below every from-scratch run at their N: their D_E is "
+            f"model-based (unified law), not interpolated (the largest: D_E ≈ {worst['D_E']:.3g} at N={worst['N']:.3g}, "
+            f"D_F={worst['D_F']:.3g}); extend the from-scratch grid: analyze.py action=plan")
+
+
+def _agreement(transfer: FitResult | None, unified: FitResult | None) -> dict:
+    """Do the interpolated transfer law and the unified law agree on k, α, β within their intervals?"""
+    if transfer is None or unified is None:
+        return {}
+    out = {}
+    for name in ("k", "alpha", "beta"):
+        a, b = transfer.ci.get(name), unified.ci.get(name)
+        if a is None or b is None:
+            continue
+        out[name] = bool(max(a[0], b[0]) <= min(a[1], b[1]))
+    return out
+
+
+def _identification(res: AnalysisResult) -> None:
+    """Where the data cannot identify an exponent, say so and why (plan names the runs)."""
+    n_sizes = res.table.loc[(res.table["regime"] == "finetune") & res.table["in_transfer_fit"], "N"].nunique()
+    for law in ("transfer", "unified"):
+        f = res.fit(law)
+        if f is None:
+            continue
+        for name, why in (("alpha", "the fine-tune grid (D_F span)"), ("beta", "the model sizes (N span)")):
+            lo, hi = f.ci.get(name, (np.nan, np.nan))
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                continue
+            if lo <= 0 <= hi or hi - lo > 0.5:
+                extra = f" over {n_sizes} size(s) in the interpolated fit" if name == "beta" and law == "transfer" else ""
+                res.unidentified.append(
+                    f"{law} law: {name} is not identified (95% interval [{lo:.3g}, {hi:.3g}] "
+                    f"{'covers 0' if lo <= 0 <= hi else 'is wider than 0.5'}); it is set by {why}{extra}; "
+                    "analyze.py action=plan lists the runs that would narrow it")
 
 
 def _fit_appc(res: AnalysisResult, rows: pd.DataFrame, fit_kw: dict) -> None:

@@ -80,11 +80,16 @@ def dt_vs_df(res, out: Path):
         return None
     fig, ax, fit, sizes = panel
     for n, g, color in sizes:
-        use, skip = g[g["in_transfer_fit"]], g[~g["in_transfer_fit"] & (g["D_T"] > 0)]
+        model = g["flags"].str.contains("model_based", na=False) & (g["D_T"] > 0)
+        use, skip = g[g["in_transfer_fit"]], g[~g["in_transfer_fit"] & ~model & (g["D_T"] > 0)]
         ax.plot(use["D_F"], use["D_T"], "o", color=color, label=f"N={n:.2g}")
         ax.plot(skip["D_F"], skip["D_T"], "x", color=color)
+        mb = g[model]
+        if len(mb):
+            err = np.vstack([mb["D_T"] - mb["D_T_lo"].fillna(mb["D_T"]), mb["D_T_hi"].fillna(mb["D_T"]) - mb["D_T"]])
+            ax.errorbar(mb["D_F"], mb["D_T"], yerr=np.clip(err, 0, None), fmt="o", mfc="none", color=color, capsize=2)
         _transfer_curve(ax, fit, g, n, color, lambda d, dt: dt)
-    title = "D_T vs D_F (x: flagged, not fitted)"
+    title = "D_T vs D_F (●: interpolated, fitted; ○: model-based (unified law) ± interval; x: flagged)"
     if fit is not None:
         p = fit.params
         title += f"\nfit: k={p['k']:.3g}, α={p['alpha']:.3f}, β={p['beta']:.3f}"

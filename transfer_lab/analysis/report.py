@@ -108,21 +108,8 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     counts = t["regime"].value_counts().to_dict()
     L += [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
           f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}.", ""]
-    tr = res.fit("transfer")
-    L += ["## Headline", ""]
-    if tr is not None:
-        p, ci = tr.params, tr.ci
-        L.append(f"- Transfer law D_T = k·D_F^α·N^β: k = {_g(p['k'])} {_ci(ci, 'k')}, α = {_g(p['alpha'])} "
-                 f"{_ci(ci, 'alpha')}, β = {_g(p['beta'])} {_ci(ci, 'beta')} on {tr.n_points} points. "
-                 f"Anchor text→python: k = 1.9e4, α = 0.18, β = 0.38.")
-    else:
-        L.append("- Transfer law not fitted (see messages).")
-    if res.trade:
-        tci = res.trade.get("factor_ci")
-        L.append(f"- Trade: with D_T ∝ D_F^α·N^β, 10× N transfers as much as {_g(res.trade['factor'])}× D_F "
-                 f"(10^(β/α){', interval ' + f'[{_g(tci[0])}, {_g(tci[1])}]' if tci else ''}); the anchor's "
-                 f"10^(0.38/0.18) ≈ 129×.")
-    L.append("")
+    L += ["## Headline", ""] + headline(res) + [""]
+    L += ["## Measurement checks", ""] + measurement_checks(res) + [""]
     if res.messages:
         L += ["## Messages (what could not be computed)", ""] + [f"- {m}" for m in res.messages] + [""]
     if res.notes:
@@ -150,9 +137,13 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
         for title, png in figures:
             L += [f"### {title}", "", f"![{title}]({png.relative_to(report_dir).as_posix()})", ""]
     ft = t[(t["regime"] == "finetune") & ~t["excluded"] & ~t["in_transfer_fit"]]
-    L += ["## Flagged fine-tuned points (kept in the table, left out of the transfer-law fit)", ""]
-    L += (md_table(["run", "N", "D_F", "D_E", "D_T", "flags"],
-                   [[r.run_key, _g(r.N), _g(r.D_F), _g(r.D_E), _g(r.D_T), r.flags] for r in ft.itertuples()])
+    L += ["## Flagged fine-tuned points (kept in the table, left out of the interpolated transfer law)", "",
+          "`model_based`: D_E from the unified law's from-scratch curve, with its bootstrap interval, because the "
+          "fine-tuned loss lies outside the from-scratch runs' range at that N.", ""]
+    L += (md_table(["run", "N", "D_F", "D_E", "D_T", "D_T interval", "flags"],
+                   [[r.run_key, _g(r.N), _g(r.D_F), _g(r.D_E), _g(r.D_T),
+                     f"[{_g(r.D_T_lo)}, {_g(r.D_T_hi)}]" if np.isfinite(r.D_T_lo) else "—", r.flags]
+                    for r in ft.itertuples()])
           if len(ft) else ["None.", ""])
     ex = t[t["excluded"]]
     L += ["## Excluded runs", ""]
@@ -161,6 +152,74 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     L += ["## Files", "", "- `table.csv`: one row per run (with D_E, D_T, multiplier, fraction, flags)",
           "- `fits.json`: every fit's parameters, intervals, AIC/BIC, hold-out errors", ""]
     return "\n".join(L)
+
+
+def headline(res: AnalysisResult) -> list[str]:
+    """The interpolated transfer law and the unified law's k, α, β side by side, whether they
+    agree within their intervals, and what the data cannot identify."""
+    anchor = ANCHORS["text→python"]
+    rows = []
+    first = ("interpolated (transfer law on D_E inverted inside each N's scratch range)"
+             if res.settings.get("method", "interp") == "interp" else "transfer law on D_E from the Kaplan fit (method=kaplan)")
+    for law, label in (("transfer", first),
+                       ("unified", "model-based (unified law, fitted jointly on scratch and fine-tuned losses)")):
+        f = res.fit(law)
+        if f is None:
+            why = res.fits[law].message if law in res.fits else "no runs to fit"
+            rows.append([label, f"not fitted: {why}", "", "", ""])
+            continue
+        p, ci = f.params, f.ci
+        rows.append([label, f"{_g(p['k'])} {_ci(ci, 'k')}", f"{_g(p['alpha'])} {_ci(ci, 'alpha')}",
+                     f"{_g(p['beta'])} {_ci(ci, 'beta')}", f.n_points])
+    rows.append(["anchor: Hernandez et al. text→python", _g(anchor["k"]), _g(anchor["alpha"]), _g(anchor["beta"]), ""])
+    out = md_table(["D_T = k·D_F^α·N^β", "k", "α", "β", "points"], rows)
+    if res.agreement:
+        agree = [name for name, ok in res.agreement.items() if ok]
+        differ = [name for name, ok in res.agreement.items() if not ok]
+        out.append(f"- The two agree within their {res.settings['ci']:.0%} intervals on "
+                   f"{', '.join(agree) or 'none of k, α, β'}" + (f"; they differ on {', '.join(differ)}." if differ else "."))
+    elif res.fit("unified") is not None and res.fit("transfer") is None:
+        out.append("- Only the model-based estimate exists: no fine-tuned loss lies inside a from-scratch curve's range "
+                   "often enough to interpolate D_E. `analyze.py action=plan` prints the runs that would fix it.")
+    for line in res.unidentified:
+        out.append(f"- {line}")
+    if res.trade:
+        tci = res.trade.get("factor_ci")
+        out.append(f"- Trade (interpolated law): 10× N transfers as much as {_g(res.trade['factor'])}× D_F "
+                   f"(10^(β/α){', interval ' + f'[{_g(tci[0])}, {_g(tci[1])}]' if tci else ''}); the anchor's "
+                   "10^(0.38/0.18) ≈ 129×.")
+    return out
+
+
+def measurement_checks(res: AnalysisResult) -> list[str]:
+    """Converged runs, loss falling with data, and whether each N's scratch curve spans its fine-tuned losses."""
+    t = res.table
+    target = t[t["regime"].isin(("scratch", "finetune")) & (t["status"] == "done")]
+    nc = target[target["converged"] == False]  # noqa: E712 - a column of True/False/None
+    out = [f"- Converged early-stopping points: {len(target) - len(nc)} of {len(target)} finished target runs"
+           + (f"; {len(nc)} not converged, left out (see Excluded runs)." if len(nc) else ".")]
+    tol = res.settings.get("monotone_tolerance")
+    if res.violations:
+        out.append(f"- Loss rises with data in {len(res.violations)} place(s) (left out, see Messages):")
+        out += [f"  - {v.describe()}" for v in res.violations]
+    else:
+        out.append(f"- Loss falls with data: no curve (regime, N) rises by more than the tolerance "
+                   f"({'seed noise' if tol is None else f'floor {tol:.2%}, or 2√2× the seed noise where seeds repeat'}).")
+    rows = []
+    usable = t[~t["excluded"]]
+    for n, g in usable[usable["regime"].isin(("scratch", "finetune"))].groupby("N"):
+        sc, ft = g[g["regime"] == "scratch"], g[g["regime"] == "finetune"]
+        methods = ft["D_E_method"].fillna("") if "D_E_method" in ft else []
+        interp = int((methods == "interpolated").sum()) if len(ft) else 0
+        rows.append([_g(n), f"{_g(sc['D_F'].min())}–{_g(sc['D_F'].max())}" if len(sc) else "—",
+                     f"{_g(sc['loss'].min(), 4)}–{_g(sc['loss'].max(), 4)}" if len(sc) else "—",
+                     f"{_g(ft['loss'].min(), 4)}–{_g(ft['loss'].max(), 4)}" if len(ft) else "—",
+                     f"{interp} / {len(ft) - interp}"])
+    if rows:
+        out += ["", "Coverage (interpolate, don't extrapolate): a fine-tuned loss gets an interpolated D_E only "
+                "inside its N's from-scratch loss range.", ""]
+        out += md_table(["N", "scratch D", "scratch loss", "fine-tuned loss", "D_E interpolated / model-based"], rows)
+    return out
 
 
 def _ci(ci, name):

@@ -68,7 +68,7 @@ def unified_spec(x, kaplan_theta=None, transfer_theta=None) -> LawSpec:
 
     def model(t, d):
         ln_dt = LN10 * t[4] + t[5] * d["lnD"] + t[6] * d["lnN"]
-        ln_deff = d["lnD"] + d["pre"] * np.log1p(np.exp(ln_dt - d["lnD"]))
+        ln_deff = d["lnD"] + d["pre"] * np.logaddexp(0.0, ln_dt - d["lnD"])  # ln(D_F + pre·D_T)
         return laws.kaplan_log_loss(d["lnN"], ln_deff, LN10 * t[0], LN10 * t[1], t[2], t[3])
 
     return LawSpec(name="unified", title="Unified fine-tuning law: Kaplan with D → D_F + k·D_F^α·N^β",

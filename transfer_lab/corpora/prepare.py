@@ -227,7 +227,8 @@ def _validation_groups(groups: list[list[str]], val_chars: int) -> tuple[int, in
 
 def split_documents(groups: list[list[str]], spec: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Seeded shuffle of source documents, cap at max_chars (a prefix), validation = leading
-    documents up to val_chars; a document's pieces stay together, in train or in val."""
+    documents up to val_chars; a document's pieces stay together, in train or in val. With
+    train_order "pieces" the training pieces are then shuffled among themselves (seeded)."""
     name = spec["name"]
     if not groups:
         raise DataError(f"corpus '{name}' is empty after cleaning (language filter, "
@@ -241,6 +242,8 @@ def split_documents(groups: list[list[str]], spec: dict[str, Any]) -> tuple[list
         n_val_groups, val_total = _validation_groups(shuffled_groups, spec["val_chars"])
     val = [piece for group in shuffled_groups[:n_val_groups] for piece in group]
     shuffled = [piece for group in shuffled_groups[n_val_groups:] for piece in group]
+    if spec["train_order"] == "pieces":
+        random.Random(spec["seed"] + 1).shuffle(shuffled)
     if spec["max_chars"] is not None:  # caps train + val
         capped, total = [], val_total
         for doc in shuffled:

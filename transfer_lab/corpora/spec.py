@@ -23,6 +23,7 @@ KINDS = ("embedded", "files", "hub")
 LANGUAGES = ("en", "de", "es", "zh", "code")
 DEDUP = ("paragraph", "document", "none")
 FORMATS = ("text", "json", "parquet")
+TRAIN_ORDERS = ("pieces", "documents")
 SOURCE_FROM = ("debian", "pypi", "stdlib")
 READERS = ("text", "text_gz", "html", "man", "pod", "fortune", "gutenberg", "tagged_zh",
            "lines", "python")
@@ -34,8 +35,12 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "val_chars": 300_000,
     "max_chars": None,
-    "max_doc_chars": 20_000,  # longer documents are cut at paragraph boundaries
+    "max_doc_chars": 4_000,  # longer documents are cut at paragraph boundaries
     "min_doc_chars": 1,
+    # training order: "pieces" shuffles the training pieces, so a 1e4-character subset samples
+    # several documents rather than the start of one; "documents" keeps each document's pieces
+    # in a row. Either way a document stays wholly in train or in val, and subsets are prefixes.
+    "train_order": "pieces",
     "description": "",
 }
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -138,6 +143,7 @@ def normalise_spec(raw: dict[str, Any]) -> dict[str, Any]:
     _check_int(name, "max_chars", spec["max_chars"], 1, allow_none=True)
     _check_int(name, "max_doc_chars", spec["max_doc_chars"], 100)
     _check_int(name, "min_doc_chars", spec["min_doc_chars"], 1)
+    _check_choice(name, "train_order", spec["train_order"], TRAIN_ORDERS)
     if spec["max_chars"] is not None and spec["max_chars"] <= spec["val_chars"]:
         raise ConfigError(f"corpus '{name}': max_chars={spec['max_chars']} leaves no training "
                           f"text after val_chars={spec['val_chars']}; raise max_chars")

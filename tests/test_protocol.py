@@ -1,0 +1,83 @@
+"""The study protocol: which jobs a multirun launches, counted on the plan (nothing trains here)."""
+
+from collections import Counter
+
+import pytest
+
+from transfer_lab import protocol
+
+CORPORA = ["english", "german", "spanish", "chinese", "python", "code_nonpython"]
+
+
+def cells(*lines: str, params: dict | None = None):
+    return protocol.expand(protocol.sweep_dimensions(protocol.experiment_params(params or {}, list(lines)) + list(lines)))
+
+
+@pytest.mark.parametrize("k", [2, 3, 6])
+def test_an_atlas_shares_pretraining_per_source_and_scratch_per_target(k):
+    names = ",".join(CORPORA[:k])
+    jobs = cells("regime=scratch,finetune", "model=n3k,n13k", f"data.source={names}", f"data.target={names}",
+                 "data.finetune_chars=1e4,1e5", "data.scratch_chars=1e4,1e5,1e6")
+    count = Counter(c.regime for c in jobs)
+    sizes, d_f, d = 2, 2, 3
+    assert count["pretrain"] == k * sizes  # (source, N): never per target
+    assert count["scratch"] == k * sizes * d  # (target, N, D): never per source
+    assert count["finetune"] == k * (k - 1) * sizes * d_f  # only fine-tuning is per ordered pair, A → A excluded
+    assert len({tuple(c.overrides) for c in jobs}) == len(jobs)  # nothing planned twice
+    assert all("data.target" not in " ".join(c.rest) for c in jobs if c.regime == "pretrain")
+    assert all("data.source" not in " ".join(c.rest) for c in jobs if c.regime == "scratch")
+
+
+def test_scratch_takes_its_own_grid_and_jobs_come_pretraining_first_long_first():
+    jobs = cells("regime=scratch,finetune", "model.n_layer=1,2", "data.finetune_chars=1e4,1e5",
+                 "data.scratch_chars=1e4,1e5,1e6,1e7")
+    scratch = sorted({float(c.chars) for c in jobs if c.regime == "scratch"})
+    finetune = sorted({float(c.chars) for c in jobs if c.regime == "finetune"})
+    assert scratch == [1e4, 1e5, 1e6, 1e7] and finetune == [1e4, 1e5]
+    order = [c.regime for c in jobs]
+    assert order == sorted(order, key=["pretrain", "scratch", "finetune"].index)
+    assert float(jobs[2].chars) == 1e7  # the longest scratch jobs first: parallel workers stay balanced
+    # without a scratch grid, scratch falls back to the fine-tune grid (the analysis says what is missing)
+    plain = cells("regime=scratch,finetune", "data.finetune_chars=1e4,1e5")
+    assert sorted(float(c.chars) for c in plain if c.regime == "scratch") == [1e4, 1e5]
+
+
+def test_the_design_card_replaces_the_experiments_sizes_instead_of_crossing_them():
+    demo = {"regime": "scratch,finetune", "model": "n3k,n13k,n77k", "data.finetune_chars": "1e4,3e4,1e5,3e5",
+            "data.scratch_chars": "1e4,3e4,1e5,3e5,1e6,3e6"}
+    card = cells("model.n_layer=2,4,8", "data.finetune_chars=1e5,1e6", params=demo)
+    sizes = {c.rest for c in card}
+    assert sizes == {("model.n_layer=2",), ("model.n_layer=4",), ("model.n_layer=8",)}
+    count = Counter(c.regime for c in card)
+    assert count == {"pretrain": 3, "scratch": 3 * 6, "finetune": 3 * 2}  # the demo's scratch grid, the card's D_F
+    assert len(cells(params=demo)) == 3 + 3 * 6 + 3 * 4
+
+
+def test_bad_sweeps_are_refused_on_the_plan():
+    with pytest.raises(ValueError, match="more than once"):
+        cells("data.source=english,english", "data.target=python")
+    with pytest.raises(ValueError, match="two corpora"):
+        cells("regime=finetune", "data.source=python", "data.target=python")
+    with pytest.raises(ValueError, match="regime=nope"):
+        cells("regime=scratch,nope")
+
+
+def test_one_tokenizer_must_serve_every_pair():
+    jobs = cells("regime=scratch,finetune", "data.source=english,german", "data.target=english,german")
+    own = {"kind": "bpe", "vocab_size": 512, "train_on": None}
+    shared = {"kind": "bpe", "vocab_size": 512, "train_on": {"english": 1, "german": 1}}
+    source = {c: dict(line.split("=") for line in c.rest).get("data.source", "english") for c in jobs}
+    with pytest.raises(ValueError, match="tokenizer.train_on"):
+        protocol.check_shared_tokenizer([(c, own, source[c]) for c in jobs])
+    protocol.check_shared_tokenizer([(c, shared, source[c]) for c in jobs])
+    protocol.check_shared_tokenizer([(c, {"kind": "byte"}, source[c]) for c in jobs])
+    mixed = [(c, {**shared, "vocab_size": 512 if i % 2 else 1024}, source[c]) for i, c in enumerate(jobs)]
+    with pytest.raises(ValueError, match="different tokenizer settings"):
+        protocol.check_shared_tokenizer(mixed)
+
+
+def test_grids():
+    assert protocol.log_grid(1e4, 3e6) == [1e4, 3e4, 1e5, 3e5, 1e6, 3e6]
+    assert protocol.log_grid(1e4, 1e5, per_decade=3) == [1e4, 2e4, 5e4, 1e5]
+    assert protocol.scratch_grid_for([1e4, 1e5], corpus_chars=3.1e7) == [1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7]
+    assert protocol.scratch_grid_for([1e4, 1e6], corpus_chars=3.1e7)[-1] == 3e7  # as far as the corpus allows

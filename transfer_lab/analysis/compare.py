@@ -1,0 +1,98 @@
+"""analyze.py action=compare: sweeps side by side, or one sweep pivoted on a setting.
+
+  compare.sweeps=[demo_cosine,demo]          the health of each (runs stopped at their step cap,
+                                             runs not converged, curves rising with data) and
+                                             each cell's best loss, per sweep
+  compare.sweeps=[finetune_lr] compare.by=lr one sweep: each cell's best loss per value of `by`
+
+Written as compare.md and compare.csv in the report folder. Cells are (regime, N, D); losses are
+bits per character on each sweep's own fixed validation set.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transfer_lab.analysis import checks, collect
+from transfer_lab.analysis.report import md_table
+from transfer_lab.errors import ConfigError
+
+CELL = ["regime", "N", "D_F"]
+
+
+def _health(name: str, table: pd.DataFrame, tolerance: float) -> list:
+    target = table[table["regime"].isin(collect.FIT_REGIMES) & (table["status"] == "done")]
+    capped = int((target["stop_reason"] == "max_steps").sum())
+    not_converged = int((target["converged"] == False).sum())  # noqa: E712 - True/False/None
+    usable = table[~table["excluded"] & table["regime"].isin(collect.FIT_REGIMES)]
+    found = checks.violations(usable, checks.monotone_tolerance(usable, tolerance))
+    hours = float(target["wall_time_s"].sum()) / 3600
+    return [name, len(target), capped, not_converged, len(found), f"{hours:.2f}"], found
+
+
+def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -> tuple[str, pd.DataFrame]:
+    lines = ["# Comparison: " + ", ".join(f"`{n}`" for n in tables), ""]
+    rows, found_all = [], {}
+    for name, t in tables.items():
+        row, found = _health(name, t, tolerance)
+        rows.append(row)
+        found_all[name] = found
+    lines += ["## Health", "", "Target runs (scratch and fine-tuned) that finished; 'at the step cap': ended at "
+              "max_steps rather than by early stopping; 'not converged': the run's own verdict (cap or best point "
+              "inside warm-up); 'rises with data': curve points above a smaller D's loss beyond the tolerance "
+              f"(floor {tolerance:.1%}).", ""]
+    lines += md_table(["sweep", "target runs", "at the step cap", "not converged", "rises with data", "train hours"], rows)
+    for name, found in found_all.items():
+        lines += [f"- `{name}`: {v.describe()}" for v in found]
+    if any(found_all.values()):
+        lines.append("")
+    frames = []
+    for name, t in tables.items():
+        done = t[t["regime"].isin(collect.FIT_REGIMES) & (t["status"] == "done")].copy()
+        done["group"] = name if by is None else done[by].map(lambda v: f"{by}={v:g}" if isinstance(v, float) else f"{by}={v}")
+        done["bits_per_char"] = done["loss_per_char"] / math.log(2)
+        frames.append(done)
+    long = pd.concat(frames)
+    wide = long.pivot_table(index=CELL, columns="group", values="bits_per_char", aggfunc="mean").sort_index()
+    groups = list(dict.fromkeys(long["group"]))
+    wide = wide[groups]
+    title = "Best validation loss (bits/char) per cell" + (f", by {by}" if by else "") + \
+            ("; the lowest in each row in bold" if by else "")
+    lines += ["## " + title, ""]
+    table_rows = []
+    for (regime, n, d), vals in wide.iterrows():
+        best = np.nanmin(vals.to_numpy(float)) if by and vals.notna().any() else None
+        cells = [("**%.4f**" if best is not None and v == best else "%.4f") % v if np.isfinite(v) else "—" for v in vals]
+        table_rows.append([regime, f"{n:.3g}", f"{d:.3g}", *cells])
+    lines += md_table(["regime", "N", "D", *groups], table_rows)
+    if by:
+        wins = wide.idxmin(axis=1).value_counts()
+        lines.append("Lowest loss, cells per value: " + ", ".join(f"{g}: {wins.get(g, 0)}" for g in groups) + ".")
+    elif len(groups) == 2:
+        a, b = groups
+        both = wide.dropna()
+        rel = (both[b] / both[a] - 1)
+        lines.append(f"`{b}` against `{a}` on the {len(both)} cells both have: median {rel.median():+.2%}, "
+                     f"lower in {int((rel < 0).sum())}, higher in {int((rel > 0).sum())}.")
+    return "\n".join(lines) + "\n", wide.reset_index()
+
+
+def run_compare(cfg_get, root: Path, out: Path) -> Path:
+    sweeps = list(cfg_get("compare.sweeps") or [])
+    by = cfg_get("compare.by")
+    if not sweeps:
+        raise ConfigError("action=compare needs compare.sweeps, e.g. compare.sweeps=[demo_cosine,demo]")
+    if by is None and len(sweeps) < 2:
+        raise ConfigError("action=compare needs two sweeps, or one with compare.by (e.g. compare.by=lr)")
+    if by is not None and by not in collect.COLUMNS:
+        raise ConfigError(f"compare.by={by} is not a column of the runs table; use e.g. lr or seed")
+    tables = {name: collect.collect_local(root, name).table for name in sweeps}
+    md, wide = compare(tables, by, float(cfg_get("checks.monotone_tolerance") or 0.003))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(md, encoding="utf-8")
+    wide.to_csv(out / "compare.csv", index=False)
+    return out / "compare.md"
