@@ -13,7 +13,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup apt-lists data demo train fit predict test test-fast bench clean-venv
+.PHONY: help setup apt-lists data demo train fit plan predict atlas study test test-fast bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,19 @@ train: setup ## one run with the default config (ARGS='regime=scratch model=smal
 
 fit: setup ## fit the laws on the latest sweep (SWEEP=name for another) and write its report
 	$(PY) analyze.py $(if $(SWEEP),sweep=$(SWEEP)) $(ARGS)
+
+plan: setup ## the runs that would close the latest sweep's gaps, as train.py commands (SWEEP=name for another)
+	$(PY) analyze.py action=plan $(if $(SWEEP),sweep=$(SWEEP)) $(ARGS)
+
+atlas: setup ## every ordered pair of the six embedded corpora: train what is missing, then the atlas report
+	$(PY) -m transfer_lab.prepare experiment=atlas
+	$(PY) train.py -m experiment=atlas $(ARGS)
+	$(PY) analyze.py action=atlas sweep=atlas
+
+study: setup ## the CPU text->python study (~90 min on 2 cores, resumable), its report under docs/results/
+	$(PY) -m transfer_lab.prepare experiment=text2python_cpu
+	$(PY) train.py -m experiment=text2python_cpu $(ARGS)
+	$(PY) analyze.py sweep=text2python_cpu paths.report_dir=docs/results/text2python_cpu html=false pdf=false
 
 predict: setup ## predicted D_T and loss, e.g. make predict ARGS='predict.n=1e6 predict.finetune_chars=1e6'
 	$(PY) analyze.py action=predict $(if $(SWEEP),sweep=$(SWEEP)) $(ARGS)

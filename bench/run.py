@@ -209,7 +209,7 @@ def figure4(args, log) -> dict:
     ckpt = run_cost.checkpoint_io([], repeats=3 if args.quick else 5)
     from common import compose
     demo_cfg = compose("regime=scratch")
-    demo_bound = run_cost.validation_bound(demo_cfg, int(demo_cfg.data.val_tokens))
+    demo_bound = run_cost.validation_bound(demo_cfg)
     return {"name": "per-run fixed cost: job start -> first step (demo model)", "unit": "s",
             "value": jobs["to_first_step_s"], "target": f"<= {target}",
             "status": status(jobs["to_first_step_s"], target, higher_is_better=False),

@@ -75,3 +75,26 @@ def make_runs(sweep="synth", ns=NS, scratch_ds=SCRATCH_DS, finetune_ds=FINETUNE_
 
 def make_sweep(root: Path, sweep="synth", **kw) -> Path:
     return write_runs(root, sweep, make_runs(sweep, **kw))
+
+
+def make_atlas_runs(sweep: str, pairs: dict[tuple[str, str], dict], ns=(1e5, 1e6, 1e7),
+                    scratch_ds=tuple(np.geomspace(1e4, 1e11, 12)), finetune_ds=tuple(np.geomspace(1e4, 1e6, 5)),
+                    noise=0.003, seed=0) -> list[records.RunResult]:
+    """An atlas sweep: one scratch curve per target (shared by every source), fine-tunes per ordered
+    pair from `pairs` {(source, target): transfer constants}; each target has its own validation set."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    targets = sorted({t for _, t in pairs})
+    for t in targets:
+        for n in ns:
+            for d in scratch_ds:
+                loss = float(scratch_loss(n, d) * np.exp(rng.normal(0, noise)))
+                runs.append(result(sweep, f"scratch-{t}-N{n:.0e}-D{d:.2e}", "scratch", n, d, loss, target_corpus=t,
+                                   val_set=f"val-{t}", source_corpus=None))
+    for (s, t), transfer in pairs.items():
+        for n in ns:
+            for d in finetune_ds:
+                loss = float(finetune_loss(n, d, transfer) * np.exp(rng.normal(0, noise)))
+                runs.append(result(sweep, f"ft-{s}-{t}-N{n:.0e}-D{d:.2e}", "finetune", n, d, loss, target_corpus=t,
+                                   source_corpus=s, val_set=f"val-{t}", pretrain_key=f"pre-{s}-N{n:.0e}"))
+    return runs

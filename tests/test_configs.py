@@ -29,3 +29,21 @@ def test_gpu_experiments_use_gpt2_bpe_and_long_context(compose_cfg):
     assert cfg.tokenizer.kind == "gpt2" and cfg.model.n_ctx == 1024 and cfg.data.target == "german"
     assert OmegaConf.to_container(compose_cfg("experiment=textcode2python", tiny=False).data.source) == {
         "english": 0.5, "code_nonpython": 0.5}
+
+
+@pytest.mark.parametrize("experiment", available("experiment"))
+def test_every_experiment_runs_scratch_a_decade_past_its_largest_fine_tune(experiment):
+    """D_E is ~10-1000× D_F: a from-scratch grid that stops at the largest D_F cannot be inverted."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF_DIR
+    from transfer_lab import protocol
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    dims = protocol.sweep_dimensions([f"{k}={v}" for k, v in params.items()])
+    finetune = [float(v) for v in dims[protocol.FINETUNE_GRID]]
+    scratch = [float(v) for v in dims[protocol.SCRATCH_GRID]]
+    assert max(scratch) >= 10 * max(finetune) * 0.999, (experiment, max(scratch), max(finetune))
+    assert min(scratch) <= min(finetune)  # and down to the smallest D_F: small D_E are interpolated too

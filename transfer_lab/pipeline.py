@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 import math
 import shutil
 import time
@@ -31,6 +32,10 @@ from transfer_lab.validate import validate_config
 from transfer_lab.wandb_logging import finish, make_logger, scrub
 
 log = logging.getLogger("transfer_lab")
+# a sweep is hundreds of jobs: Lightning's per-job banner (devices, tips) and a torch deprecation
+# notice would bury the lines that matter (each run's result)
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 PRETRAINED_MODEL_DIR = "model"  # save_pretrained folder: config.json + model.safetensors
 TOKENIZER_NOTE = "transfer_lab.json"  # beside the weights: which tokenizer they were trained with
 

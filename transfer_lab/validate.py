@@ -272,5 +272,5 @@ def validate_analyze_config(cfg: DictConfig) -> None:
                     "atlas.reference_finetune_chars=1e4 (or null: the smallest D_F)")
     _optional_float(cfg, "predict.n", 0.0, math.inf, "predict.n=1e6")
     _optional_float(cfg, "predict.finetune_chars", 0.0, math.inf, "predict.finetune_chars=1e6")
-    for key in ("plots", "html", "wandb.enabled"):
+    for key in ("plots", "pdf", "html", "wandb.enabled"):
         _flag(cfg, key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from transfer_lab.analysis import collect
@@ -102,7 +103,8 @@ def run_cli(cfg) -> None:
         print(format_prediction(predict(res, float(n), float(d_f), _get(cfg, "predict.law", "transfer"))))
         return
     res = run_analysis(coll, make_plots=bool(_get(cfg, "plots", True)), report_dir=out,
-                       html=bool(_get(cfg, "html", True)), **kw)
+                       html=bool(_get(cfg, "html", True)), command=" ".join(["python analyze.py", *sys.argv[1:]]),
+                       pdf=bool(_get(cfg, "pdf", True)), **kw)
     print(f"sweep {res.sweep}: {len(res.table)} runs, {int(res.table['excluded'].sum())} excluded, "
           f"{sum(f.ok for f in res.fits.values())} of {len(res.fits)} global fits done "
           f"in {res.timings.get('total_s', 0):.1f} s → {out / 'report.md'}")

@@ -76,7 +76,8 @@ def _main_budget(ft: pd.DataFrame) -> float:
 def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, seed: int = 0,
                  ci: float = 0.95, huber: float | None = None, method: str = "interp",
                  low_data_fraction: float | None = 0.1, report_dir: str | Path | None = None,
-                 html: bool = True, loss: str = "per_char", monotone_tolerance: float = 0.003) -> AnalysisResult:
+                 html: bool = True, loss: str = "per_char", monotone_tolerance: float = 0.003,
+                 command: str | None = None, pdf: bool = True) -> AnalysisResult:
     """Analyse a sweep: `source` is a Collection, a tidy DataFrame (collect.COLUMNS) or a sweep
     folder. Writes the report only when `report_dir` is given (plots when make_plots)."""
     t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
     res = AnalysisResult(sweep=sweep, table=table, notes=notes,
                          settings={"n_bootstrap": n_bootstrap, "seed": seed, "ci": ci, "huber": huber,
                                    "method": method, "low_data_fraction": low_data_fraction, "loss": loss,
-                                   "monotone_tolerance": monotone_tolerance})
+                                   "monotone_tolerance": monotone_tolerance, "command": command, "pdf": pdf})
     _check_measurement(res, monotone_tolerance)
     table = res.table
     usable = table[~table["excluded"]]

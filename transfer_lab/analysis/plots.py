@@ -16,11 +16,12 @@ import numpy as np  # noqa: E402
 from transfer_lab.analysis import laws  # noqa: E402
 
 
-def _save(fig, out: Path, name: str) -> Path:
+def _save(fig, out: Path, name: str, res) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{name}.png"
     fig.savefig(png, dpi=110, bbox_inches="tight")
-    fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
+    if res.settings.get("pdf", True):  # off for the light reports committed under docs/results
+        fig.savefig(out / f"{name}.pdf", bbox_inches="tight")
     plt.close(fig)
     return png
 
@@ -51,7 +52,7 @@ def loss_vs_data(res, out: Path, loss_label: str):
     ax.set(xscale="log", xlabel="characters of target data (D for scratch, D_F for fine-tuned)",
            ylabel=loss_label, title="Loss vs target data (cf. Hernandez et al. Fig. 1/3)")
     ax.legend(fontsize=6, ncol=2)
-    return _save(fig, out, "loss_vs_data")
+    return _save(fig, out, "loss_vs_data", res)
 
 
 def _transfer_curve(ax, fit, group, n, color, quantity) -> None:
@@ -95,7 +96,7 @@ def dt_vs_df(res, out: Path):
         title += f"\nfit: k={p['k']:.3g}, α={p['alpha']:.3f}, β={p['beta']:.3f}"
     ax.set(xscale="log", yscale="log", xlabel="D_F (characters)", ylabel="D_T = D_E − D_F (characters)", title=title)
     ax.legend(fontsize=7)
-    return _save(fig, out, "dt_vs_df")
+    return _save(fig, out, "dt_vs_df", res)
 
 
 def multiplier(res, out: Path):
@@ -110,7 +111,7 @@ def multiplier(res, out: Path):
     ax.set(xscale="log", yscale="log", xlabel="D_F (characters)", ylabel="effective data multiplier (D_F+D_T)/D_F",
            title="Effective data multiplier")
     ax.legend(fontsize=7)
-    return _save(fig, out, "multiplier")
+    return _save(fig, out, "multiplier", res)
 
 
 def loss_vs_compute(res, out: Path, loss_label: str):
@@ -129,7 +130,7 @@ def loss_vs_compute(res, out: Path, loss_label: str):
                title=("with" if with_pre else "without") + " pre-training compute (o: scratch)")
     axes[0].set_ylabel(loss_label)
     axes[0].legend(fontsize=6)
-    return _save(fig, out, "loss_vs_compute")
+    return _save(fig, out, "loss_vs_compute", res)
 
 
 def predicted_vs_observed(res, out: Path):
@@ -154,7 +155,7 @@ def predicted_vs_observed(res, out: Path):
     for ax in axes.ravel()[len(items):]:
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, out, "predicted_vs_observed")
+    return _save(fig, out, "predicted_vs_observed", res)
 
 
 def make_all(res, out: Path, loss_label: str = "loss (nats/char)") -> list[tuple[str, Path]]:

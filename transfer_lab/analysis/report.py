@@ -105,6 +105,11 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
          f"bootstrap: {s['n_bootstrap']} resamples of whole runs, seed {s['seed']}, {s['ci']:.0%} percentile "
          f"intervals; Huber δ: {s['huber']}; D_E method: {s['method']}; low-data cut: D_F ≤ "
          f"{s['low_data_fraction']}·D(N).", ""]
+    experiments = sorted({e for e in t.get("experiment", []) if isinstance(e, str) and e})
+    if s.get("command"):
+        train = (f"`python train.py -m experiment={experiments[0]}`" if len(experiments) == 1
+                 else "the sweep's `python train.py -m ...` commands")
+        L += [f"Reproduce: {train}, then `{s['command']}` (runs already finished are skipped).", ""]
     counts = t["regime"].value_counts().to_dict()
     L += [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
           f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}.", ""]
@@ -183,12 +188,38 @@ def headline(res: AnalysisResult) -> list[str]:
                    "often enough to interpolate D_E. `analyze.py action=plan` prints the runs that would fix it.")
     for line in res.unidentified:
         out.append(f"- {line}")
+    out += [""] + transfer_at_a_glance(res)
     if res.trade:
         tci = res.trade.get("factor_ci")
         out.append(f"- Trade (interpolated law): 10× N transfers as much as {_g(res.trade['factor'])}× D_F "
                    f"(10^(β/α){', interval ' + f'[{_g(tci[0])}, {_g(tci[1])}]' if tci else ''}); the anchor's "
                    "10^(0.38/0.18) ≈ 129×.")
     return out
+
+
+def transfer_at_a_glance(res: AnalysisResult) -> list[str]:
+    """D_T measured at each (N, D_F) (interpolated, or model-based marked †), and whether fine-tuning
+    beats training from scratch on the same D_F at each N."""
+    t = res.table
+    ft = t[(t["regime"] == "finetune") & ~t["excluded"] & t["D_T"].notna()]
+    if not len(ft):
+        return []
+    ft = ft.assign(mark=np.where(ft["D_E_method"] == "interpolated", "", "†"))
+    cells = ft.groupby(["N", "D_F"]).agg(D_T=("D_T", "mean"), mark=("mark", "max")).reset_index()
+    d_fs = sorted(cells["D_F"].unique())
+    rows = []
+    for n, g in cells.groupby("N"):
+        by = {r.D_F: f"{_g(r.D_T)}{r.mark}" for r in g.itertuples()}
+        rows.append([_g(n)] + [by.get(d, "—") for d in d_fs])
+    out = ["Effective data transferred D_T (characters) by model size N and fine-tuning data D_F "
+           "(† model-based: the fine-tuned loss lies outside that N's from-scratch range):", ""]
+    out += md_table(["N \\ D_F"] + [_g(d) for d in d_fs], rows)
+    small = t[(t["regime"] == "finetune") & ~t["excluded"] & (t["D_F"] == t.loc[t["regime"] == "finetune", "D_F"].min())]
+    beats = [f"N={_g(r.N)}: {_g(r.loss, 4)} vs {_g(r.scratch_loss_at_D_F, 4)}" for r in small.itertuples()
+             if np.isfinite(r.scratch_loss_at_D_F)]
+    if beats:
+        out.append(f"At the smallest D_F = {_g(small['D_F'].iloc[0])}, fine-tuned vs from-scratch loss: {'; '.join(beats)}.")
+    return out + [""]
 
 
 def measurement_checks(res: AnalysisResult) -> list[str]:
