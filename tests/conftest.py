@@ -24,7 +24,7 @@ TINY = [
     "data.source=fortunes_en", "data.target=python_small", "data.val_tokens=2048",
     "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.n_ctx=64",
     "tokenizer.vocab_size=300", "tokenizer.train_chars=2e5",
-    "optim.batch_size=8", "optim.val_batch_size=32", "optim.max_steps=300", "optim.val_every_n_steps=10",
+    "optim.batch_size=8", "optim.val_batch_size=32", "optim.max_steps=600", "optim.val_every_n_steps=10", "optim.lr=3e-3",
     "optim.warmup_steps=5", "optim.patience=3", "optim.patience_fraction=0", "finetune.lr=3e-3",
     "pretrain.tokens=1e4", "trainer.log_every_n_steps=5", "data.finetune_chars=1e4",
 ]

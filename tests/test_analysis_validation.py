@@ -63,7 +63,7 @@ def test_a_narrow_size_range_leaves_beta_unidentified_and_plan_adds_a_size(tmp_p
     tr = res.fit("transfer")
     lo, hi = tr.ci["beta"]
     assert lo <= 0 <= hi or hi - lo > 0.5  # over a 4× range of N, β is not pinned down...
-    assert any(line.startswith("transfer law: beta is not identified") for line in res.unidentified)  # ...and it says so
+    assert any(line.startswith("transfer law: β is not identified") for line in res.unidentified)  # ...and it says so
     plan = plan_runs(res, coll)
     assert any("add a larger size" in f for f in plan.findings)
     assert any("model.n_layer=" in c and "model.n_embd=" in c for c in plan.commands)

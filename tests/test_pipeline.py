@@ -55,8 +55,10 @@ class Killed(BaseException):
     """Stands in for a kill: not an Exception, so nothing records it as a failure."""
 
 
-def test_interrupted_run_resumes_to_the_same_result(compose_cfg, monkeypatch):
-    reference_cfg = compose_cfg("regime=scratch", "sweep=reference")
+def test_interrupted_run_resumes_to_the_same_result(compose_cfg, monkeypatch, tmp_path):
+    # the reference trains under its own output root: in the same one, the killed sweep would
+    # reuse its finished twin (same key) instead of training
+    reference_cfg = compose_cfg("regime=scratch", "sweep=reference", f"paths.output_root={tmp_path}/reference")
     assert run_job(reference_cfg) == "done"
     reference = next(iter(runs_of(reference_cfg).values()))
 
@@ -83,9 +85,9 @@ def test_interrupted_run_resumes_to_the_same_result(compose_cfg, monkeypatch):
     assert val_steps == sorted(set(val_steps)), "points logged after the checkpoint must not repeat"
 
 
-def test_same_seed_same_config_same_result(compose_cfg):
+def test_same_seed_same_config_same_result(compose_cfg, tmp_path):
     a = compose_cfg("regime=scratch", "sweep=a", "seed=3")
-    b = compose_cfg("regime=scratch", "sweep=b", "seed=3")
+    b = compose_cfg("regime=scratch", "sweep=b", "seed=3", f"paths.output_root={tmp_path}/b")  # trained again, not reused
     run_job(a), run_job(b)
     (ra,), (rb,) = runs_of(a).values(), runs_of(b).values()
     assert ra.run_key == rb.run_key
@@ -118,3 +120,47 @@ def test_wandb_offline_logs_every_run_and_never_the_key(compose_cfg, monkeypatch
     assert leaked == []
     (result,) = runs_of(cfg).values()
     assert json.dumps(result.config).count("wandb") >= 1  # the logger config is recorded, the key is not
+
+
+def test_a_run_ends_at_a_converged_early_stopping_point_scored_on_the_whole_set(compose_cfg):
+    from transfer_lab.analysis import collect_local
+
+    cfg = compose_cfg("regime=scratch", "sweep=conv", "data.stopping_val_tokens=512")
+    assert run_job(cfg) == "done"
+    (run,) = runs_of(cfg).values()
+    s = run.schedule
+    assert run.converged and run.stop_reason == "early_stop" and run.steps < s["max_steps"]
+    assert run.lr_decays == 2 and run.best_step > s["warmup_steps"]  # annealed twice, best after warm-up
+    curve = records.read_metrics(Path(cfg.paths.sweep_dir) / "runs" / run.run_key)
+    lrs = [row["lr"] for row in curve if row["split"] == "train"]
+    assert max(lrs) == pytest.approx(s["lr"]) and lrs[-1] == pytest.approx(s["lr"] * 0.1, rel=1e-3)  # at the floor
+    vals = [row["loss"] for row in curve if row["split"] == "val"]
+    # early stopping watched a quarter of the set; the result is the whole set at that point
+    assert min(vals) == pytest.approx(run.best_stopping_val_loss)
+    assert run.best_val_loss != pytest.approx(run.best_stopping_val_loss, abs=1e-6)
+    assert run.val_tokens == 2047 and 0 < run.best_val_loss_per_char < run.best_val_loss
+
+    capped = compose_cfg("regime=scratch", "sweep=conv", "data.finetune_chars=2e4", "optim.max_steps=20")
+    assert run_job(capped) == "done"
+    cut = next(r for r in runs_of(cfg).values() if r.finetune_chars > 1.5e4)
+    assert cut.converged is False and cut.stop_reason == "max_steps" and "ceiling" in cut.not_converged_why
+    table = collect_local(Path(cfg.paths.output_root), "conv").table.set_index("run_key")
+    assert not table.loc[run.run_key, "excluded"]
+    assert table.loc[cut.run_key, "excluded"] and "raise optim.max_steps" in table.loc[cut.run_key, "reason"]
+
+
+def test_a_run_finished_in_another_sweep_is_reused_not_retrained(compose_cfg, monkeypatch):
+    import transfer_lab.pipeline as pipeline
+
+    first = compose_cfg("regime=scratch", "sweep=first")
+    assert run_job(first) == "done"
+    (done,) = runs_of(first).values()
+    monkeypatch.setattr(pipeline, "load_run_data", lambda *a, **k: pytest.fail("a reused run must not load data"))
+    second = compose_cfg("regime=scratch", "sweep=second")
+    assert run_job(second) == "skipped"
+    (copy,) = runs_of(second).values()
+    assert copy.run_key == done.run_key and copy.sweep == "second" and copy.best_val_loss == done.best_val_loss
+    folder = Path(second.paths.sweep_dir) / "runs" / copy.run_key
+    assert (folder / records.METRICS_FILE).read_text() == (
+        Path(first.paths.sweep_dir) / "runs" / done.run_key / records.METRICS_FILE).read_text()
+    assert run_job(second) == "skipped"  # and now it is this sweep's own finished run

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 import math
 import shutil
 import time
 import traceback
+import warnings
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,7 +92,8 @@ def stopping_rule(cfg: DictConfig) -> StoppingRule:
     o = cfg.optim
     own = {k: v for k, v in cfg.finetune.items() if v is not None} if cfg.regime == "finetune" else {}
     return StoppingRule(lr=float(own.get("lr", o.lr)), warmup_steps=int(own.get("warmup_steps", o.warmup_steps)),
-                        warmup_epochs=float(o.warmup_epochs), kind=str(o.schedule), decay=float(o.decay), min_lr_ratio=float(o.min_lr_ratio),
+                        warmup_epochs=float(o.warmup_epochs), kind=str(o.schedule), decay=float(o.decay),
+                        min_lr_ratio=float(o.min_lr_ratio),
                         patience=int(o.patience), patience_fraction=float(o.patience_fraction),
                         min_rel_improvement=float(o.min_rel_improvement), val_every_epochs=float(o.val_every_epochs),
                         min_val_every_n_steps=int(o.min_val_every_n_steps), val_every_n_steps=int(o.val_every_n_steps),
@@ -229,6 +230,31 @@ def start_record(cfg: DictConfig, run_dir: Path) -> None:
     (run_dir / records.CONFIG_FILE).write_text(OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True))))
 
 
+def finished_elsewhere(sweeps_dir: Path, key: str) -> Path | None:
+    """A finished run with this key in another sweep: the key hashes everything that defines the
+    run and nothing of the sweep's name, so it is the same run (e.g. a study sharing the demo's cells)."""
+    for folder in sorted(sweeps_dir.glob(f"*/runs/{key}")):
+        try:
+            if records.read_result(folder).status == STATUS_DONE:
+                return folder
+        except UserError:
+            continue  # a torn or foreign record elsewhere is that sweep's business
+    return None
+
+
+def reuse_run(donor: Path, run_dir: Path, sweep: str) -> None:
+    """Copy a finished run folder into this sweep (staged, then renamed into place); its record
+    names this sweep, its metrics and config stay as they were measured."""
+    staging = run_dir.parent / f".{run_dir.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(donor, staging, ignore=shutil.ignore_patterns(CHECKPOINT_DIR, ".*.tmp"))
+    result = records.read_result(staging)
+    result.sweep = sweep
+    records.write_result(staging, result)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    staging.rename(run_dir)
+
+
 def run_job(cfg: DictConfig) -> str:
     """Run one job; returns 'done', 'skipped' or 'failed'. UserError escapes (train.py exits 2)."""
     validate_config(cfg)
@@ -244,6 +270,10 @@ def run_job(cfg: DictConfig) -> str:
         if previous.status == STATUS_DONE:
             log.info("skipped %s: already done (best val %.4f nats/token)", key, previous.best_val_loss)
             return "skipped"
+    elif cfg.regime != "pretrain" and (donor := finished_elsewhere(Path(cfg.paths.output_root) / "sweeps", key)):
+        reuse_run(donor, run_dir, cfg.sweep)
+        log.info("skipped %s: the same run finished in sweep %s (copied)", key, donor.parents[1].name)
+        return "skipped"
     started = time.perf_counter()
     init_from = cfg.pretrain.get("init_from")
     need_source = cfg.regime == "pretrain" or (cfg.regime == "finetune" and not init_from)

@@ -106,4 +106,5 @@ def fixed_budget(lr: float, warmup_steps: int, budget_steps: int, min_lr_ratio: 
     """Pre-training: warm-up and a cosine over the budget; a plateau on the source stops it early."""
     return Schedule(lr=lr, warmup_steps=min(warmup_steps, budget_steps), min_lr_ratio=min_lr_ratio,
                     max_steps=budget_steps, val_every_n_steps=min(val_every_n_steps, budget_steps),
-                    patience=patience, min_rel_improvement=min_rel_improvement, decay=None, horizon_steps=budget_steps, fixed_budget=True)
+                    patience=patience, min_rel_improvement=min_rel_improvement, decay=None,
+                    horizon_steps=budget_steps, fixed_budget=True)

@@ -77,7 +77,8 @@ def load_local(sweep_path: Path) -> tuple[list[records.RunResult], list[dict]]:
     """Every run folder's record; folders without results.json come back as 'missing' rows."""
     runs_dir = Path(sweep_path) / "runs"
     found, missing = [], []
-    folders = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
+    # hidden folders are staging copies a kill may leave (pipeline.reuse_run), not runs
+    folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs_dir.is_dir() else []
     for folder in folders:
         if not (folder / records.RESULTS_FILE).exists():
             missing.append({"run_key": folder.name, "sweep": Path(sweep_path).name, "regime": "",

@@ -34,8 +34,21 @@ def _health(name: str, table: pd.DataFrame, tolerance: float) -> list:
     return [name, len(target), capped, not_converged, len(found), f"{hours:.2f}"], found
 
 
+def common_cells(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Each sweep's runs at the cells (regime, N, D) that every sweep has: like against like."""
+    keys = [set(map(tuple, t.loc[t["regime"].isin(collect.FIT_REGIMES), CELL].to_numpy().tolist())) for t in tables.values()]
+    shared = set.intersection(*keys) if keys else set()
+    return {name: t[[tuple(row) in shared or regime not in collect.FIT_REGIMES
+                     for row, regime in zip(t[CELL].to_numpy().tolist(), t["regime"])]]
+            for name, t in tables.items()}
+
+
 def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -> tuple[str, pd.DataFrame]:
+    if by is None and len(tables) > 1:
+        tables = common_cells(tables)
     lines = ["# Comparison: " + ", ".join(f"`{n}`" for n in tables), ""]
+    if by is None and len(tables) > 1:
+        lines += ["On the cells (regime, N, D) that every sweep has.", ""]
     rows, found_all = [], {}
     for name, t in tables.items():
         row, found = _health(name, t, tolerance)
@@ -58,19 +71,30 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
         frames.append(done)
     long = pd.concat(frames)
     wide = long.pivot_table(index=CELL, columns="group", values="bits_per_char", aggfunc="mean").sort_index()
-    groups = list(dict.fromkeys(long["group"]))
+    # a run that did not converge is shown (marked †) but is no measurement: it never wins a row
+    valid = long[long["converged"] != False].pivot_table(  # noqa: E712 - True/False/None
+        index=CELL, columns="group", values="bits_per_char", aggfunc="mean").reindex(index=wide.index, columns=wide.columns)
+    unconverged = long[long["converged"] == False].groupby(CELL + ["group"]).size()  # noqa: E712
+    groups = list(dict.fromkeys(long["group"] if by is None else long.sort_values(by)["group"]))
     wide = wide[groups]
     title = "Best validation loss (bits/char) per cell" + (f", by {by}" if by else "") + \
             ("; the lowest in each row in bold" if by else "")
     lines += ["## " + title, ""]
     table_rows = []
     for (regime, n, d), vals in wide.iterrows():
-        best = np.nanmin(vals.to_numpy(float)) if by and vals.notna().any() else None
-        cells = [("**%.4f**" if best is not None and v == best else "%.4f") % v if np.isfinite(v) else "—" for v in vals]
+        ok = valid.loc[(regime, n, d)]
+        best = np.nanmin(ok.to_numpy(float)) if by and ok.notna().any() else None
+        cells = []
+        for group, v in vals.items():
+            text = ("**%.4f**" if best is not None and ok[group] == best else "%.4f") % v if np.isfinite(v) else "—"
+            cells.append(text + ("†" if (regime, n, d, group) in unconverged.index else ""))
         table_rows.append([regime, f"{n:.3g}", f"{d:.3g}", *cells])
     lines += md_table(["regime", "N", "D", *groups], table_rows)
+    if len(unconverged):
+        lines.append("† not converged (reached the step ceiling, or best point inside warm-up): not a measurement, "
+                     "never the best of its row.")
     if by:
-        wins = wide.idxmin(axis=1).value_counts()
+        wins = valid.idxmin(axis=1).value_counts()
         lines.append("Lowest loss, cells per value: " + ", ".join(f"{g}: {wins.get(g, 0)}" for g in groups) + ".")
     elif len(groups) == 2:
         a, b = groups

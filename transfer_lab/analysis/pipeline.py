@@ -259,8 +259,9 @@ def _identification(res: AnalysisResult) -> None:
                 continue
             if lo <= 0 <= hi or hi - lo > 0.5:
                 extra = f" over {n_sizes} size(s) in the interpolated fit" if name == "beta" and law == "transfer" else ""
+                symbol = {"alpha": "α", "beta": "β"}[name]
                 res.unidentified.append(
-                    f"{law} law: {name} is not identified (95% interval [{lo:.3g}, {hi:.3g}] "
+                    f"{law} law: {symbol} is not identified ({res.settings['ci']:.0%} interval [{lo:.3g}, {hi:.3g}] "
                     f"{'covers 0' if lo <= 0 <= hi else 'is wider than 0.5'}); it is set by {why}{extra}; "
                     "analyze.py action=plan lists the runs that would narrow it")
 

@@ -179,8 +179,9 @@ def headline(res: AnalysisResult) -> list[str]:
     rows.append(["anchor: Hernandez et al. text→python", _g(anchor["k"]), _g(anchor["alpha"]), _g(anchor["beta"]), ""])
     out = md_table(["D_T = k·D_F^α·N^β", "k", "α", "β", "points"], rows)
     if res.agreement:
-        agree = [name for name, ok in res.agreement.items() if ok]
-        differ = [name for name, ok in res.agreement.items() if not ok]
+        greek = {"k": "k", "alpha": "α", "beta": "β"}
+        agree = [greek[name] for name, ok in res.agreement.items() if ok]
+        differ = [greek[name] for name, ok in res.agreement.items() if not ok]
         out.append(f"- The two agree within their {res.settings['ci']:.0%} intervals on "
                    f"{', '.join(agree) or 'none of k, α, β'}" + (f"; they differ on {', '.join(differ)}." if differ else "."))
     elif res.fit("unified") is not None and res.fit("transfer") is None:

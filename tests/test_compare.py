@@ -1,0 +1,37 @@
+"""analyze.py action=compare on synthetic sweeps: health side by side, and one sweep pivoted by lr."""
+
+import pandas as pd
+
+import analysis_synth as syn
+from transfer_lab.analysis import compare as cmp
+from transfer_lab.analysis.collect import collect_local
+
+
+def test_two_sweeps_side_by_side_count_capped_runs_and_rising_curves(tmp_path):
+    good = syn.make_runs("new", ns=(1e5, 1e6), scratch_ds=(1e4, 1e5, 1e6), finetune_ds=(1e4, 1e5), extras=False)
+    old = syn.make_runs("old", ns=(1e5, 1e6), scratch_ds=(1e4, 1e5, 1e6), finetune_ds=(1e4, 1e5), extras=False)
+    old[1].stop_reason, old[1].converged = "max_steps", False  # one run cut off by its cap
+    old[1].not_converged_why = "reached the ceiling"
+    old[2].best_val_loss_per_char = old[0].best_val_loss_per_char * 1.05  # D=1e6 worse than D=1e4: a rise
+    syn.write_runs(tmp_path, "new", good)
+    syn.write_runs(tmp_path, "old", old)
+    md, wide = cmp.compare({"old": collect_local(tmp_path, "old").table, "new": collect_local(tmp_path, "new").table},
+                           None, 0.003)
+    health = md.split("## Health")[1].split("## Best")[0]
+    assert "| old | 10 | 1 | 1 | 1 |" in health and "| new | 10 | 0 | 0 | 0 |" in health
+    assert len(wide) == 10 and list(wide.columns[-2:]) == ["old", "new"]
+    assert "`new` against `old` on the 10 cells" in md
+
+
+def test_one_sweep_by_lr_marks_the_best_value_per_cell(tmp_path):
+    runs = []
+    for lr, factor in ((1e-3, 1.02), (3e-3, 1.0), (1e-2, 1.01)):
+        for r in syn.make_runs("lr", ns=(1e5,), scratch_ds=(), finetune_ds=(3e4, 3e5), extras=False):
+            r.run_key, r.schedule = f"{r.run_key}-lr{lr:g}", {"lr": lr}
+            r.best_val_loss_per_char *= factor
+            runs.append(r)
+    syn.write_runs(tmp_path, "lr", runs)
+    md, wide = cmp.compare({"lr": collect_local(tmp_path, "lr").table}, "lr", 0.003)
+    assert list(wide.columns[-3:]) == ["lr=0.001", "lr=0.003", "lr=0.01"]  # in the order of the values
+    assert md.count("**") == 2 * 2 and "lr=0.003: 2" in md  # the lowest of each row in bold
+    assert isinstance(wide, pd.DataFrame)
