@@ -199,3 +199,23 @@ def test_a_cell_rerun_with_other_settings_keeps_only_the_newest_run():
     assert table.loc["old", "excluded"] and "superseded by new" in table.loc["old", "reason"]
     assert not table.loc["new", "excluded"]
     assert not table.loc["other-cell", "excluded"]
+
+
+def test_a_learning_rate_grid_keeps_each_cells_best_converged_rate():
+    from transfer_lab.analysis.collect import records_to_table
+    from transfer_lab.records import RunResult
+
+    def run(key, lr, loss, converged=True, chars=10_000):
+        return RunResult(run_key=key, sweep="s", regime="scratch", status="done", non_embedding_params=1000,
+                         finetune_chars=chars, best_val_loss=loss, best_val_loss_per_char=loss / 2, tokenizer="t",
+                         val_set="v", schedule={"lr": lr}, converged=converged,
+                         stop_reason="early_stop" if converged else "max_steps",
+                         finished_at=f"2026-01-0{int(lr * 1000)}T00:00:00+00:00")
+
+    table = records_to_table([run("fast", 1e-2, 3.0), run("slow", 3e-3, 2.8), run("capped", 1e-3, 2.6, converged=False),
+                              run("big", 1e-2, 2.0, chars=1e6), run("big-slow", 3e-3, 2.1, chars=1e6)], "s").table
+    table = table.set_index("run_key")
+    assert not table.loc["slow", "excluded"]  # the best converged rate of its cell, not the newest
+    assert table.loc["fast", "excluded"] and "learning-rate grid: lr=0.01" in table.loc["fast", "reason"]
+    assert table.loc["capped", "excluded"] and table.loc["capped", "reason"].startswith("not converged")
+    assert not table.loc["big", "excluded"] and table.loc["big-slow", "excluded"]  # another cell, another rate

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import pandas as pd
 
 import analysis_synth as syn
@@ -35,3 +37,21 @@ def test_atlas_recovers_each_directed_pair_and_writes_its_report(tmp_path):
     for name in ("alpha", "multiplier"):
         assert (out / "plots" / f"{name}.png").exists() and (out / "plots" / f"{name}.pdf").exists()
     assert json.loads((out / "atlas.json").read_text())["pairs"][0]["source"] in {"de", "en", "py"}
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["data.source=english,klingon"], "klingon"),  # an unknown corpus
+    (["data.source=english", "data.target=english"], "two corpora"),  # a single corpus: no pair
+    (["data.source=english,german,english"], "more than once"),  # duplicates
+    (["data.source=english,german", "data.target=english,german", "tokenizer.train_on=null"],
+     "tokenizer.train_on"),  # a BPE per source: pairs would not share a tokenizer
+    (["data.source=english,german", "data.target=english,german", "tokenizer.vocab_size=512,1024"],
+     "different tokenizer settings"),
+])
+def test_a_bad_atlas_is_one_line_before_anything_trains(argv, named, capsys):
+    from transfer_lab.cli import check_sweep_cells
+
+    with pytest.raises(SystemExit) as exit_info:
+        check_sweep_cells(["-m", "experiment=atlas", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and named in err[0], err

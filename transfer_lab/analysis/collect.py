@@ -120,12 +120,27 @@ def _row(r: records.RunResult) -> dict:
     }
 
 
-def _mark_superseded(rows: list[dict]) -> None:
+def _mark_superseded(rows: list[dict], loss_col: str) -> None:
+    """One run per cell. Runs of a cell that differ only in learning rate are a learning-rate grid:
+    the cell's result is its best run (Hernandez et al. tuned nothing for fine-tuning; a grid per
+    cell takes the better rate where one rate cannot serve every subset). Otherwise they are the
+    same cell re-run with other settings: the newest is kept."""
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
         if not row["excluded"] and row["regime"] in FIT_REGIMES:
             cells.setdefault(tuple(str(row[c]) for c in CELL), []).append(row)
     for group in cells.values():
+        if len(group) < 2:
+            continue
+        rates = [row["lr"] for row in group]
+        if len(set(rates)) == len(group) and all(np.isfinite(rates)):
+            group.sort(key=lambda r: r[loss_col])
+            for other in group[1:]:
+                other["reason"] = (f"learning-rate grid: lr={other['lr']:g} reached {other[loss_col]:.4f}, "
+                                   f"lr={group[0]['lr']:g} ({group[0]['run_key']}) {group[0][loss_col]:.4f}; "
+                                   "the cell keeps its best rate")
+                other["excluded"] = True
+            continue
         group.sort(key=lambda r: (r.get("finished_at") or "", r["run_key"]))
         for old in group[:-1]:
             old["reason"] = f"superseded by {group[-1]['run_key']} (same cell, other settings; the newest is kept)"
@@ -175,7 +190,7 @@ def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per
         row["reason"] = _exclusion(row, loss_col)
         row["excluded"] = bool(row["reason"])
         rows.append(row)
-    _mark_superseded(rows)
+    _mark_superseded(rows, loss_col)
     for extra in extra_rows or []:
         rows.append({**{c: None for c in COLUMNS}, **extra})
     table = pd.DataFrame(rows, columns=COLUMNS)

@@ -190,11 +190,13 @@ def headline(res: AnalysisResult) -> list[str]:
     for line in res.unidentified:
         out.append(f"- {line}")
     out += [""] + transfer_at_a_glance(res)
-    if res.trade:
+    if res.trade and math.isfinite(res.trade["factor"]):
         tci = res.trade.get("factor_ci")
         out.append(f"- Trade (interpolated law): 10× N transfers as much as {_g(res.trade['factor'])}× D_F "
                    f"(10^(β/α){', interval ' + f'[{_g(tci[0])}, {_g(tci[1])}]' if tci else ''}); the anchor's "
                    "10^(0.38/0.18) ≈ 129×.")
+    elif res.trade:
+        out.append(f"- Trade 10^(β/α) not computed: the fitted α = {_g(res.trade['alpha'])} is not positive.")
     return out
 
 
