@@ -33,7 +33,10 @@ def test_a_paper_like_grid_recovers_the_law_inside_its_intervals(tmp_path, noise
     assert all(inside(res.fit("transfer")).values()), res.fit("transfer").ci
     assert all(inside(res.fit("unified")).values()), res.fit("unified").ci
     assert all(res.agreement.values())
-    assert not res.unidentified
+    if noise <= 0.003:  # at 1% noise on 5 sizes the interpolated α may honestly be too wide to call identified
+        assert not res.unidentified, res.unidentified
+    # the interval reflects the from-scratch runs too: their noise, read from the from-scratch law's residual
+    assert res.settings["scratch_run_noise"] >= noise * 0.5 and "from-scratch law" in res.settings["scratch_run_noise_from"]
 
 
 def test_a_matched_grid_is_model_based_and_plan_extends_the_scratch_grid(tmp_path):

@@ -83,3 +83,15 @@ def mark_violations(table: pd.DataFrame, found: list[Violation]) -> pd.DataFrame
         t.loc[hit, "excluded"] = True
         t.loc[hit, "reason"] = f"{FLAG_NON_MONOTONE}: {v.describe()}"
     return t
+
+
+def run_noise(rows: pd.DataFrame, smooth_rms: float | None = None, floor: float = 1e-3) -> tuple[float, str]:
+    """(the noise of one run's ln loss, where it comes from): measured between seeds where at
+    least 3 cells repeat; else the RMS residual of a smooth from-scratch law fitted to the same
+    runs (`smooth_rms`: an upper bound, its misfit included); never below `floor`."""
+    sigma, cells = seed_noise(rows)
+    if cells >= 3:
+        return max(sigma, floor), f"seed noise of {cells} repeated cells"
+    if smooth_rms is not None and np.isfinite(smooth_rms):
+        return max(smooth_rms, floor), "residual of the from-scratch law (no repeated seeds)"
+    return floor, "the floor (no repeated seeds, no from-scratch law)"

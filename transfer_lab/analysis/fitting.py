@@ -116,10 +116,13 @@ def batched_lm(model: Model, theta0: np.ndarray, data: dict, y: np.ndarray, w: n
                lo: np.ndarray, hi: np.ndarray, huber: float | None = None,
                max_iter: int = 200, ftol: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
     """Minimise Σ w·ρ(model − y) for B problems at once (Levenberg–Marquardt, box bounds by
-    projection, Huber by reweighting). theta0 (B, p), w (B, n) or (n,). Returns (theta, cost)."""
+    projection, Huber by reweighting). theta0 (B, p); w and y (B, n) or (n,): a bootstrap of
+    whole runs of both regimes gives each replicate its own targets. Returns (theta, cost)."""
     theta = np.clip(np.array(theta0, float), lo, hi)
     B, p = theta.shape
-    w = np.broadcast_to(w, (B, y.size)).astype(float)
+    n = y.shape[-1]
+    w = np.broadcast_to(w, (B, n)).astype(float)
+    y = np.broadcast_to(y, (B, n))
     pred = _evaluate(model, theta, data)
     cost = _cost(pred - y, w, huber)
     lam = np.full(B, 1e-3)
@@ -128,10 +131,10 @@ def batched_lm(model: Model, theta0: np.ndarray, data: dict, y: np.ndarray, w: n
     for _ in range(max_iter):
         if active.size == 0:
             break
-        th, pr, wa = theta[active], pred[active], w[active]
-        r = pr - y
+        th, pr, wa, ya = theta[active], pred[active], w[active], y[active]
+        r = pr - ya
         h = 1e-7 * np.maximum(1.0, np.abs(th))
-        J = np.empty((active.size, y.size, p))
+        J = np.empty((active.size, n, p))
         for j in range(p):
             tj = th.copy()
             tj[:, j] += h[:, j]
@@ -149,7 +152,7 @@ def batched_lm(model: Model, theta0: np.ndarray, data: dict, y: np.ndarray, w: n
             step = -(np.linalg.pinv(M) @ g[..., None])[..., 0]
         cand = np.clip(th + step, lo, hi)
         pc = _evaluate(model, cand, data)
-        cc = _cost(pc - y, wa, huber)
+        cc = _cost(pc - ya, wa, huber)
         old = cost[active]
         better = cc < old
         acc = active[better]
@@ -193,9 +196,13 @@ def _subset(data: dict, mask: np.ndarray) -> dict:
 
 def fit_law(spec: LawSpec, data: dict[str, np.ndarray], *, group: str = "", n_bootstrap: int = 1000,
             seed: int = 0, ci: float = 0.95, huber: float | None = None,
-            run_keys: list[str] | None = None) -> FitResult:
+            run_keys: list[str] | None = None, bootstrap_targets=None) -> FitResult:
     """Fit `spec` to `data` (dict of equal-length arrays holding spec.target); never raises for
-    bad data: a FitResult with status 'not fitted' and a message instead."""
+    bad data: a FitResult with status 'not fitted' and a message instead.
+
+    bootstrap_targets: (Y, W), each (B, n rows of `data`), replaces the resampling of rows: the
+    targets and weights of B replicates that resampled more than these rows (e.g. the from-scratch
+    runs a D_T was inverted through); W = 0 leaves a row out of a replicate."""
     res = FitResult(law=spec.name, title=spec.title, group=group, spec=spec, n_params=len(spec.params))
     y_all = np.asarray(data[spec.target], float)
     finite = np.isfinite(y_all)
@@ -237,12 +244,20 @@ def fit_law(spec: LawSpec, data: dict[str, np.ndarray], *, group: str = "", n_bo
     res.observed, res.predicted = y, res.evaluate(data)
     res.rms_log = float(np.sqrt(np.mean((res.predicted - y) ** 2)))
     res.status = "ok"
-    if n_bootstrap > 0:
+    if bootstrap_targets is not None:
+        y_boot, w_boot = (np.asarray(a, float)[:, finite] for a in bootstrap_targets)
+        w_boot = np.where(np.isfinite(y_boot), w_boot, 0.0)
+        y_boot = np.where(np.isfinite(y_boot), y_boot, 0.0)
+        bt, bc = batched_lm(spec.model, np.tile(res.theta, (len(y_boot), 1)), data, y_boot, w_boot, lo, hi, huber)
+        bc[w_boot.sum(axis=1) < p + 1] = np.inf  # a replicate with too few usable rows has no fit
+    elif n_bootstrap > 0:
         idx = rng.integers(0, n, size=(n_bootstrap, n))
         w = np.zeros((n_bootstrap, n))
         np.add.at(w, (np.repeat(np.arange(n_bootstrap), n), idx.ravel()), 1.0)
         bt, bc = batched_lm(spec.model, np.tile(res.theta, (n_bootstrap, 1)), data, y, w, lo, hi, huber)
+    if bootstrap_targets is not None or n_bootstrap > 0:
         res.boot_theta = bt[np.isfinite(bc)]
+    if res.boot_theta is not None and len(res.boot_theta):
         q = [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100]
         for j, par in enumerate(spec.params):
             lo_q, hi_q = np.percentile(par.to_report(res.boot_theta[:, j]), q)

@@ -148,7 +148,15 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
             res.messages.append("every fine-tuned point has D_T ≤ 0 (ossification: pre-training hurt at "
                                 "these sizes); the transfer law cannot be fitted")
         xt = data_of(fit_rows)
-        res.fits["transfer"] = fit_law(specs.transfer_spec(), xt, run_keys=list(fit_rows["run_key"]), **fit_kw)
+        smooth = [f.rms_log * np.sqrt(f.n_points / (f.n_points - f.n_params))
+                  for f in (res.fit("kaplan"), res.fit("chinchilla")) if f is not None and f.n_points > f.n_params]
+        noise, source = checks.run_noise(table[~table["excluded"] & (table["regime"] == "scratch")],
+                                         min(smooth) if smooth else None)
+        res.settings["scratch_run_noise"], res.settings["scratch_run_noise_from"] = noise, source
+        boot = (effective_data.bootstrap_transferred(table, fit_rows, n_bootstrap, seed, noise)
+                if n_bootstrap > 0 and method == "interp" and len(fit_rows) else None)
+        res.fits["transfer"] = fit_law(specs.transfer_spec(), xt, run_keys=list(fit_rows["run_key"]),
+                                       bootstrap_targets=boot, **fit_kw)
         _fit_appc(res, fit_rows, fit_kw)
     res.agreement = _agreement(res.fit("transfer"), res.fit("unified"))
     t2 = time.perf_counter()

@@ -26,6 +26,7 @@ LARGER_CORPUS = {"python": "github_python_hub", "german": "oscar_de_hub", "spani
 MARGIN = 3.0  # the scratch grid should reach this far past the largest D_E it must interpolate
 MIN_DECADES_N = 1.5  # β needs N to span this much (over a 4× range its interval covers both signs)
 MIN_DECADES_DF = 2.0
+MIN_FINETUNE_CHARS = 1e4
 
 
 @dataclass
@@ -135,13 +136,19 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
     span_d = math.log10(d_hi / d_lo) if d_lo > 0 else 0.0
     alpha = fit.ci.get("alpha") if fit is not None else None
     if alpha is not None and (alpha[0] <= 0 <= alpha[1] or alpha[1] - alpha[0] > 0.5 or span_d < MIN_DECADES_DF):
-        new = [d for d in protocol.log_grid(max(d_lo / 10, 1e3), d_hi * 10) if d < d_lo or d > d_hi]
+        # below 1e4 characters a subset is a fraction of one document: extend upwards
+        new = [d for d in protocol.log_grid(max(d_lo / 10, MIN_FINETUNE_CHARS), d_hi * 10) if d < d_lo or d > d_hi]
         corpus_chars = float(ft["target_corpus_chars"].dropna().max()) if ft["target_corpus_chars"].notna().any() else np.inf
         new = [d for d in new if d <= corpus_chars]
         plan.findings.append(f"α's interval [{alpha[0]:.3g}, {alpha[1]:.3g}] with D_F spanning {span_d:.2f} decades "
-                             f"({d_lo:.3g}–{d_hi:.3g}): fine-tune at more D_F.")
+                             f"({d_lo:.3g}–{d_hi:.3g}): fine-tune at more D_F, with from-scratch runs a decade past them.")
         if new:
             plan.commands.append(f"{base} regime=finetune data.finetune_chars={_grid(new)}")
+            top = float(usable.loc[usable["regime"] == "scratch", "D_F"].max())
+            wanted = min(10 * max(new), corpus_chars)
+            more = [d for d in protocol.log_grid(top * 2.5, wanted) if d > top * 1.5] if wanted > top * 1.5 else []
+            if more:
+                plan.commands.append(f"{base} regime=scratch data.scratch_chars={_grid(more)}")
 
 
 def _seeds(plan: Plan, base: str, res, usable: pd.DataFrame) -> None:
