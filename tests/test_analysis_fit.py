@@ -1,7 +1,5 @@
 """Fits on synthetic sweeps generated from known laws: recovery, inversion, prediction, speed."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -120,13 +118,11 @@ def test_huber_option_resists_an_outlier():
     assert abs(robust.params["alpha"] - 0.3) < 0.01 < abs(plain.params["alpha"] - 0.3)
 
 
-def test_hundred_runs_thousand_bootstraps_take_seconds(tmp_path):
+def test_hundred_runs_with_a_thousand_bootstraps_fit_every_law(tmp_path):
+    """The size make bench times (figure 6); here only that every fit and resample comes back."""
     syn.make_sweep(tmp_path, noise=0.003, seed=1, extras=False)
     coll = collect_local(tmp_path)
     assert len(coll.table) == 100
-    t0 = time.perf_counter()
     res = run_analysis(coll, n_bootstrap=1000, make_plots=False)
-    elapsed = time.perf_counter() - t0
     assert all(f.ok for f in res.fits.values())
     assert len(res.fits["transfer"].boot_theta) >= 990
-    assert elapsed < 30, f"analysis of 100 runs with 1000 bootstraps took {elapsed:.1f} s"

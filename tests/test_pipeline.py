@@ -164,3 +164,25 @@ def test_a_run_finished_in_another_sweep_is_reused_not_retrained(compose_cfg, mo
     assert (folder / records.METRICS_FILE).read_text() == (
         Path(first.paths.sweep_dir) / "runs" / done.run_key / records.METRICS_FILE).read_text()
     assert run_job(second) == "skipped"  # and now it is this sweep's own finished run
+
+
+def test_a_run_stopped_by_its_ceiling_is_extended_by_a_higher_one(compose_cfg, tmp_path):
+    capped = compose_cfg("regime=scratch", "sweep=grow", "optim.max_steps=40")
+    assert run_job(capped) == "done"
+    (short,) = runs_of(capped).values()
+    assert short.converged is False and short.steps == 40
+    assert (Path(capped.paths.sweep_dir) / "runs" / short.run_key / "checkpoints" / "last.ckpt").exists()  # kept
+
+    higher = compose_cfg("regime=scratch", "sweep=grow", "optim.max_steps=600")
+    assert run_job(higher) == "done"
+    grown = next(r for r in runs_of(higher).values() if r.run_key != short.run_key)
+    assert grown.lineage == short.lineage and grown.converged and grown.steps > 40
+    curve = records.read_metrics(Path(higher.paths.sweep_dir) / "runs" / grown.run_key)
+    val_steps = [row["step"] for row in curve if row["split"] == "val"]
+    assert val_steps[0] == 10 and val_steps == sorted(set(val_steps))  # continued from step 40, not restarted
+
+    # the same as one run trained with the higher ceiling from the start (its own output root)
+    straight = compose_cfg("regime=scratch", "sweep=grow", "optim.max_steps=600", f"paths.output_root={tmp_path}/straight")
+    assert run_job(straight) == "done"
+    (reference,) = runs_of(straight).values()
+    assert grown.best_val_loss == pytest.approx(reference.best_val_loss, abs=1e-6) and grown.steps == reference.steps

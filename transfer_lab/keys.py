@@ -45,10 +45,7 @@ def pretrain_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
     return f"pretrain-L{cfg.model.n_layer}-d{cfg.model.n_embd}-{_digest(identity)}"
 
 
-def run_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
-    """Key of a job of any regime; a finetune's key includes the pre-trained model it starts from."""
-    if cfg.regime == "pretrain":
-        return pretrain_key(cfg, source_weights)
+def _run_identity(cfg: DictConfig, source_weights: dict[str, float]) -> dict:
     identity = {"regime": cfg.regime, "model": {k: cfg.model[k] for k in MODEL_KEYS},
                 "tokenizer": _plain(cfg.tokenizer), "seed": cfg.seed, "optim": _plain(cfg.optim),
                 "target": cfg.data.target, "finetune_chars": int(float(cfg.data.finetune_chars)),
@@ -57,5 +54,30 @@ def run_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
         identity["finetune"] = _plain(cfg.finetune)
         init_from = cfg.pretrain.get("init_from")
         identity["pretrained"] = str(init_from) if init_from else pretrain_identity(cfg, source_weights)
-    tag = compact_number(int(float(cfg.data.finetune_chars)))
-    return f"{cfg.regime}-L{cfg.model.n_layer}-d{cfg.model.n_embd}-df{tag}-{_digest(identity)}"
+    return identity
+
+
+def _prefix(cfg: DictConfig) -> str:
+    return f"{cfg.regime}-L{cfg.model.n_layer}-d{cfg.model.n_embd}-df{compact_number(int(float(cfg.data.finetune_chars)))}"
+
+
+def run_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
+    """Key of a job of any regime; a finetune's key includes the pre-trained model it starts from."""
+    if cfg.regime == "pretrain":
+        return pretrain_key(cfg, source_weights)
+    return f"{_prefix(cfg)}-{_digest(_run_identity(cfg, source_weights))}"
+
+
+def run_lineage(cfg: DictConfig, source_weights: dict[str, float]) -> str:
+    """The key without the step ceiling: under the plateau rule the ceiling changes where a run may
+    stop, never its trajectory, so runs of one lineage are one run extended (a cosine's horizon is
+    its ceiling: there the ceiling stays in)."""
+    identity = _run_identity(cfg, source_weights)
+    if identity["optim"].get("schedule", "plateau") == "plateau":
+        identity["optim"] = {k: v for k, v in identity["optim"].items() if k != "max_steps"}
+    return f"{_prefix(cfg)}-{_digest(identity)}"
+
+
+def key_prefix(cfg: DictConfig) -> str:
+    """The readable part of a run key (regime, shape, data size): runs that could share a lineage."""
+    return _prefix(cfg)

@@ -23,7 +23,7 @@ from transfer_lab.callbacks import DivergedError
 from transfer_lab.data import RunData, load_run_data, source_weights
 from transfer_lab.datamodule import TokenDataModule
 from transfer_lab.errors import ConfigError, UserError
-from transfer_lab.keys import pretrain_key, run_key
+from transfer_lab.keys import key_prefix, pretrain_key, run_key, run_lineage
 from transfer_lab.model import ModelShape, build_gpt2, count_params, flops_per_token, padded_vocab
 from transfer_lab.records import STATUS_DONE, STATUS_FAILED, RunResult
 from transfer_lab.schedule import Schedule, StoppingRule, fixed_budget, size_schedule
@@ -230,24 +230,33 @@ def start_record(cfg: DictConfig, run_dir: Path) -> None:
     (run_dir / records.CONFIG_FILE).write_text(OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True))))
 
 
-def finished_elsewhere(sweeps_dir: Path, key: str) -> Path | None:
-    """A finished run with this key in another sweep: the key hashes everything that defines the
-    run and nothing of the sweep's name, so it is the same run (e.g. a study sharing the demo's cells)."""
-    for folder in sorted(sweeps_dir.glob(f"*/runs/{key}")):
+def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: int) -> tuple[Path, str] | None:
+    """A run of this lineage in any sweep: ("reuse", folder) if it converged (a higher ceiling would
+    not have changed it; the key hashes nothing of the sweep's name), ("extend", folder) if it
+    stopped at a lower ceiling, or was interrupted, with a checkpoint to go on from."""
+    extend = None
+    for folder in sorted(sweeps_dir.glob(f"*/runs/{prefix}-*")):
         try:
-            if records.read_result(folder).status == STATUS_DONE:
-                return folder
+            found = records.read_result(folder)
         except UserError:
             continue  # a torn or foreign record elsewhere is that sweep's business
-    return None
+        if found.lineage != lineage and found.run_key != key:
+            continue
+        if found.status == STATUS_DONE and found.converged is not False:
+            return folder, "reuse"
+        last = folder / CHECKPOINT_DIR / "last.ckpt"
+        if extend is None and last.exists() and (found.status != STATUS_DONE or found.steps < ceiling):
+            extend = (folder, "extend")
+    return extend
 
 
-def reuse_run(donor: Path, run_dir: Path, sweep: str) -> None:
-    """Copy a finished run folder into this sweep (staged, then renamed into place); its record
-    names this sweep, its metrics and config stay as they were measured."""
+def copy_run(donor: Path, run_dir: Path, sweep: str, with_checkpoints: bool) -> None:
+    """Copy a run folder into this sweep (staged, then renamed into place); its record names this
+    sweep; metrics, config and (to extend it) checkpoints stay as they were measured."""
     staging = run_dir.parent / f".{run_dir.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(donor, staging, ignore=shutil.ignore_patterns(CHECKPOINT_DIR, ".*.tmp"))
+    skip = [".*.tmp"] + ([] if with_checkpoints else [CHECKPOINT_DIR])
+    shutil.copytree(donor, staging, ignore=shutil.ignore_patterns(*skip))
     result = records.read_result(staging)
     result.sweep = sweep
     records.write_result(staging, result)
@@ -270,10 +279,20 @@ def run_job(cfg: DictConfig) -> str:
         if previous.status == STATUS_DONE:
             log.info("skipped %s: already done (best val %.4f nats/token)", key, previous.best_val_loss)
             return "skipped"
-    elif cfg.regime != "pretrain" and (donor := finished_elsewhere(Path(cfg.paths.output_root) / "sweeps", key)):
-        reuse_run(donor, run_dir, cfg.sweep)
-        log.info("skipped %s: the same run finished in sweep %s (copied)", key, donor.parents[1].name)
-        return "skipped"
+    elif cfg.regime != "pretrain":
+        lineage = run_lineage(cfg, weights)
+        found = predecessor(Path(cfg.paths.output_root) / "sweeps", key_prefix(cfg), key, lineage, int(cfg.optim.max_steps))
+        if found and found[1] == "reuse" and found[0].parents[1] == run_dir.parents[1]:
+            log.info("skipped %s: converged as %s in this sweep (a higher ceiling changes nothing)", key, found[0].name)
+            return "skipped"
+        if found and found[1] == "reuse":
+            copy_run(found[0], run_dir, cfg.sweep, with_checkpoints=False)
+            log.info("skipped %s: the same run finished in sweep %s (copied)", key, found[0].parents[1].name)
+            return "skipped"
+        if found:
+            copy_run(found[0], run_dir, cfg.sweep, with_checkpoints=True)
+            log.info("extending %s from %s (stopped below the ceiling optim.max_steps=%d)", key, found[0].name,
+                     int(cfg.optim.max_steps))
     started = time.perf_counter()
     init_from = cfg.pretrain.get("init_from")
     need_source = cfg.regime == "pretrain" or (cfg.regime == "finetune" and not init_from)
@@ -294,6 +313,7 @@ def run_job(cfg: DictConfig) -> str:
 
 def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
     result = base_result(cfg, key, run_data, shape)
+    result.lineage = run_lineage(cfg, source_weights(cfg))
     result.source_corpus = result.source_corpus if cfg.regime == "finetune" else None
     target = run_data.target
     result.target_corpus, result.val_set = str(cfg.data.target), target.id
@@ -325,7 +345,8 @@ def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
     kwargs = module_kwargs(cfg, shape, schedule, init_from=str(start_from) if start_from else None)
     train_and_record(cfg, run_dir, result, datamodule, kwargs, schedule)
     if result.status == STATUS_DONE:
-        shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the record is the result
+        if result.converged is not False:  # a run the ceiling stopped keeps them: a higher ceiling extends it
+            shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the record is the result
         log.info("done %s: best val %.4f nats/token = %.4f bits/char at step %d of %d (%s%s), %.1f s, %.0f tokens/s",
                  key, result.best_val_loss, result.best_val_bits_per_char, result.best_step, result.steps,
                  result.stop_reason, "" if result.converged else f"; NOT converged: {result.not_converged_why}",

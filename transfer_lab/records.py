@@ -39,6 +39,7 @@ class RunResult:
     run_key: str
     sweep: str
     regime: str  # pretrain | scratch | finetune
+    lineage: str = ""  # the run key without the step ceiling: one run, however far it was extended
     status: str = STATUS_RUNNING
     error: str | None = None
     # data
