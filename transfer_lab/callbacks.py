@@ -159,6 +159,10 @@ class PlateauSchedule(pl.Callback):
         self.best, self.since, self.wait = float(state["best"]), int(state["since"]), int(state["wait"])
         self.decays, self.stopped = int(state["decays"]), bool(state["stopped"])
 
+    def on_train_start(self, trainer, pl_module):
+        if self.stopped:  # resumed from the checkpoint of the validation that ended the run
+            trainer.should_stop = True
+
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return

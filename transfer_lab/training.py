@@ -74,16 +74,18 @@ def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedul
                            subset_tokens=datamodule.train_tokens,
                            val_chars_per_token=datamodule.stopping_val_data.chars_per_token,
                            log_every_n_steps=int(trainer_cfg.log_every_n_steps))
-    # last.ckpt (resume point) at every validation; best.ckpt (the early-stopping point) on improvement
-    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min",
-                                  save_top_k=1, save_last=True)
+    # best.ckpt (the early-stopping point) on improvement; last.ckpt (the resume point) at every
+    # validation: Lightning's save_last only writes it when best.ckpt is written, and a killed run
+    # would replay everything since its last improvement
+    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/loss", mode="min", save_top_k=1)
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     plateaus = PlateauSchedule(patience=schedule.patience, patience_fraction=schedule.patience_fraction,
-                               min_rel_improvement=schedule.min_rel_improvement, decay=schedule.decay, min_lr_ratio=schedule.min_lr_ratio,
-                               min_steps=schedule.warmup_steps)
+                               min_rel_improvement=schedule.min_rel_improvement, decay=schedule.decay,
+                               min_lr_ratio=schedule.min_lr_ratio, min_steps=schedule.warmup_steps)
     trainer = instantiate(
         trainer_cfg, precision=precision_for(trainer_cfg), max_steps=schedule.max_steps, max_epochs=-1,
         val_check_interval=schedule.val_every_n_steps, check_val_every_n_epoch=None, gradient_clip_val=gradient_clip,
-        callbacks=[recorder, plateaus, checkpoints], logger=logger if logger is not None else False,
+        callbacks=[recorder, plateaus, checkpoints, latest], logger=logger if logger is not None else False,
         plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
         enable_progress_bar=sys.stderr.isatty(), _convert_="object")
     pl.seed_everything(int(seed), verbose=False)  # same seed, same initial weights
