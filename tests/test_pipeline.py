@@ -172,6 +172,9 @@ def test_a_run_stopped_by_its_ceiling_is_extended_by_a_higher_one(compose_cfg, t
     (short,) = runs_of(capped).values()
     assert short.converged is False and short.steps == 40
     assert (Path(capped.paths.sweep_dir) / "runs" / short.run_key / "checkpoints" / "last.ckpt").exists()  # kept
+    legacy = records.read_result(Path(capped.paths.sweep_dir) / "runs" / short.run_key)
+    legacy.lineage = ""  # a record from before lineages: its lineage comes from its resolved config
+    records.write_result(Path(capped.paths.sweep_dir) / "runs" / short.run_key, legacy)
 
     higher = compose_cfg("regime=scratch", "sweep=grow", "optim.max_steps=600")
     assert run_job(higher) == "done"

@@ -240,7 +240,7 @@ def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: 
             found = records.read_result(folder)
         except UserError:
             continue  # a torn or foreign record elsewhere is that sweep's business
-        if found.lineage != lineage and found.run_key != key:
+        if (found.lineage or _lineage_of(found)) != lineage and found.run_key != key:
             continue
         if found.status == STATUS_DONE and found.converged is not False:
             return folder, "reuse"
@@ -248,6 +248,17 @@ def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: 
         if extend is None and last.exists() and (found.status != STATUS_DONE or found.steps < ceiling):
             extend = (folder, "extend")
     return extend
+
+
+def _lineage_of(record: RunResult) -> str:
+    """The lineage of a record written before records carried one, from its resolved config."""
+    if not record.config:
+        return ""
+    try:
+        cfg = OmegaConf.create(record.config)
+        return run_lineage(cfg, source_weights(cfg))
+    except Exception:  # noqa: BLE001 - a config of another version: no lineage, no reuse
+        return ""
 
 
 def copy_run(donor: Path, run_dir: Path, sweep: str, with_checkpoints: bool) -> None:
