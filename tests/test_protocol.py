@@ -53,6 +53,24 @@ def test_the_design_card_replaces_the_experiments_sizes_instead_of_crossing_them
     assert len(cells(params=demo)) == 3 + 3 * 6 + 3 * 4
 
 
+def test_a_scratch_only_command_line_trains_the_d_it_names():
+    demo = {"regime": "scratch,finetune", "data.finetune_chars": "1e4,3e4", "data.scratch_chars": "1e4,1e5,1e6"}
+    only = cells("regime=scratch", "data.finetune_chars=1e4,2e4", params=demo)
+    assert sorted(float(c.chars) for c in only) == [1e4, 2e4]
+    named = cells("regime=scratch", "data.finetune_chars=1e4,2e4", "data.scratch_chars=3e4", params=demo)
+    assert [float(c.chars) for c in named] == [3e4]
+    both = cells("data.finetune_chars=1e4,2e4", params=demo)  # a study: the experiment's scratch grid
+    assert sorted({float(c.chars) for c in both if c.regime == "scratch"}) == [1e4, 1e5, 1e6]
+
+
+def test_a_fixed_source_reaches_the_scratch_runs_a_swept_one_does_not():
+    # a BPE learned on the source serves the scratch runs too: a fixed source must reach them
+    fixed = cells("regime=scratch,finetune", "data.source=fortunes_en", "data.target=python_small")
+    assert all("data.source=fortunes_en" in c.rest for c in fixed)
+    swept = cells("regime=scratch,finetune", "data.source=english,german", "data.target=python")
+    assert all("data.source" not in " ".join(c.rest) for c in swept if c.regime == "scratch")
+
+
 def test_bad_sweeps_are_refused_on_the_plan():
     with pytest.raises(ValueError, match="more than once"):
         cells("data.source=english,english", "data.target=python")

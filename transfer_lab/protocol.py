@@ -83,11 +83,15 @@ def _line(key: str, value: str | None) -> str:
 
 
 def _shared(combos: list[dict], ignored: tuple[str, ...]) -> list[tuple[str, ...]]:
-    """The distinct jobs of a regime: keys it does not read are dropped, so what is shared is
-    planned (and trained) once, e.g. one scratch curve per target whatever the sources."""
+    """The distinct jobs of a regime: swept keys it does not read are dropped, so what is shared is
+    planned (and trained) once, e.g. one scratch curve per target whatever the sources. A fixed
+    value stays: it can still matter indirectly (a BPE learned on the one source serves the
+    scratch runs too)."""
+    swept = {k for k in (combos[0] if combos else {}) if len({c[k] for c in combos}) > 1}
     out = {}
     for combo in combos:
-        rest = tuple(_line(k, v) for k, v in combo.items() if not any(k == i or k.startswith(i + ".") for i in ignored))
+        rest = tuple(_line(k, v) for k, v in combo.items()
+                     if not (k in swept and any(k == i or k.startswith(i + ".") for i in ignored)))
         out.setdefault(rest, None)
     return list(out)
 
@@ -104,9 +108,17 @@ def _names_size(line: str) -> bool:
 def experiment_params(params: dict[str, str], command_line: list[str]) -> list[str]:
     """The experiment's sweeper params as override lines. Model sizes are one dimension: a command
     line that names sizes (model=... or model.<key>=...) replaces the experiment's sizes instead of
-    crossing with them, so `-m model.n_layer=2,4,8` means three sizes whatever the experiment sweeps."""
+    crossing with them, so `-m model.n_layer=2,4,8` means three sizes whatever the experiment sweeps.
+    Likewise a scratch-only command line's data.finetune_chars is its D grid."""
     sizes_given = any(_names_size(arg) for arg in command_line)
-    return [f"{key}={value}" for key, value in params.items() if not (sizes_given and _names_size(key))]
+    keys = {arg.partition("=")[0].lstrip("+~") for arg in command_line}
+    regimes = [arg.partition("=")[2] for arg in command_line if arg.partition("=")[0] == REGIME]
+    # `regime=scratch data.finetune_chars=a,b` trains from scratch at a and b: the command line's
+    # D is the scratch grid unless it names one, so the experiment's scratch grid does not apply
+    scratch_only = bool(regimes) and "finetune" not in regimes[-1].split(",")
+    own_grid = scratch_only and FINETUNE_GRID in keys and SCRATCH_GRID not in keys
+    return [f"{key}={value}" for key, value in params.items()
+            if not (sizes_given and _names_size(key)) and not (own_grid and key == SCRATCH_GRID)]
 
 
 def dimensions(overrides) -> dict[str, list[str]]:
