@@ -33,9 +33,16 @@ def test_mixed_tokenizers_and_duplicate_keys_are_refused(tmp_path):
     with pytest.raises(ResultsError, match="validation sets"):
         records_to_table(runs, "synth")
     runs = syn.make_runs(ns=(1e6,), extras=False)
-    runs.append(dataclasses.replace(runs[0]))
+    runs.append(dataclasses.replace(runs[0], best_val_loss=runs[0].best_val_loss * 1.01))
     with pytest.raises(ResultsError, match="duplicate run keys"):
         records_to_table(runs, "synth")
+    # the same run in two folders (reused under another ceiling's key) is one run, not an error
+    from transfer_lab import records
+    for i, r in enumerate(runs[:-1] + [runs[0]]):
+        folder = tmp_path / "sweeps" / "synth" / "runs" / f"{r.run_key}-{i}"
+        folder.mkdir(parents=True)
+        records.write_result(folder, r)
+    assert len(collect_local(tmp_path, "synth").table) == len(runs) - 1
 
 
 def test_corrupt_results_file_is_one_line_naming_it(tmp_path):
@@ -219,3 +226,20 @@ def test_a_learning_rate_grid_keeps_each_cells_best_converged_rate():
     assert table.loc["fast", "excluded"] and "learning-rate grid: lr=0.01" in table.loc["fast", "reason"]
     assert table.loc["capped", "excluded"] and table.loc["capped", "reason"].startswith("not converged")
     assert not table.loc["big", "excluded"] and table.loc["big-slow", "excluded"]  # another cell, another rate
+
+
+def test_a_run_its_ceiling_stopped_and_a_higher_one_extended_is_counted_once():
+    from transfer_lab.analysis.collect import records_to_table
+    from transfer_lab.records import RunResult
+
+    def run(key, steps, converged, lr=1e-2):
+        return RunResult(run_key=key, sweep="s", regime="scratch", status="done", non_embedding_params=1000,
+                         finetune_chars=1e6, best_val_loss=2.0, best_val_loss_per_char=1.0, tokenizer="t", val_set="v",
+                         schedule={"lr": lr}, converged=converged, steps=steps,
+                         stop_reason="early_stop" if converged else "max_steps")
+
+    table = records_to_table([run("capped", 20000, False), run("extended", 33800, True),
+                              run("other-rate", 20000, False, lr=3e-3)], "s").table.set_index("run_key")
+    assert table.loc["capped", "excluded"] and table.loc["capped", "reason"].startswith("extended")
+    assert "extended" in table.loc["capped", "reason"] and not table.loc["extended", "excluded"]
+    assert table.loc["other-rate", "reason"].startswith("not converged")  # no converged run of its rate

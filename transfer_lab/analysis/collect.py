@@ -6,6 +6,8 @@ Sources: local run folders (outputs/sweeps/<sweep>/runs/<run_key>/results.json),
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -147,6 +149,22 @@ def _mark_superseded(rows: list[dict], loss_col: str) -> None:
             old["excluded"] = True
 
 
+def _mark_extended(rows: list[dict]) -> None:
+    """A run its ceiling stopped, that a higher ceiling then extended to convergence (another
+    key, same cell and learning rate, more steps), is that converged run's past, not a missing point."""
+    done = {}
+    for row in rows:
+        if not row["excluded"] and row["regime"] in FIT_REGIMES and row["converged"]:
+            done.setdefault(tuple(str(row[c]) for c in CELL) + (str(row["lr"]),), []).append(row)
+    for row in rows:
+        if row["excluded"] and row["converged"] is False and row["reason"].startswith("not converged"):
+            later = [r for r in done.get(tuple(str(row[c]) for c in CELL) + (str(row["lr"]),), [])
+                     if (r["steps"] or 0) > (row["steps"] or 0)]
+            if later:
+                row["reason"] = (f"extended: stopped by its ceiling at step {row['steps']}, the same run went on "
+                                 f"to converge as {later[0]['run_key']}")
+
+
 def _exclusion(row: dict, loss_col: str) -> str:
     if row["status"] != records.STATUS_DONE:
         why = f": {row['error']}" if row.get("error") else ""
@@ -191,6 +209,7 @@ def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per
         row["excluded"] = bool(row["reason"])
         rows.append(row)
     _mark_superseded(rows, loss_col)
+    _mark_extended(rows)
     for extra in extra_rows or []:
         rows.append({**{c: None for c in COLUMNS}, **extra})
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -219,6 +238,10 @@ def collect_local(root: Path, sweep: str | None = None, loss: str = "per_char") 
         raise ResultsError(f"sweep folder {path} does not exist; check sweep= (existing: "
                            f"{', '.join(sorted(p.name for p in (root / 'sweeps').glob('*'))[:5]) or 'none'})")
     runs, missing = load_local(path)
+    # one run in two folders (a converged run reused under a higher ceiling's key) is one run;
+    # two different runs under one key are an error (records_to_table)
+    runs = list({json.dumps({**dataclasses.asdict(r), "sweep": None}, sort_keys=True, default=str): r
+                 for r in runs}.values())
     if not runs and not missing:
         raise ResultsError(f"no runs at all in {path / 'runs'}; run the sweep first")
     return records_to_table(runs, name, loss=loss, extra_rows=missing)

@@ -229,9 +229,13 @@ def measurement_checks(res: AnalysisResult) -> list[str]:
     """Converged runs, loss falling with data, and whether each N's scratch curve spans its fine-tuned losses."""
     t = res.table
     target = t[t["regime"].isin(("scratch", "finetune")) & (t["status"] == "done")]
+    extended = target[target["reason"].str.startswith("extended", na=False)]
+    target = target.drop(extended.index)  # a run's past under a lower ceiling: the run is counted once
     nc = target[target["converged"] == False]  # noqa: E712 - a column of True/False/None
     out = [f"- Converged early-stopping points: {len(target) - len(nc)} of {len(target)} finished target runs"
-           + (f"; {len(nc)} not converged, left out (see Excluded runs)." if len(nc) else ".")]
+           + (f"; {len(nc)} not converged, left out (see Excluded runs)." if len(nc) else ".")
+           + (f" {len(extended)} more stopped at a lower ceiling and were extended to convergence (counted once)."
+              if len(extended) else "")]
     tol = res.settings.get("monotone_tolerance")
     if res.violations:
         out.append(f"- Loss rises with data in {len(res.violations)} place(s) (left out, see Messages):")
