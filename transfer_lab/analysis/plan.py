@@ -37,7 +37,9 @@ class Plan:
 
 
 def _base(table: pd.DataFrame, sweep: str) -> str:
-    exp = next((e for e in table["experiment"].dropna() if e), None) if "experiment" in table else None
+    # the sweep's latest launch: runs reused from another sweep keep the experiment they ran under
+    launched = table[table["experiment"].notna() & (table["experiment"] != "")] if "experiment" in table else table.iloc[:0]
+    exp = launched.sort_values("finished_at", na_position="first")["experiment"].iloc[-1] if len(launched) else None
     return "python train.py -m" + (f" experiment={exp}" if exp else "") + f" sweep={sweep}"
 
 
