@@ -85,3 +85,18 @@ def test_the_plan_action_of_analyze_prints_commands(tmp_path, capsys, monkeypatc
     run_cli(cfg)
     out = capsys.readouterr().out
     assert out.startswith("plan for sweep v:") and "python train.py -m sweep=v regime=scratch" in out
+
+
+def test_transfer_that_saturates_with_d_f_gets_a_longer_pre_training_not_more_d_f(tmp_path):
+    res, coll = analyse(tmp_path, ns=SIZES[:3], scratch_ds=PAPER_SCRATCH, finetune_ds=FINETUNE, noise=0.003)
+    t = res.table
+    ft = (t["regime"] == "finetune") & ~t["excluded"]
+    top = t.loc[ft, "D_F"].max()
+    # as in the CPU study: D_T rises with D_F, then falls at the largest D_F (pre-training too short)
+    t.loc[ft & (t["D_F"] == top), "D_T"] = t.loc[ft, "D_T"].min() / 2
+    res.fit("transfer").ci["alpha"] = (-0.5, 0.7)
+    plan = plan_runs(res, coll)
+    text = format_plan(plan)
+    assert "transfer saturates" in text and "cannot identify α" in text
+    assert any("pretrain.tokens=" in c for c in plan.commands)
+    assert not any("regime=finetune data.finetune_chars=" in c for c in plan.commands)

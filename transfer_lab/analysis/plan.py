@@ -137,7 +137,22 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
     d_lo, d_hi = float(ft["D_F"].min()), float(ft["D_F"].max())
     span_d = math.log10(d_hi / d_lo) if d_lo > 0 else 0.0
     alpha = fit.ci.get("alpha") if fit is not None else None
-    if alpha is not None and (alpha[0] <= 0 <= alpha[1] or alpha[1] - alpha[0] > 0.5 or span_d < MIN_DECADES_DF):
+    unidentified = alpha is not None and (alpha[0] <= 0 <= alpha[1] or alpha[1] - alpha[0] > 0.5 or span_d < MIN_DECADES_DF)
+    saturated = _saturated(ft)
+    if unidentified and len(saturated) * 2 >= ft["N"].nunique():
+        # D_T falling with D_F is not noise around a power law: the fine-tune data is no longer small
+        # next to the pre-training data, and more D_F only adds points past the turn
+        tokens = float(ft["pretrain_tokens"].dropna().max()) if ft["pretrain_tokens"].notna().any() else np.nan
+        chars = float(ft["pretrain_chars"].dropna().max()) if ft["pretrain_chars"].notna().any() else np.nan
+        plan.findings.append(
+            f"α's interval [{alpha[0]:.3g}, {alpha[1]:.3g}]: D_T falls at the largest D_F at N = "
+            f"{', '.join(f'{n:.3g}' for n in saturated)}: transfer saturates as D_F nears the pre-training data "
+            f"({chars:.2g} characters), so more D_F cannot identify α; pre-train longer to keep the D_F grid in "
+            "the low-data regime (a second sweep: its from-scratch runs are reused, not retrained).")
+        if np.isfinite(tokens):
+            plan.commands.append(f"{base}_p{compact_number(4 * tokens)} pretrain.tokens={compact_number(4 * tokens)}")
+        return
+    if unidentified:
         # below 1e4 characters a subset is a fraction of one document: extend upwards
         new = [d for d in protocol.log_grid(max(d_lo / 10, MIN_FINETUNE_CHARS), d_hi * 10) if d < d_lo or d > d_hi]
         corpus_chars = float(ft["target_corpus_chars"].dropna().max()) if ft["target_corpus_chars"].notna().any() else np.inf
@@ -151,6 +166,16 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
             more = [d for d in protocol.log_grid(top * 2.5, wanted) if d > top * 1.5] if wanted > top * 1.5 else []
             if more:
                 plan.commands.append(f"{base} regime=scratch data.scratch_chars={_grid(more)}")
+
+
+def _saturated(ft: pd.DataFrame) -> list[float]:
+    """Sizes whose D_T at the largest D_F is below their D_T at a smaller D_F."""
+    out = []
+    for n, g in ft.dropna(subset=["D_T"]).groupby("N"):
+        g = g.groupby("D_F")["D_T"].mean().sort_index()
+        if len(g) >= 2 and g.iloc[-1] < g.iloc[:-1].max():
+            out.append(float(n))
+    return out
 
 
 def _seeds(plan: Plan, base: str, res, usable: pd.DataFrame) -> None:
