@@ -60,7 +60,7 @@ def steps_schedule(cfg, n_steps: int, patience: int = 10**6):
     o = cfg.optim
     return Schedule(lr=float(o.lr), warmup_steps=min(int(o.warmup_steps), n_steps), horizon_steps=n_steps,
                     min_lr_ratio=float(o.min_lr_ratio), max_steps=n_steps, val_every_n_steps=n_steps,
-                    patience=patience, min_rel_improvement=0.0)
+                    patience=patience, min_rel_improvement=0.0, decay=None, fixed_budget=True)
 
 
 def fit_steps(run_dir, cfg, dm, kwargs, n_steps: int, patience: int = 10**6):
