@@ -50,3 +50,17 @@ def test_every_experiment_runs_scratch_a_decade_past_its_largest_fine_tune(exper
     reach = {"atlas": 3}.get(experiment, 10)
     assert max(scratch) >= reach * max(finetune) * 0.999, (experiment, max(scratch), max(finetune))
     assert min(scratch) <= min(finetune)  # and down to the smallest D_F: small D_E are interpolated too
+
+
+def test_the_benchmarks_fixed_step_schedule_builds_from_the_real_config(compose_cfg, monkeypatch):
+    """make bench times fit() on a fixed number of steps: its Schedule must track schedule.py's."""
+    import sys
+
+    from conftest import ROOT
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    sys.modules.pop("train_speed", None)
+    import train_speed
+
+    schedule = train_speed.steps_schedule(compose_cfg(), 40)
+    assert schedule.max_steps == 40 and schedule.horizon_steps == 40 and schedule.fixed_budget
