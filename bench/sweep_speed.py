@@ -1,6 +1,6 @@
 """Figure 5: a whole sweep's wall time.
 
-CPU: the real demo sweep (`train.py -m experiment=demo`: 3 sizes × 5 D_F × {scratch, finetune} +
+CPU: the real demo sweep (`train.py -m experiment=demo`: 3 sizes × (5 scratch D + 3 fine-tune D_F) +
 3 pre-trainings). With --demo-sweep it is run here in a subprocess, outputs under
 <outputs>/bench-data/demo-sweep (prepared corpora shared with <outputs>/data; the data stage
 `python -m transfer_lab.prepare experiment=demo` runs first, untimed, as `make demo` runs `make data`
