@@ -265,6 +265,13 @@ def _identification(res: AnalysisResult) -> None:
             lo, hi = f.ci.get(name, (np.nan, np.nan))
             if not (np.isfinite(lo) and np.isfinite(hi)):
                 continue
+            estimate = f.params.get(name, np.nan)
+            outside = np.isfinite(estimate) and not lo <= estimate <= hi
+            if outside:  # percentile intervals of an unstable fit: resamples land far from the estimate
+                res.unidentified.append(
+                    f"{law} law: the fitted {name} = {estimate:.3g} lies outside its own interval [{lo:.3g}, {hi:.3g}]: "
+                    "the fit moves a lot when runs are resampled (few points, or points far from the law); "
+                    "read neither the estimate nor the interval as a measurement")
             if lo <= 0 <= hi or hi - lo > 0.5:
                 extra = f" over {n_sizes} size(s) in the interpolated fit" if name == "beta" and law == "transfer" else ""
                 symbol = {"alpha": "α", "beta": "β"}[name]
