@@ -55,3 +55,17 @@ def test_a_bad_atlas_is_one_line_before_anything_trains(argv, named, capsys):
         check_sweep_cells(["-m", "experiment=atlas", *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and named in err[0], err
+
+
+def test_a_pair_whose_fit_ran_into_a_bound_shows_no_estimate_there():
+    from transfer_lab.analysis.atlas import PairResult, _estimate, literature_checks
+
+    pinned = PairResult(source="english", target="german", law="unified", params={"k": 1e-20, "alpha": -2.0, "beta": 3.0},
+                        ci={"k": (1e-20, 1e-20), "alpha": (-2.0, -2.0), "beta": (3.0, 3.0)}, at_bounds=["k", "alpha", "beta"])
+    free = PairResult(source="spanish", target="german", law="unified", params={"k": 5.0, "alpha": 0.4, "beta": 0.3},
+                      ci={"k": (2.0, 9.0), "alpha": (0.3, 0.5), "beta": (0.2, 0.4)})
+    assert _estimate(pinned, "beta").startswith("at its bound") and "[" not in _estimate(pinned, "beta")
+    assert _estimate(free, "beta") == "0.3 [0.2, 0.4]"
+    other = PairResult(source="python", target="german", law="unified", params={"beta": 0.35}, ci={"beta": (0.25, 0.45)})
+    betas = [line for line in literature_checks([pinned, free, other]) if "β for target german" in line]
+    assert betas and "english" not in betas[0] and "spanish" in betas[0]

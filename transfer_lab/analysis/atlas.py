@@ -41,6 +41,7 @@ class PairResult:
     d_t: float = float("nan")  # at the reference
     d_t_ci: tuple = (float("nan"), float("nan"))
     identified: dict = field(default_factory=dict)  # alpha/beta: interval excludes 0 and is ≤ 0.5 wide
+    at_bounds: list = field(default_factory=list)  # k/alpha/beta the fit pinned to a bound: no estimate
     messages: list = field(default_factory=list)
 
 
@@ -100,7 +101,10 @@ def analyse_pairs(runs: list, sweep: str, ref_n: float | None, ref_d_f: float | 
                 result.law, result.n_points = law, fit.n_points
                 result.params = {k: fit.params[k] for k in ("k", "alpha", "beta")}
                 result.ci = {k: fit.ci.get(k, (float("nan"),) * 2) for k in ("k", "alpha", "beta")}
-                result.identified = {k: _identified(result.ci[k]) for k in ("alpha", "beta")}
+                result.at_bounds = [k for k in ("k", "alpha", "beta")
+                                    if k in fit.at_bounds or f"log10_{k}" in fit.at_bounds]
+                result.identified = {k: _identified(result.ci[k]) and k not in result.at_bounds
+                                     for k in ("alpha", "beta")}
                 result.multiplier, result.multiplier_ci, result.d_t, result.d_t_ci = _at_reference(
                     fit, ref["N"], ref["D_F"], ci)
             out.append(result)
@@ -177,7 +181,7 @@ def literature_checks(pairs: list[PairResult]) -> list[str]:
     else:
         lines.append("- Kim 2021 check not possible: English→German, →Spanish and →Chinese are not all measured.")
     for t in sorted({p.target for p in pairs}):
-        betas = [p for p in pairs if p.target == t and "beta" in p.params]
+        betas = [p for p in pairs if p.target == t and "beta" in p.params and "beta" not in p.at_bounds]
         if len(betas) < 2:
             continue
         los, his = [p.ci["beta"][0] for p in betas], [p.ci["beta"][1] for p in betas]
@@ -186,6 +190,12 @@ def literature_checks(pairs: list[PairResult]) -> list[str]:
         lines.append(f"- β for target {t} ({'intervals share a common value' if overlap else 'intervals do NOT overlap'}"
                      f" across sources; Hernandez et al. read β as a property of the target): {values}")
     return lines
+
+
+def _estimate(p: PairResult, name: str) -> str:
+    if name in p.at_bounds:  # the fit ran into the edge of the allowed range: the data do not hold it
+        return f"at its bound ({_g(p.params.get(name))}): not estimated"
+    return f"{_g(p.params.get(name))} {_iv(p.ci.get(name, (np.nan,) * 2))}"
 
 
 def write_atlas(pairs: list[PairResult], ref: dict, sweep: str, out: Path, settings: dict,
@@ -202,7 +212,7 @@ def write_atlas(pairs: list[PairResult], ref: dict, sweep: str, out: Path, setti
                      "multiplier": p.multiplier, "multiplier_lo": p.multiplier_ci[0], "multiplier_hi": p.multiplier_ci[1],
                      "D_T": p.d_t, "D_T_lo": p.d_t_ci[0], "D_T_hi": p.d_t_ci[1],
                      "alpha_identified": p.identified.get("alpha", False),
-                     "beta_identified": p.identified.get("beta", False)})
+                     "beta_identified": p.identified.get("beta", False), "at_bounds": ";".join(p.at_bounds)})
     table = pd.DataFrame(rows)
     table.to_csv(out / "pairs.csv", index=False)
     plots = out / "plots"
@@ -229,9 +239,7 @@ def write_atlas(pairs: list[PairResult], ref: dict, sweep: str, out: Path, setti
     L += ["## Pairs", ""]
     L += md_table(["source → target", "law", "points (interp./model)", "k", "α", "β", "multiplier", "D_T"],
                   [[f"{p.source} → {p.target}", p.law, f"{p.n_points} ({p.interpolated_points}/{p.model_based_points})",
-                    f"{_g(p.params.get('k'))} {_iv(p.ci.get('k', (np.nan,) * 2))}",
-                    f"{_g(p.params.get('alpha'))} {_iv(p.ci.get('alpha', (np.nan,) * 2))}",
-                    f"{_g(p.params.get('beta'))} {_iv(p.ci.get('beta', (np.nan,) * 2))}",
+                    *[_estimate(p, name) for name in ("k", "alpha", "beta")],
                     f"{_g(p.multiplier)} {_iv(p.multiplier_ci)}", f"{_g(p.d_t)} {_iv(p.d_t_ci)}"] for p in pairs])
     L += ["## Asymmetry (A → B against B → A)", "",
           "Transfer is directed: the multiplier of A → B over that of B → A, and the difference of α.", ""]
