@@ -217,7 +217,7 @@ def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
                 cells = protocol.expand(protocol.sweep_dimensions(lines))
             except ValueError as err:
                 exit_with(ConfigError(f"{err}"))
-            shared = []
+            shared, corpora = [], set()
             for cell in cells[:limit]:
                 cfg = compose("train", overrides=cell.overrides)
                 try:
@@ -225,9 +225,33 @@ def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
                 except UserError as err:
                     exit_with(ConfigError(f"sweep cell [{' '.join(cell.overrides)}]: {err}"))
                 shared.append((cell, OmegaConf.to_container(cfg.tokenizer, resolve=True), str(cfg.data.source)))
+                corpora.add(str(cfg.data.target))
+                if isinstance(cfg.data.source, str):
+                    corpora.add(cfg.data.source)
             try:
                 protocol.check_shared_tokenizer(shared)
             except ValueError as err:
                 exit_with(ConfigError(str(err)))
+            _check_files_corpora(corpora)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _check_files_corpora(names: set[str]) -> None:
+    """Your own files (kind: files) are read once before the first job: a binary or missing file
+    is one line here, not one line per parallel worker after training began."""
+    from transfer_lab.corpora import load_corpus_spec
+    from transfer_lab.corpora.files import check_utf8, infer_format, resolve_paths
+    from transfer_lab.errors import UserError
+
+    for name in sorted(names):
+        try:
+            spec = load_corpus_spec(name)
+            if spec.get("kind") != "files":
+                continue
+            paths = resolve_paths(spec["paths"])
+            if infer_format(spec, paths) in ("text", "json"):
+                for path in paths:
+                    check_utf8(path, spec["encoding_errors"])
+        except UserError as err:
+            exit_with(err)
