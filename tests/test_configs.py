@@ -46,7 +46,7 @@ def test_every_experiment_runs_scratch_a_decade_past_its_largest_fine_tune(exper
     finetune = [float(v) for v in dims[protocol.FINETUNE_GRID]]
     scratch = [float(v) for v in dims[protocol.SCRATCH_GRID]]
     # the atlas's 2-core budget stops its scratch grid at 3× its largest D_F (conf/experiment/atlas.yaml):
-    # its largest-D_F points are model-based, flagged as such in the report
+    # fine-tuned losses below its 3e5 point get a model-based D_E, flagged in the report
     reach = {"atlas": 3}.get(experiment, 10)
     assert max(scratch) >= reach * max(finetune) * 0.999, (experiment, max(scratch), max(finetune))
     assert min(scratch) <= min(finetune)  # and down to the smallest D_F: small D_E are interpolated too
