@@ -241,17 +241,13 @@ def _check_files_corpora(names: set[str]) -> None:
     """Your own files (kind: files) are read once before the first job: a binary or missing file
     is one line here, not one line per parallel worker after training began."""
     from transfer_lab.corpora import load_corpus_spec
-    from transfer_lab.corpora.files import check_utf8, infer_format, resolve_paths
+    from transfer_lab.corpora.files import checked_files
     from transfer_lab.errors import UserError
 
     for name in sorted(names):
         try:
             spec = load_corpus_spec(name)
-            if spec.get("kind") != "files":
-                continue
-            paths = resolve_paths(spec["paths"])
-            if infer_format(spec, paths) in ("text", "json"):
-                for path in paths:
-                    check_utf8(path, spec["encoding_errors"])
+            if spec.get("kind") == "files":
+                checked_files(spec)
         except UserError as err:
             exit_with(err)

@@ -57,7 +57,8 @@ def _run_identity(cfg: DictConfig, source_weights: dict[str, float]) -> dict:
     return identity
 
 
-def _prefix(cfg: DictConfig) -> str:
+def key_prefix(cfg: DictConfig) -> str:
+    """The readable part of a run key (regime, shape, data size): runs that could share a lineage."""
     return f"{cfg.regime}-L{cfg.model.n_layer}-d{cfg.model.n_embd}-df{compact_number(int(float(cfg.data.finetune_chars)))}"
 
 
@@ -65,7 +66,7 @@ def run_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
     """Key of a job of any regime; a finetune's key includes the pre-trained model it starts from."""
     if cfg.regime == "pretrain":
         return pretrain_key(cfg, source_weights)
-    return f"{_prefix(cfg)}-{_digest(_run_identity(cfg, source_weights))}"
+    return f"{key_prefix(cfg)}-{_digest(_run_identity(cfg, source_weights))}"
 
 
 def run_lineage(cfg: DictConfig, source_weights: dict[str, float]) -> str:
@@ -75,9 +76,5 @@ def run_lineage(cfg: DictConfig, source_weights: dict[str, float]) -> str:
     identity = _run_identity(cfg, source_weights)
     if identity["optim"].get("schedule", "plateau") == "plateau":
         identity["optim"] = {k: v for k, v in identity["optim"].items() if k != "max_steps"}
-    return f"{_prefix(cfg)}-{_digest(identity)}"
+    return f"{key_prefix(cfg)}-{_digest(identity)}"
 
-
-def key_prefix(cfg: DictConfig) -> str:
-    """The readable part of a run key (regime, shape, data size): runs that could share a lineage."""
-    return _prefix(cfg)

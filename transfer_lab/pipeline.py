@@ -18,7 +18,7 @@ from filelock import FileLock
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from transfer_lab import records
+from transfer_lab import lineage, records
 from transfer_lab.callbacks import DivergedError
 from transfer_lab.data import RunData, load_run_data, source_weights
 from transfer_lab.datamodule import TokenDataModule
@@ -230,51 +230,6 @@ def start_record(cfg: DictConfig, run_dir: Path) -> None:
     (run_dir / records.CONFIG_FILE).write_text(OmegaConf.to_yaml(scrub(OmegaConf.to_container(cfg, resolve=True))))
 
 
-def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: int) -> tuple[Path, str] | None:
-    """A run of this lineage in any sweep: ("reuse", folder) if it converged (a higher ceiling would
-    not have changed it; the key hashes nothing of the sweep's name), ("extend", folder) if it
-    stopped at a lower ceiling, or was interrupted, with a checkpoint to go on from."""
-    extend = None
-    for folder in sorted(sweeps_dir.glob(f"*/runs/{prefix}-*")):
-        try:
-            found = records.read_result(folder)
-        except UserError:
-            continue  # a torn or foreign record elsewhere is that sweep's business
-        if (found.lineage or _lineage_of(found)) != lineage and found.run_key != key:
-            continue
-        if found.status == STATUS_DONE and found.converged is not False:
-            return folder, "reuse"
-        last = folder / CHECKPOINT_DIR / "last.ckpt"
-        if extend is None and last.exists() and (found.status != STATUS_DONE or found.steps < ceiling):
-            extend = (folder, "extend")
-    return extend
-
-
-def _lineage_of(record: RunResult) -> str:
-    """The lineage of a record written before records carried one, from its resolved config."""
-    if not record.config:
-        return ""
-    try:
-        cfg = OmegaConf.create(record.config)
-        return run_lineage(cfg, source_weights(cfg))
-    except Exception:  # noqa: BLE001 - a config of another version: no lineage, no reuse
-        return ""
-
-
-def copy_run(donor: Path, run_dir: Path, sweep: str, with_checkpoints: bool) -> None:
-    """Copy a run folder into this sweep (staged, then renamed into place); its record names this
-    sweep; metrics, config and (to extend it) checkpoints stay as they were measured."""
-    staging = run_dir.parent / f".{run_dir.name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    skip = [".*.tmp"] + ([] if with_checkpoints else [CHECKPOINT_DIR])
-    shutil.copytree(donor, staging, ignore=shutil.ignore_patterns(*skip))
-    result = records.read_result(staging)
-    result.sweep = sweep
-    records.write_result(staging, result)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    staging.rename(run_dir)
-
-
 def run_job(cfg: DictConfig) -> str:
     """Run one job; returns 'done', 'skipped' or 'failed'. UserError escapes (train.py exits 2)."""
     validate_config(cfg)
@@ -285,25 +240,25 @@ def run_job(cfg: DictConfig) -> str:
     key = run_key(cfg, weights)
     run_dir = Path(cfg.paths.sweep_dir) / "runs" / key
     remove_torn_writes(run_dir)
-    if (run_dir / records.RESULTS_FILE).exists():
-        previous = records.read_result(run_dir)
-        if previous.status == STATUS_DONE:
-            log.info("skipped %s: already done (best val %.4f nats/token)", key, previous.best_val_loss)
+    has_record = (run_dir / records.RESULTS_FILE).exists()
+    if has_record and (previous := records.read_result(run_dir)).status == STATUS_DONE:
+        log.info("skipped %s: already done (best val %.4f nats/token)", key, previous.best_val_loss)
+        return "skipped"
+    run_line = run_lineage(cfg, weights) if cfg.regime != "pretrain" else ""
+    if run_line and not has_record:
+        ceiling = int(cfg.optim.max_steps)
+        donor, how = lineage.predecessor(Path(cfg.paths.output_root) / "sweeps", key_prefix(cfg), key, run_line,
+                                         ceiling) or (None, None)
+        if how == "reuse" and donor.parents[1] == run_dir.parents[1]:
+            log.info("skipped %s: converged as %s in this sweep (a higher ceiling changes nothing)", key, donor.name)
             return "skipped"
-    elif cfg.regime != "pretrain":
-        lineage = run_lineage(cfg, weights)
-        found = predecessor(Path(cfg.paths.output_root) / "sweeps", key_prefix(cfg), key, lineage, int(cfg.optim.max_steps))
-        if found and found[1] == "reuse" and found[0].parents[1] == run_dir.parents[1]:
-            log.info("skipped %s: converged as %s in this sweep (a higher ceiling changes nothing)", key, found[0].name)
+        if how == "reuse":
+            lineage.copy_run(donor, run_dir, cfg.sweep, with_checkpoints=False)
+            log.info("skipped %s: the same run finished in sweep %s (copied)", key, donor.parents[1].name)
             return "skipped"
-        if found and found[1] == "reuse":
-            copy_run(found[0], run_dir, cfg.sweep, with_checkpoints=False)
-            log.info("skipped %s: the same run finished in sweep %s (copied)", key, found[0].parents[1].name)
-            return "skipped"
-        if found:
-            copy_run(found[0], run_dir, cfg.sweep, with_checkpoints=True)
-            log.info("extending %s from %s (stopped below the ceiling optim.max_steps=%d)", key, found[0].name,
-                     int(cfg.optim.max_steps))
+        if how == "extend":
+            lineage.copy_run(donor, run_dir, cfg.sweep, with_checkpoints=True)
+            log.info("extending %s from %s (stopped below the ceiling optim.max_steps=%d)", key, donor.name, ceiling)
     started = time.perf_counter()
     init_from = cfg.pretrain.get("init_from")
     need_source = cfg.regime == "pretrain" or (cfg.regime == "finetune" and not init_from)
@@ -319,12 +274,12 @@ def run_job(cfg: DictConfig) -> str:
         pretrained.sweep = cfg.sweep
         records.write_result(run_dir, pretrained)
         return "done"
-    return _target_run(cfg, key, run_dir, run_data, shape, init_from, started)
+    return _target_run(cfg, key, run_line, run_dir, run_data, shape, init_from, started)
 
 
-def _target_run(cfg, key, run_dir, run_data, shape, init_from, started) -> str:
+def _target_run(cfg, key, run_line, run_dir, run_data, shape, init_from, started) -> str:
     result = base_result(cfg, key, run_data, shape)
-    result.lineage = run_lineage(cfg, source_weights(cfg))
+    result.lineage = run_line
     result.source_corpus = result.source_corpus if cfg.regime == "finetune" else None
     target = run_data.target
     result.target_corpus, result.val_set = str(cfg.data.target), target.id

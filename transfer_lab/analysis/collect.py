@@ -122,6 +122,10 @@ def _row(r: records.RunResult) -> dict:
     }
 
 
+def _cell(row: dict) -> tuple:
+    return tuple(str(row[c]) for c in CELL)
+
+
 def _mark_superseded(rows: list[dict], loss_col: str) -> None:
     """One run per cell. Runs of a cell that differ only in learning rate are a learning-rate grid:
     the cell's result is its best run (Hernandez et al. tuned nothing for fine-tuning; a grid per
@@ -130,7 +134,7 @@ def _mark_superseded(rows: list[dict], loss_col: str) -> None:
     cells: dict[tuple, list[dict]] = {}
     for row in rows:
         if not row["excluded"] and row["regime"] in FIT_REGIMES:
-            cells.setdefault(tuple(str(row[c]) for c in CELL), []).append(row)
+            cells.setdefault(_cell(row), []).append(row)
     for group in cells.values():
         if len(group) < 2:
             continue
@@ -152,14 +156,16 @@ def _mark_superseded(rows: list[dict], loss_col: str) -> None:
 def _mark_extended(rows: list[dict]) -> None:
     """A run its ceiling stopped, that a higher ceiling then extended to convergence (another
     key, same cell and learning rate, more steps), is that converged run's past, not a missing point."""
+    def cell_and_rate(row):
+        return _cell(row) + (str(row["lr"]),)
+
     done = {}
     for row in rows:
         if not row["excluded"] and row["regime"] in FIT_REGIMES and row["converged"]:
-            done.setdefault(tuple(str(row[c]) for c in CELL) + (str(row["lr"]),), []).append(row)
+            done.setdefault(cell_and_rate(row), []).append(row)
     for row in rows:
         if row["excluded"] and row["converged"] is False and row["reason"].startswith("not converged"):
-            later = [r for r in done.get(tuple(str(row[c]) for c in CELL) + (str(row["lr"]),), [])
-                     if (r["steps"] or 0) > (row["steps"] or 0)]
+            later = [r for r in done.get(cell_and_rate(row), []) if (r["steps"] or 0) > (row["steps"] or 0)]
             if later:
                 row["reason"] = (f"extended: stopped by its ceiling at step {row['steps']}, the same run went on "
                                  f"to converge as {later[0]['run_key']}")

@@ -142,8 +142,7 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
     if unidentified and len(saturated) * 2 >= ft["N"].nunique():
         # D_T falling with D_F is not noise around a power law: the fine-tune data is no longer small
         # next to the pre-training data, and more D_F only adds points past the turn
-        tokens = float(ft["pretrain_tokens"].dropna().max()) if ft["pretrain_tokens"].notna().any() else np.nan
-        chars = float(ft["pretrain_chars"].dropna().max()) if ft["pretrain_chars"].notna().any() else np.nan
+        tokens, chars = _largest(ft, "pretrain_tokens", np.nan), _largest(ft, "pretrain_chars", np.nan)
         plan.findings.append(
             f"α's interval [{alpha[0]:.3g}, {alpha[1]:.3g}]: D_T falls at the largest D_F at N = "
             f"{', '.join(f'{n:.3g}' for n in saturated)}: transfer saturates as D_F nears the pre-training data "
@@ -155,7 +154,7 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
     if unidentified:
         # below 1e4 characters a subset is a fraction of one document: extend upwards
         new = [d for d in protocol.log_grid(max(d_lo / 10, MIN_FINETUNE_CHARS), d_hi * 10) if d < d_lo or d > d_hi]
-        corpus_chars = float(ft["target_corpus_chars"].dropna().max()) if ft["target_corpus_chars"].notna().any() else np.inf
+        corpus_chars = _largest(ft, "target_corpus_chars", np.inf)
         new = [d for d in new if d <= corpus_chars]
         plan.findings.append(f"α's interval [{alpha[0]:.3g}, {alpha[1]:.3g}] with D_F spanning {span_d:.2f} decades "
                              f"({d_lo:.3g}–{d_hi:.3g}): fine-tune at more D_F, with from-scratch runs a decade past them.")
@@ -166,6 +165,10 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
             more = [d for d in protocol.log_grid(top * 2.5, wanted) if d > top * 1.5] if wanted > top * 1.5 else []
             if more:
                 plan.commands.append(f"{base} regime=scratch data.scratch_chars={_grid(more)}")
+
+
+def _largest(rows: pd.DataFrame, column: str, default: float) -> float:
+    return float(rows[column].max()) if rows[column].notna().any() else default
 
 
 def _saturated(ft: pd.DataFrame) -> list[float]:

@@ -78,13 +78,20 @@ def _fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def files_items(spec: dict[str, Any]) -> tuple[Iterator[tuple], list[dict[str, Any]]]:
-    """Work items ("files", "text", None, document, spec) and the files' fingerprints."""
+def checked_files(spec: dict[str, Any]) -> tuple[list[Path], str]:
+    """(paths, format) of a files corpus, every text file checked: DataError for a missing,
+    binary or (when strict) non-UTF-8 file."""
     paths = resolve_paths(spec["paths"])
     fmt = infer_format(spec, paths)
     if fmt in ("text", "json"):
         for path in paths:
             check_utf8(path, spec["encoding_errors"])
+    return paths, fmt
+
+
+def files_items(spec: dict[str, Any]) -> tuple[Iterator[tuple], list[dict[str, Any]]]:
+    """Work items ("files", "text", None, document, spec) and the files' fingerprints."""
+    paths, fmt = checked_files(spec)
     infos = [{"from": "files", "format": fmt, **_fingerprint(p)} for p in paths]
     return _stream(spec, fmt, paths), infos
 

@@ -1,0 +1,63 @@
+"""Run lineages across sweeps: a target run's key without its step ceiling names one run,
+however far it was trained. A job finds its lineage's converged run (reused) or a run a lower
+ceiling stopped or a kill interrupted (extended from its checkpoint) in any sweep of the output root.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from transfer_lab import records
+from transfer_lab.data import source_weights
+from transfer_lab.errors import UserError
+from transfer_lab.keys import run_lineage
+from transfer_lab.records import STATUS_DONE, RunResult
+from transfer_lab.training import CHECKPOINT_DIR
+
+
+def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: int) -> tuple[Path, str] | None:
+    """A run of this lineage in any sweep: (folder, "reuse") if it converged (a higher ceiling would
+    not have changed it; the key hashes nothing of the sweep's name), (folder, "extend") if it
+    stopped at a lower ceiling, or was interrupted, with a checkpoint to go on from."""
+    extend = None
+    for folder in sorted(sweeps_dir.glob(f"*/runs/{prefix}-*")):
+        try:
+            found = records.read_result(folder)
+        except UserError:
+            continue  # a torn or foreign record elsewhere is that sweep's business
+        if (found.lineage or _lineage_of(found)) != lineage and found.run_key != key:
+            continue
+        if found.status == STATUS_DONE and found.converged is not False:
+            return folder, "reuse"
+        last = folder / CHECKPOINT_DIR / "last.ckpt"
+        if extend is None and last.exists() and (found.status != STATUS_DONE or found.steps < ceiling):
+            extend = (folder, "extend")
+    return extend
+
+
+def _lineage_of(record: RunResult) -> str:
+    """The lineage of a record written before records carried one, from its resolved config."""
+    if not record.config:
+        return ""
+    try:
+        cfg = OmegaConf.create(record.config)
+        return run_lineage(cfg, source_weights(cfg))
+    except Exception:  # noqa: BLE001 - a config of another version: no lineage, no reuse
+        return ""
+
+
+def copy_run(donor: Path, run_dir: Path, sweep: str, with_checkpoints: bool) -> None:
+    """Copy a run folder into this sweep (staged, then renamed into place); its record names this
+    sweep; metrics, config and (to extend it) checkpoints stay as they were measured."""
+    staging = run_dir.parent / f".{run_dir.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    skip = [".*.tmp"] + ([] if with_checkpoints else [CHECKPOINT_DIR])
+    shutil.copytree(donor, staging, ignore=shutil.ignore_patterns(*skip))
+    result = records.read_result(staging)
+    result.sweep = sweep
+    records.write_result(staging, result)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    staging.rename(run_dir)
