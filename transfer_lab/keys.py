@@ -16,6 +16,9 @@ MODEL_KEYS = ("n_layer", "n_embd", "n_head", "n_ctx", "n_positions", "dropout", 
 # the optim settings a pre-training reads (its lr, warm-up, batch and patience are pretrain.*);
 # the rest size target runs and must not invalidate a cached pre-trained model
 PRETRAIN_OPTIM_KEYS = ("weight_decay", "betas", "min_lr_ratio", "gradient_clip", "val_every_n_steps", "min_rel_improvement")
+# settings added after runs were recorded: at these values a run is the one recorded before the
+# setting existed, so they stay out of its key (finished work keeps its key)
+LATER_DEFAULTS = {"optim": {"anneal_window": "run"}}
 
 
 def _plain(node: Any) -> Any:
@@ -45,9 +48,15 @@ def pretrain_key(cfg: DictConfig, source_weights: dict[str, float]) -> str:
     return f"pretrain-L{cfg.model.n_layer}-d{cfg.model.n_embd}-{_digest(identity)}"
 
 
+def _without_later_defaults(group: str, settings: dict) -> dict:
+    later = LATER_DEFAULTS.get(group, {})
+    return {k: v for k, v in settings.items() if k not in later or v != later[k]}
+
+
 def _run_identity(cfg: DictConfig, source_weights: dict[str, float]) -> dict:
     identity = {"regime": cfg.regime, "model": {k: cfg.model[k] for k in MODEL_KEYS},
-                "tokenizer": _plain(cfg.tokenizer), "seed": cfg.seed, "optim": _plain(cfg.optim),
+                "tokenizer": _plain(cfg.tokenizer), "seed": cfg.seed,
+                "optim": _without_later_defaults("optim", _plain(cfg.optim)),
                 "target": cfg.data.target, "finetune_chars": int(float(cfg.data.finetune_chars)),
                 "val_tokens": cfg.data.val_tokens, "stopping_val_tokens": cfg.data.stopping_val_tokens}
     if cfg.regime == "finetune":

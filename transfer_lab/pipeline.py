@@ -97,7 +97,7 @@ def stopping_rule(cfg: DictConfig) -> StoppingRule:
                         patience=int(o.patience), patience_fraction=float(o.patience_fraction),
                         min_rel_improvement=float(o.min_rel_improvement), val_every_epochs=float(o.val_every_epochs),
                         min_val_every_n_steps=int(o.min_val_every_n_steps), val_every_n_steps=int(o.val_every_n_steps),
-                        max_steps=int(o.max_steps))
+                        max_steps=int(o.max_steps), anneal_window=str(o.get("anneal_window", "run")))
 
 
 def datamodule_for(cfg: DictConfig, train: list, val, train_chars: int | None, batch_size: int) -> TokenDataModule:

@@ -11,7 +11,8 @@ trapezoid Hägele et al. 2024 find as good as a cosine whose length is known in 
   stable    peak LR while the loss on the stopping set still improves
   decay     after `patience` validations without improvement, spanning at least
             `patience_fraction` of the steps so far, the run goes back to its best weights and
-            multiplies the LR by `decay`, until it reaches min_lr_ratio·lr
+            multiplies the LR by `decay`, until it reaches min_lr_ratio·lr (anneal_window=phase:
+            an annealed phase's window spans that fraction of its own steps, not of the run's)
   stop      the next plateau at the floor ends the run: its best validation is a converged
             early-stopping point. `max_steps` is only a ceiling: a run that reaches it did not
             stop, and its record says converged: false
@@ -51,6 +52,7 @@ class StoppingRule:
     min_val_every_n_steps: int
     val_every_n_steps: int
     max_steps: int
+    anneal_window: str = "run"  # run | phase: an annealed phase's patience window counts from step 0 or from its anneal
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Schedule:
     patience_fraction: float = 0.0  # ...and for at least this fraction of the steps trained so far
 
     fixed_budget: bool = False  # pre-training: reaching max_steps is the plan, not a missed stop
+    anneal_window: str = "run"  # run | phase (PlateauSchedule)
 
     def lr_factor(self, step: int, scale: float = 1.0) -> float:
         return lr_factor(step, self.warmup_steps, self.horizon_steps, self.min_lr_ratio) * scale
@@ -98,7 +101,7 @@ def size_schedule(rule: StoppingRule, subset_tokens: int, tokens_per_step: int) 
     return Schedule(lr=rule.lr, warmup_steps=warmup, min_lr_ratio=rule.min_lr_ratio, max_steps=rule.max_steps,
                     val_every_n_steps=every, patience=rule.patience, min_rel_improvement=rule.min_rel_improvement,
                     decay=None if cosine else rule.decay, patience_fraction=rule.patience_fraction,
-                    horizon_steps=rule.max_steps if cosine else None)
+                    horizon_steps=rule.max_steps if cosine else None, anneal_window=rule.anneal_window)
 
 
 def fixed_budget(lr: float, warmup_steps: int, budget_steps: int, min_lr_ratio: float, val_every_n_steps: int,

@@ -81,7 +81,8 @@ def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedul
     latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     plateaus = PlateauSchedule(patience=schedule.patience, patience_fraction=schedule.patience_fraction,
                                min_rel_improvement=schedule.min_rel_improvement, decay=schedule.decay,
-                               min_lr_ratio=schedule.min_lr_ratio, min_steps=schedule.warmup_steps)
+                               min_lr_ratio=schedule.min_lr_ratio, min_steps=schedule.warmup_steps,
+                               anneal_window=schedule.anneal_window)
     trainer = instantiate(
         trainer_cfg, precision=precision_for(trainer_cfg), max_steps=schedule.max_steps, max_epochs=-1,
         val_check_interval=schedule.val_every_n_steps, check_val_every_n_epoch=None, gradient_clip_val=gradient_clip,

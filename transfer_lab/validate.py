@@ -15,6 +15,7 @@ from transfer_lab.errors import ConfigError
 
 REGIMES = ("pretrain", "scratch", "finetune")
 SCHEDULES = ("plateau", "cosine")  # transfer_lab/schedule.py
+ANNEAL_WINDOWS = ("run", "phase")  # callbacks.PlateauSchedule
 TOKENIZER_KINDS = ("gpt2", "byte", "bpe")  # transfer_lab.tokenization.KINDS
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -112,6 +113,7 @@ def validate_config(cfg: DictConfig) -> None:
            example=f"optim.min_val_every_n_steps={min(5, every)} (at most optim.val_every_n_steps)")
     as_int(cfg, "optim.patience", example="optim.patience=4")
     as_float(cfg, "optim.patience_fraction", 0.0, 1.0, low_inclusive=True, example="optim.patience_fraction=0.25")
+    _choice(cfg, "optim.anneal_window", ANNEAL_WINDOWS, "run")
     as_float(cfg, "optim.min_rel_improvement", 0.0, 0.5, low_inclusive=True, example="optim.min_rel_improvement=0.002")
 
     as_int(cfg, "data.val_tokens", minimum=2, example="data.val_tokens=32768")
