@@ -35,3 +35,20 @@ def test_one_sweep_by_lr_marks_the_best_value_per_cell(tmp_path):
     assert list(wide.columns[-3:]) == ["lr=0.001", "lr=0.003", "lr=0.01"]  # in the order of the values
     assert md.count("**") == 2 * 2 and "lr=0.003: 2" in md  # the lowest of each row in bold
     assert isinstance(wide, pd.DataFrame)
+
+
+def test_two_atlases_compare_cell_by_ordered_pair(tmp_path):
+    """An atlas has many runs per (regime, N, D): one per target, and per source for fine-tunes."""
+    pairs = {("a", "b"): syn.TRANSFER, ("b", "a"): syn.TRANSFER, ("c", "a"): syn.TRANSFER}
+    kw = dict(ns=(1e5,), scratch_ds=(1e4, 1e5), finetune_ds=(1e4,))
+    syn.write_runs(tmp_path, "old", syn.make_atlas_runs("old", pairs, seed=0, **kw))
+    new = syn.make_atlas_runs("new", pairs, seed=0, **kw)  # the same losses but one
+    cheaper = next(r for r in new if r.source_corpus == "c")
+    cheaper.best_val_loss_per_char *= 1.02  # one pair's fine-tune 2% worse
+    syn.write_runs(tmp_path, "new", new)
+    tables = {name: collect_local(tmp_path, name, one_val_set=False).table for name in ("old", "new")}
+    md, wide = cmp.compare(tables, None, 0.003)
+    assert len(wide) == 2 * 2 + 3  # 2 targets × 2 scratch D, 3 pairs × 1 D_F: no cell merged with another
+    assert "| regime | source | target | N | D | old | new |" in md
+    assert "| finetune | c | a |" in md and "| scratch | — | b |" in md
+    assert "- finetune, 3 cells:" in md and "largest +2.00%" in md and "(finetune, c, a, 100000, 10000)" in md

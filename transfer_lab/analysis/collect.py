@@ -194,9 +194,11 @@ def _exclusion(row: dict, loss_col: str) -> str:
 
 
 def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per_char",
-                     extra_rows: list[dict] | None = None, source: str = "local") -> Collection:
+                     extra_rows: list[dict] | None = None, source: str = "local",
+                     one_val_set: bool = True) -> Collection:
     """Build the tidy table; raises ResultsError for duplicate run keys and for mixed
-    tokenizers / validation sets among the runs a fit would use."""
+    tokenizers / validation sets among the runs a fit would use (one_val_set=False: a table
+    compared cell by cell, e.g. an atlas's, where each target has its own)."""
     if loss not in LOSS_COLUMNS:
         raise ResultsError(f"analysis loss {loss!r} unknown; use one of {sorted(LOSS_COLUMNS)}")
     loss_col = LOSS_COLUMNS[loss]
@@ -224,7 +226,7 @@ def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per
     notes = []
     # finished target runs, whatever else excludes them: a sweep that mixes tokenizers is malformed
     fit_rows = table[(table["status"] == records.STATUS_DONE) & table["regime"].isin(FIT_REGIMES)] if len(table) else table
-    for col, what in (("tokenizer", "tokenizers"), ("val_set", "validation sets")):
+    for col, what in (("tokenizer", "tokenizers"), ("val_set", "validation sets"))[:2 if one_val_set else 1]:
         values = sorted({v for v in fit_rows[col] if v}) if len(fit_rows) else []
         if len(values) > 1:
             raise ResultsError(f"sweep {sweep} mixes {len(values)} {what} ({', '.join(values[:3])}) among its "
@@ -236,7 +238,7 @@ def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per
     return Collection(sweep=sweep, table=table, notes=notes, source=source)
 
 
-def collect_local(root: Path, sweep: str | None = None, loss: str = "per_char") -> Collection:
+def collect_local(root: Path, sweep: str | None = None, loss: str = "per_char", one_val_set: bool = True) -> Collection:
     root = Path(root)
     name = sweep or latest_sweep(root)
     path = sweep_dir(root, name)
@@ -250,4 +252,4 @@ def collect_local(root: Path, sweep: str | None = None, loss: str = "per_char") 
                  for r in runs}.values())
     if not runs and not missing:
         raise ResultsError(f"no runs at all in {path / 'runs'}; run the sweep first")
-    return records_to_table(runs, name, loss=loss, extra_rows=missing)
+    return records_to_table(runs, name, loss=loss, extra_rows=missing, one_val_set=one_val_set)

@@ -5,8 +5,9 @@
                                              each cell's best loss, per sweep
   compare.sweeps=[finetune_lr] compare.by=lr one sweep: each cell's best loss per value of `by`
 
-Written as compare.md and compare.csv in the report folder. Cells are (regime, N, D); losses are
-bits per character on each sweep's own fixed validation set.
+Written as compare.md and compare.csv in the report folder. Cells are (regime, source, target,
+N, D): the source and target columns show where they vary (an atlas); losses are bits per
+character on each sweep's own fixed validation set.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from transfer_lab.analysis import checks, collect
 from transfer_lab.analysis.report import md_table
 from transfer_lab.errors import ConfigError
 
-CELL = ["regime", "N", "D_F"]
+CELL = ["regime", "source", "target", "N", "D_F"]
+
+
+def _cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with its cell columns: a scratch run has no source ('—', which pivots keep)."""
+    table = table.copy()
+    table["source"] = table["source_corpus"].fillna("—").astype(str)
+    table["target"] = table["target_corpus"].fillna("—").astype(str)
+    return table
 
 
 def _health(name: str, table: pd.DataFrame, tolerance: float) -> list:
@@ -44,11 +53,12 @@ def common_cells(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 
 def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -> tuple[str, pd.DataFrame]:
+    tables = {name: _cells(t) for name, t in tables.items()}
     if by is None and len(tables) > 1:
         tables = common_cells(tables)
     lines = ["# Comparison: " + ", ".join(f"`{n}`" for n in tables), ""]
     if by is None and len(tables) > 1:
-        lines += ["On the cells (regime, N, D) that every sweep has.", ""]
+        lines += ["On the cells (regime, source, target, N, D) that every sweep has.", ""]
     rows, found_all = [], {}
     for name, t in tables.items():
         row, found = _health(name, t, tolerance)
@@ -80,16 +90,17 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
     title = "Best validation loss (bits/char) per cell" + (f", by {by}" if by else "") + \
             ("; the lowest in each row in bold" if by else "")
     lines += ["## " + title, ""]
+    pairs = long["target"].nunique() > 1 or long.loc[long["regime"] == "finetune", "source"].nunique() > 1
     table_rows = []
-    for (regime, n, d), vals in wide.iterrows():
-        ok = valid.loc[(regime, n, d)]
+    for (regime, source, target, n, d), vals in wide.iterrows():
+        ok = valid.loc[(regime, source, target, n, d)]
         best = np.nanmin(ok.to_numpy(float)) if by and ok.notna().any() else None
         cells = []
         for group, v in vals.items():
             text = ("**%.4f**" if best is not None and ok[group] == best else "%.4f") % v if np.isfinite(v) else "—"
-            cells.append(text + ("†" if (regime, n, d, group) in unconverged.index else ""))
-        table_rows.append([regime, f"{n:.3g}", f"{d:.3g}", *cells])
-    lines += md_table(["regime", "N", "D", *groups], table_rows)
+            cells.append(text + ("†" if (regime, source, target, n, d, group) in unconverged.index else ""))
+        table_rows.append([regime, *([source, target] if pairs else []), f"{n:.3g}", f"{d:.3g}", *cells])
+    lines += md_table(["regime", *(["source", "target"] if pairs else []), "N", "D", *groups], table_rows)
     if len(unconverged):
         lines.append("† not converged (reached the step ceiling, or best point inside warm-up): not a measurement, "
                      "never the best of its row.")
@@ -102,6 +113,11 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
         rel = (both[b] / both[a] - 1)
         lines.append(f"`{b}` against `{a}` on the {len(both)} cells both have: median {rel.median():+.2%}, "
                      f"lower in {int((rel < 0).sum())}, higher in {int((rel > 0).sum())}.")
+        for regime, part in rel.groupby(level="regime"):
+            q = part.quantile([0.1, 0.5, 0.9])
+            lines.append(f"- {regime}, {len(part)} cells: 10th / 50th / 90th percentile {q[0.1]:+.2%} / {q[0.5]:+.2%} / "
+                         f"{q[0.9]:+.2%}; higher by more than 0.5% in {int((part > 0.005).sum())}, "
+                         f"largest {part.max():+.2%} ({', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in part.idxmax())}).")
     return "\n".join(lines) + "\n", wide.reset_index()
 
 
@@ -114,7 +130,8 @@ def run_compare(cfg_get, root: Path, out: Path) -> Path:
         raise ConfigError("action=compare needs two sweeps, or one with compare.by (e.g. compare.by=lr)")
     if by is not None and by not in collect.COLUMNS:
         raise ConfigError(f"compare.by={by} is not a column of the runs table; use e.g. lr or seed")
-    tables = {name: collect.collect_local(root, name).table for name in sweeps}
+    # cell by cell: an atlas's targets each keep their own validation set
+    tables = {name: collect.collect_local(root, name, one_val_set=False).table for name in sweeps}
     md, wide = compare(tables, by, float(cfg_get("checks.monotone_tolerance") or 0.003))
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(md, encoding="utf-8")
