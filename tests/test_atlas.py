@@ -69,3 +69,14 @@ def test_a_pair_whose_fit_ran_into_a_bound_shows_no_estimate_there():
     other = PairResult(source="python", target="german", law="unified", params={"beta": 0.35}, ci={"beta": (0.25, 0.45)})
     betas = [line for line in literature_checks([pinned, free, other]) if "β for target german" in line]
     assert betas and "english" not in betas[0] and "spanish" in betas[0]
+
+
+def test_the_kim_check_says_which_multiplier_intervals_are_apart():
+    from transfer_lab.analysis.atlas import PairResult, literature_checks
+
+    def pair(target, m, lo, hi):
+        return PairResult(source="english", target=target, law="transfer", multiplier=m, multiplier_ci=(lo, hi))
+
+    kim = literature_checks([pair("german", 5.5, 4.0, 7.0), pair("spanish", 5.3, 1.3, 22.0), pair("chinese", 1.6, 1.1, 3.7)])[0]
+    assert "English→German (5.5 [4, 7]) is not distinguishable from English→Spanish" in kim
+    assert "and more than English→Chinese (1.6 [1.1, 3.7])" in kim

@@ -173,7 +173,7 @@ def literature_checks(pairs: list[PairResult]) -> list[str]:
                 return "more than"
             if a.multiplier_ci[1] < b.multiplier_ci[0]:
                 return "less than"
-            return "not distinguishably from"
+            return "not distinguishable from"
         lines.append(f"- Kim 2021 (English→German > English→Spanish, > English→Chinese): the multiplier of English→German "
                      f"({_g(de.multiplier)} {_iv(de.multiplier_ci)}) is {cmp(de, es)} English→Spanish "
                      f"({_g(es.multiplier)} {_iv(es.multiplier_ci)}) and {cmp(de, zh)} English→Chinese "
