@@ -37,6 +37,11 @@ def test_atlas_recovers_each_directed_pair_and_writes_its_report(tmp_path):
     for name in ("alpha", "multiplier"):
         assert (out / "plots" / f"{name}.png").exists() and (out / "plots" / f"{name}.pdf").exists()
     assert json.loads((out / "atlas.json").read_text())["pairs"][0]["source"] in {"de", "en", "py"}
+    assert (out / "atlas.html").exists()
+    bare = tmp_path / "docs"  # html=false: the report committed to docs/ without its 330 kB page
+    run_atlas(tmp_path, "atlas", bare, ref_n=None, ref_d_f=None, n_bootstrap=20, seed=0, ci=0.95,
+              monotone_tolerance=0.003, html=False)
+    assert (bare / "atlas.md").exists() and not (bare / "atlas.html").exists()
 
 
 @pytest.mark.parametrize("argv,named", [

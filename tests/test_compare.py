@@ -51,4 +51,6 @@ def test_two_atlases_compare_cell_by_ordered_pair(tmp_path):
     assert len(wide) == 2 * 2 + 3  # 2 targets × 2 scratch D, 3 pairs × 1 D_F: no cell merged with another
     assert "| regime | source | target | N | D | old | new |" in md
     assert "| finetune | c | a |" in md and "| scratch | — | b |" in md
+    health = md.split("## Health")[1].split("## Best")[0]
+    assert "| old | 7 | 0 | 0 | 0 |" in health  # each pair's curves are checked alone, not one target against another
     assert "- finetune, 3 cells:" in md and "largest +2.00%" in md and "(finetune, c, a, 100000, 10000)" in md

@@ -199,7 +199,7 @@ def _estimate(p: PairResult, name: str) -> str:
 
 
 def write_atlas(pairs: list[PairResult], ref: dict, sweep: str, out: Path, settings: dict,
-                chars_per_token: list[list] | None = None) -> Path:
+                chars_per_token: list[list] | None = None, html: bool = True) -> Path:
     corpora = sorted({p.source for p in pairs} | {p.target for p in pairs})
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -264,7 +264,8 @@ def write_atlas(pairs: list[PairResult], ref: dict, sweep: str, out: Path, setti
         L += ["## Messages from the pair analyses", ""] + [f"- {m}" for m in notes[:40]] + [""]
     md = "\n".join(L) + "\n"
     (out / "atlas.md").write_text(md, encoding="utf-8")
-    (out / "atlas.html").write_text(markdown_to_html(md, out), encoding="utf-8")
+    if html:  # images inline (~330 kB for 6 corpora): html=false for reports committed to docs/
+        (out / "atlas.html").write_text(markdown_to_html(md, out), encoding="utf-8")
     (out / "atlas.json").write_text(json.dumps({"sweep": sweep, "reference": ref, "settings": settings,
                                                 "pairs": table.replace({np.nan: None}).to_dict("records")},
                                                indent=2), encoding="utf-8")
@@ -272,7 +273,7 @@ def write_atlas(pairs: list[PairResult], ref: dict, sweep: str, out: Path, setti
 
 
 def run_atlas(root: Path, sweep: str, out: Path, ref_n, ref_d_f, n_bootstrap: int, seed: int, ci: float,
-              monotone_tolerance: float) -> tuple[Path, list[PairResult]]:
+              monotone_tolerance: float, html: bool = True) -> tuple[Path, list[PairResult]]:
     runs, _ = collect.load_local(collect.sweep_dir(root, sweep))
     if not runs:
         raise ResultsError(f"no runs in sweep {sweep}; run it first: python train.py -m experiment=atlas")
@@ -282,7 +283,7 @@ def run_atlas(root: Path, sweep: str, out: Path, ref_n, ref_d_f, n_bootstrap: in
                            "only with one tokenizer for every corpus (tokenizer.train_on); split the sweep")
     pairs, ref = analyse_pairs(runs, sweep, ref_n, ref_d_f, n_bootstrap, seed, ci, monotone_tolerance)
     settings = {"n_bootstrap": n_bootstrap, "seed": seed, "ci": ci, "tokenizer": tokenizers[0] if tokenizers else None}
-    return write_atlas(pairs, ref, sweep, out, settings, corpus_table(runs)), pairs
+    return write_atlas(pairs, ref, sweep, out, settings, corpus_table(runs), html=html), pairs
 
 
 def corpus_table(runs: list) -> list[list]:

@@ -67,7 +67,8 @@ def run_cli(cfg) -> None:
         out = Path(_get(cfg, "paths.report_dir") or collect.sweep_dir(root, sweep) / "atlas")
         path, pairs = run_atlas(root, sweep, out, _get(cfg, "atlas.reference_n"),
                                 _get(cfg, "atlas.reference_finetune_chars"), n_boot, int(_get(cfg, "fit.seed", 0)),
-                                float(_get(cfg, "fit.ci", 0.95)), float(_get(cfg, "checks.monotone_tolerance", 0.003)))
+                                float(_get(cfg, "fit.ci", 0.95)), float(_get(cfg, "checks.monotone_tolerance", 0.003)),
+                                html=bool(_get(cfg, "html", True)))
         print(f"atlas {sweep}: {len(pairs)} ordered pairs → {path}")
         return
     if action == "compare":

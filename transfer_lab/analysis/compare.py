@@ -38,7 +38,11 @@ def _health(name: str, table: pd.DataFrame, tolerance: float) -> list:
     capped = int((target["stop_reason"] == "max_steps").sum())
     not_converged = int((target["converged"] == False).sum())  # noqa: E712 - True/False/None
     usable = table[~table["excluded"] & table["regime"].isin(collect.FIT_REGIMES)]
-    found = checks.violations(usable, checks.monotone_tolerance(usable, tolerance))
+    pairs = _has_pairs(usable)
+    found = []
+    for (source, target_corpus), part in usable.groupby(["source", "target"]):  # an atlas: curves per pair
+        where = (f"{target_corpus}: " if source == "—" else f"{source} → {target_corpus}: ") if pairs else ""
+        found += [where + v.describe() for v in checks.violations(part, checks.monotone_tolerance(part, tolerance))]
     hours = float(target["wall_time_s"].sum()) / 3600
     return [name, len(target), capped, not_converged, len(found), f"{hours:.2f}"], found
 
@@ -50,6 +54,11 @@ def common_cells(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return {name: t[[tuple(row) in shared or regime not in collect.FIT_REGIMES
                      for row, regime in zip(t[CELL].to_numpy().tolist(), t["regime"])]]
             for name, t in tables.items()}
+
+
+def _has_pairs(table: pd.DataFrame) -> bool:
+    """More than one target, or fine-tunes from more than one source (an atlas)."""
+    return table["target"].nunique() > 1 or table.loc[table["regime"] == "finetune", "source"].nunique() > 1
 
 
 def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -> tuple[str, pd.DataFrame]:
@@ -70,7 +79,7 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
               f"(floor {tolerance:.1%}).", ""]
     lines += md_table(["sweep", "target runs", "at the step cap", "not converged", "rises with data", "train hours"], rows)
     for name, found in found_all.items():
-        lines += [f"- `{name}`: {v.describe()}" for v in found]
+        lines += [f"- `{name}`: {v}" for v in found]
     if any(found_all.values()):
         lines.append("")
     frames = []
@@ -90,7 +99,7 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
     title = "Best validation loss (bits/char) per cell" + (f", by {by}" if by else "") + \
             ("; the lowest in each row in bold" if by else "")
     lines += ["## " + title, ""]
-    pairs = long["target"].nunique() > 1 or long.loc[long["regime"] == "finetune", "source"].nunique() > 1
+    pairs = _has_pairs(long)
     table_rows = []
     for (regime, source, target, n, d), vals in wide.iterrows():
         ok = valid.loc[(regime, source, target, n, d)]
