@@ -226,7 +226,8 @@ def records_to_table(runs: list[records.RunResult], sweep: str, loss: str = "per
     notes = []
     # finished target runs, whatever else excludes them: a sweep that mixes tokenizers is malformed
     fit_rows = table[(table["status"] == records.STATUS_DONE) & table["regime"].isin(FIT_REGIMES)] if len(table) else table
-    for col, what in (("tokenizer", "tokenizers"), ("val_set", "validation sets"))[:2 if one_val_set else 1]:
+    must_agree = [("tokenizer", "tokenizers")] + ([("val_set", "validation sets")] if one_val_set else [])
+    for col, what in must_agree:
         values = sorted({v for v in fit_rows[col] if v}) if len(fit_rows) else []
         if len(values) > 1:
             raise ResultsError(f"sweep {sweep} mixes {len(values)} {what} ({', '.join(values[:3])}) among its "
