@@ -18,13 +18,13 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from transfer_lab import errors  # noqa: E402
-from transfer_lab.cli import check_overrides  # noqa: E402
+from transfer_lab.study.launch_checks import check_overrides  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="analyze")
 def main(cfg: DictConfig) -> None:
     try:
-        from transfer_lab.analysis.cli import run_cli
+        from transfer_lab.analysis.actions import run_cli
         run_cli(cfg)
     except errors.UserError as err:
         errors.exit_with(err)

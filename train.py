@@ -9,13 +9,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from transfer_lab.cli import check_experiment_override, check_sweep_cells  # noqa: E402
 from transfer_lab.errors import UserError, exit_with  # noqa: E402
+from transfer_lab.study.launch_checks import check_experiment_override, check_sweep_cells  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> str:
-    from transfer_lab.pipeline import run_job  # heavy imports after Hydra has parsed the command line
+    from transfer_lab.study.job import run_job  # heavy imports after Hydra has parsed the command line
 
     try:
         return run_job(cfg)

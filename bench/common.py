@@ -56,7 +56,8 @@ def quiet_lightning() -> None:
 
 def compose(*overrides: str, sweep: str = "bench", output_root: Path | None = None):
     """conf/train.yaml as train.py composes it, plus overrides (later ones win)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     root = Path(output_root or BENCH_DATA)
@@ -71,9 +72,10 @@ def compose(*overrides: str, sweep: str = "bench", output_root: Path | None = No
 
 def run_data(cfg, need_source: bool = False):
     """Prepared corpora → tokenizer → token files (each built once, then only mapped)."""
-    from transfer_lab.data import load_run_data
+    from transfer_lab.data.run_data import load_run_data
+    from transfer_lab.study.job_settings import read_settings
 
-    return load_run_data(cfg, need_source=need_source, need_target=True, log=lambda *a: None)
+    return load_run_data(read_settings(cfg).data, need_source=need_source, need_target=True, log=lambda *a: None)
 
 
 def median(values) -> float:

@@ -23,13 +23,13 @@ from common import BENCH_DATA, compose, median, run_data
 def tokenisation(corpora: list[str], tokenizer_overrides: list[str], log=print) -> dict:
     from omegaconf import OmegaConf
 
-    from transfer_lab.data import _prepared
-    from transfer_lab.tokenization import load_tokenizer
+    from transfer_lab.data.run_data import _prepared
+    from transfer_lab.data.tokenizers import load_tokenizer
 
     cfg = compose("regime=scratch", *tokenizer_overrides)
     handle = run_data(cfg).tokenizer if cfg.tokenizer.kind == "bpe" else load_tokenizer(
         OmegaConf.to_container(cfg.tokenizer, resolve=True), Path(cfg.paths.cache_dir))
-    from transfer_lab.tokens import load_token_file
+    from transfer_lab.data.token_files import load_token_file
 
     tmp = Path(tempfile.mkdtemp(prefix="fig3-", dir=BENCH_DATA))
     rows, total_mb, total_s = [], 0.0, 0.0
@@ -53,14 +53,16 @@ def tokenisation(corpora: list[str], tokenizer_overrides: list[str], log=print) 
 
 
 def loader(overrides: list[str], steps: int, repeats: int = 3) -> dict:
-    from transfer_lab.pipeline import datamodule_for
+    from transfer_lab.study.job_settings import read_settings
+    from transfer_lab.study.training_run import datamodule_for
 
     cfg = compose("regime=scratch", "data.finetune_chars=5e5", *overrides)
+    settings = read_settings(cfg)
     data = run_data(cfg)
     o = cfg.optim
     rates, raw_rates = [], []
     for _ in range(repeats):
-        dm = datamodule_for(cfg, [(data.target.train, 1.0)], data.target.val, int(float(cfg.data.finetune_chars)),
+        dm = datamodule_for(settings, [(data.target.train, 1.0)], data.target.val, int(float(cfg.data.finetune_chars)),
                             o.batch_size)
         it = iter(dm.train_dataloader())
         next(it)

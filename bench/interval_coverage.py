@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import analysis_synth as syn  # noqa: E402
+
 from transfer_lab.analysis import collect_local, run_analysis  # noqa: E402
 from transfer_lab.analysis.report import md_table  # noqa: E402
 

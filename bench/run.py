@@ -64,7 +64,6 @@ def status(value, target, higher_is_better=True):
 
 def figure1(args, log) -> dict:
     import torch
-
     import train_speed
 
     windows = args.windows or (2 if args.quick else 4)
@@ -221,9 +220,8 @@ def figure4(args, log) -> dict:
 
 
 def figure5(args, log) -> dict:
-    import torch
-
     import sweep_speed
+    import torch
 
     out = {"name": "sweep wall time", "unit": "s"}
     if args.demo_sweep:

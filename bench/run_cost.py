@@ -1,6 +1,6 @@
 """Figure 4: per-run fixed cost inside a multirun, checkpoint save/load, and validation's share.
 
-Jobs are started with `transfer_lab.pipeline.run_job(cfg)` in this process, after torch, Lightning
+Jobs are started with `transfer_lab.study.job.run_job(cfg)` in this process, after torch, Lightning
 and transformers are imported and the corpus/tokenizer/token files are cached: what every job of a
 Hydra multirun after the first one pays. One untimed job warms the caches first. Timestamps come
 from the same RunRecorder subclass as figure 1 (patched in for the call): job start (just before
@@ -35,9 +35,10 @@ def validation_bound(cfg) -> float:
 
 
 def job_costs(finetune_chars: list[str], overrides: list[str], log=print) -> dict:
-    from transfer_lab import records
-    from transfer_lab.pipeline import run_job
     from train_speed import timed_recorder
+
+    from transfer_lab.study import records
+    from transfer_lab.study.job import run_job
 
     root = Path(tempfile.mkdtemp(prefix="fig4-", dir=BENCH_DATA))
     jobs = []
@@ -80,8 +81,9 @@ def job_costs(finetune_chars: list[str], overrides: list[str], log=print) -> dic
 
 
 def checkpoint_io(overrides: list[str], repeats: int = 5) -> dict:
-    from transfer_lab.callbacks import AtomicCheckpointIO
     from train_speed import datamodule, fit_steps, setup
+
+    from transfer_lab.training.callbacks import AtomicCheckpointIO
 
     cfg, data, shape, kwargs = setup(list(overrides), 5)
     tmp = Path(tempfile.mkdtemp(prefix="fig4ckpt-", dir=BENCH_DATA))

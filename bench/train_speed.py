@@ -5,9 +5,9 @@ TokenDataModule's train_dataloader over a real token file) with the same optimis
 project's decay groups, LambdaLR warm-up + cosine, gradient clipping at optim.gradient_clip) and
 read the loss back every trainer.log_every_n_steps steps, as RunRecorder does.
 
-The Lightning side is `transfer_lab.training.fit` itself: the real Trainer settings, RunRecorder,
+The Lightning side is `transfer_lab.training.fit.fit` itself: the real Trainer settings, RunRecorder,
 ModelCheckpoint, EarlyStopping and AtomicCheckpointIO. The only addition is a subclass of
-RunRecorder (patched into transfer_lab.training for the call) that takes one perf_counter() per
+RunRecorder (patched into transfer_lab.training.fit for the call) that takes one perf_counter() per
 step after the recorder's own hook. Validation is pushed past the timed steps (val_every_n_steps =
 max_steps), so neither side validates inside the timed steps; checkpoints are saved at validation,
 so none falls inside them either. The first losses of both sides are compared (same model, same
@@ -43,19 +43,21 @@ from common import BENCH_DATA, compose, median, run_data, spread
 
 def setup(overrides: list[str], steps_total: int):
     """(cfg, run data, module kwargs) for a scratch run of the demo model on python_small."""
-    from transfer_lab.pipeline import model_shape, module_kwargs
+    from transfer_lab.study.job_settings import read_settings
+    from transfer_lab.study.training_run import module_kwargs
 
     cfg = compose("regime=scratch", f"optim.max_steps={steps_total}", f"optim.val_every_n_steps={steps_total}",
                   "data.finetune_chars=5e5", *overrides)
     data = run_data(cfg)
-    shape = model_shape(cfg, data)
-    kwargs = module_kwargs(cfg, shape, steps_schedule(cfg, steps_total))
+    settings = read_settings(cfg)
+    shape = settings.model.shape(data.tokenizer.vocab_size)
+    kwargs = module_kwargs(settings, shape, steps_schedule(cfg, steps_total))
     return cfg, data, shape, kwargs
 
 
 def steps_schedule(cfg, n_steps: int, patience: int = 10**6):
     """Exactly n_steps steps, one validation at the end: the demo's LR and warm-up, cosine over n_steps."""
-    from transfer_lab.schedule import Schedule
+    from transfer_lab.training.schedule import Schedule
 
     o = cfg.optim
     return Schedule(lr=float(o.lr), warmup_steps=min(int(o.warmup_steps), n_steps), horizon_steps=n_steps,
@@ -64,28 +66,32 @@ def steps_schedule(cfg, n_steps: int, patience: int = 10**6):
 
 
 def fit_steps(run_dir, cfg, dm, kwargs, n_steps: int, patience: int = 10**6):
-    """transfer_lab.training.fit for n_steps steps (what the benchmark times)."""
-    from transfer_lab.training import fit
+    """transfer_lab.training.fit.fit for n_steps steps (what the benchmark times)."""
+    from omegaconf import OmegaConf
 
-    return fit(run_dir, dm, kwargs, steps_schedule(cfg, n_steps, patience), cfg.trainer, seed=int(cfg.seed),
+    from transfer_lab.training.fit import fit
+
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return fit(run_dir, dm, kwargs, steps_schedule(cfg, n_steps, patience), trainer, seed=int(cfg.seed),
                gradient_clip=float(cfg.optim.gradient_clip), log=lambda *a: None)
 
 
 def datamodule(cfg, data):
-    from transfer_lab.pipeline import datamodule_for
+    from transfer_lab.study.job_settings import read_settings
+    from transfer_lab.study.training_run import datamodule_for
 
-    return datamodule_for(cfg, [(data.target.train, 1.0)], data.target.val, int(float(cfg.data.finetune_chars)),
+    return datamodule_for(read_settings(cfg), [(data.target.train, 1.0)], data.target.val, int(float(cfg.data.finetune_chars)),
                           cfg.optim.batch_size)
 
 
 # ---------------------------------------------------------------------------------------------
-# the Lightning side: transfer_lab.training.fit
+# the Lightning side: transfer_lab.training.fit.fit
 
 
 def _timed_recorder_class():
     import torch
 
-    from transfer_lab.callbacks import RunRecorder
+    from transfer_lab.training.callbacks import RunRecorder
 
     class TimedRecorder(RunRecorder):
         """RunRecorder plus one timestamp per finished step (and the first loss values, for the check)."""
@@ -130,8 +136,8 @@ def _timed_recorder_class():
 
 @contextlib.contextmanager
 def timed_recorder():
-    """Patch transfer_lab.training.RunRecorder (what fit() builds) with the timing subclass."""
-    import transfer_lab.training as training
+    """Patch transfer_lab.training.fit.RunRecorder (what fit() builds) with the timing subclass."""
+    import transfer_lab.training.fit as training
 
     cls = _timed_recorder_class()
     original = training.RunRecorder
@@ -172,9 +178,9 @@ class BareLoop:
         import pytorch_lightning as pl
         import torch
 
-        from transfer_lab.model import ModelShape, build_gpt2
-        from transfer_lab.schedule import lr_factor
-        from transfer_lab.training import precision_for
+        from transfer_lab.training.fit import precision_for
+        from transfer_lab.training.model import ModelShape, build_gpt2
+        from transfer_lab.training.schedule import lr_factor
 
         hp = kwargs
         pl.seed_everything(int(cfg.seed), verbose=False)  # as fit(): same seed, same initial weights
@@ -198,7 +204,7 @@ class BareLoop:
         import torch
         import torch.nn.functional as F
 
-        from transfer_lab.datamodule import IGNORE_INDEX
+        from transfer_lab.data.datamodule import IGNORE_INDEX
 
         x, y = next(self.batches)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -241,7 +247,7 @@ def lockstep_window(cfg, data, kwargs, n_steps: int, run_dir: Path) -> dict:
     step k takes from there to its own end. Load from other processes changes on a scale of
     seconds, so interleaving at the step (tens of ms) cancels it.
     """
-    import transfer_lab.training as training
+    import transfer_lab.training.fit as training
 
     loop = BareLoop(cfg, data, kwargs)
     base = _timed_recorder_class()
@@ -309,7 +315,7 @@ def aa_control(overrides: list[str], *, windows: int, steps: int, warm: int) -> 
 def without_step_log():
     """Ablation for the profile: CausalLM.training_step without its per-step `self.log("train/loss", ...)`
     (the progress-bar value); everything else in fit() unchanged. Patched in this process only."""
-    from transfer_lab.module import CausalLM
+    from transfer_lab.training.lightning_module import CausalLM
 
     original = CausalLM.training_step
 
@@ -371,7 +377,7 @@ def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label:
                 f"ratio {rates['L'] / rates['B']:.3f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    from transfer_lab.model import build_gpt2, count_params, flops_per_token
+    from transfer_lab.training.model import build_gpt2, count_params, flops_per_token
     n_params, total_params = count_params(build_gpt2(shape, cfg.model.attn_implementation))
     return {
         "label": label, "overrides": overrides, "n_layer": shape.n_layer, "n_embd": shape.n_embd, "n_ctx": shape.n_ctx,
@@ -386,7 +392,7 @@ def compare(overrides: list[str], *, windows: int, steps: int, warm: int, label:
         "ratio_whole_window_means": median([a / b for a, b in zip(means["L"], means["B"])]),
         "pair_ratios": [round(r, 4) for r in pair_ratios],
         "max_loss_diff_first_steps": max(loss_diffs) if loss_diffs else None,
-        "precision": __import__("transfer_lab.training", fromlist=["x"]).precision_for(cfg.trainer),
+        "precision": __import__("transfer_lab.training.fit", fromlist=["x"]).precision_for(cfg.trainer),
     }
 
 

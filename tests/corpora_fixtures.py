@@ -46,9 +46,9 @@ def fortunes_spec(name: str = "fx", files=("art", "computers", "cookie"), **extr
 @pytest.fixture(scope="session")
 def fortune_texts(corpora_cache) -> dict[str, list[str]]:
     """Real fortunes by language: {'en': [...], 'de': [...]} (cleaned, one per item)."""
-    from transfer_lab.corpora.clean import normalise_text
-    from transfer_lab.corpora.debian import debian_tree
-    from transfer_lab.corpora.readers import read_fortune
+    from transfer_lab.data.corpora.clean import normalise_text
+    from transfer_lab.data.corpora.debian import debian_tree
+    from transfer_lab.data.corpora.readers import read_fortune
 
     out = {}
     for lang, package, rel in (("en", "fortunes", "usr/share/games/fortunes/computers"),

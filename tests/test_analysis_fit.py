@@ -1,12 +1,11 @@
 """Fits on synthetic sweeps generated from known laws: recovery, inversion, prediction, speed."""
 
+import analysis_synth as syn
 import numpy as np
 import pytest
 
-import analysis_synth as syn
-from transfer_lab.analysis import collect_local, laws, predict, records_to_table, run_analysis
+from transfer_lab.analysis import collect_local, laws, predict, records_to_table, run_analysis, specs
 from transfer_lab.analysis.fitting import batched_lm, fit_law
-from transfer_lab.analysis import specs
 from transfer_lab.errors import ConfigError
 
 

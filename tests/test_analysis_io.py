@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import analysis_synth as syn
 import numpy as np
 import pytest
 
-import analysis_synth as syn
 from transfer_lab.analysis import collect_local, records_to_table, run_analysis
 from transfer_lab.analysis.collect import latest_sweep
 from transfer_lab.errors import ResultsError
@@ -37,7 +37,7 @@ def test_mixed_tokenizers_and_duplicate_keys_are_refused(tmp_path):
     with pytest.raises(ResultsError, match="duplicate run keys"):
         records_to_table(runs, "synth")
     # the same run in two folders (reused under another ceiling's key) is one run, not an error
-    from transfer_lab import records
+    from transfer_lab.study import records
     for i, r in enumerate(runs[:-1] + [runs[0]]):
         folder = tmp_path / "sweeps" / "synth" / "runs" / f"{r.run_key}-{i}"
         folder.mkdir(parents=True)
@@ -192,7 +192,7 @@ def test_collect_a_real_offline_wandb_run(tmp_path):
 
 def test_a_cell_rerun_with_other_settings_keeps_only_the_newest_run():
     from transfer_lab.analysis.collect import records_to_table
-    from transfer_lab.records import RunResult
+    from transfer_lab.study.records import RunResult
 
     def run(key, finished_at, loss, chars=10_000):
         return RunResult(run_key=key, sweep="s", regime="scratch", status="done", non_embedding_params=1000,
@@ -210,7 +210,7 @@ def test_a_cell_rerun_with_other_settings_keeps_only_the_newest_run():
 
 def test_a_learning_rate_grid_keeps_each_cells_best_converged_rate():
     from transfer_lab.analysis.collect import records_to_table
-    from transfer_lab.records import RunResult
+    from transfer_lab.study.records import RunResult
 
     def run(key, lr, loss, converged=True, chars=10_000):
         return RunResult(run_key=key, sweep="s", regime="scratch", status="done", non_embedding_params=1000,
@@ -230,7 +230,7 @@ def test_a_learning_rate_grid_keeps_each_cells_best_converged_rate():
 
 def test_a_run_its_ceiling_stopped_and_a_higher_one_extended_is_counted_once():
     from transfer_lab.analysis.collect import records_to_table
-    from transfer_lab.records import RunResult
+    from transfer_lab.study.records import RunResult
 
     def run(key, steps, converged, lr=1e-2):
         return RunResult(run_key=key, sweep="s", regime="scratch", status="done", non_embedding_params=1000,

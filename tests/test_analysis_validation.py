@@ -2,10 +2,10 @@
 analyze.py's plan action): the truth lies inside the reported intervals where the design allows
 it; where it does not, the tool says so and plan names the runs that fix it."""
 
+import analysis_synth as syn
 import numpy as np
 import pytest
 
-import analysis_synth as syn
 from transfer_lab.analysis import collect_local, run_analysis
 from transfer_lab.analysis.plan import format_plan, plan_runs
 
@@ -73,10 +73,10 @@ def test_a_narrow_size_range_leaves_beta_unidentified_and_plan_adds_a_size(tmp_p
 
 
 def test_the_plan_action_of_analyze_prints_commands(tmp_path, capsys, monkeypatch):
+    from conftest import CONF_DIR
     from hydra import compose, initialize_config_dir
 
-    from conftest import CONF_DIR
-    from transfer_lab.analysis.cli import run_cli
+    from transfer_lab.analysis.actions import run_cli
 
     syn.make_sweep(tmp_path, sweep="v", extras=False, seed=2, ns=SIZES, scratch_ds=MATCHED_SCRATCH,
                    finetune_ds=FINETUNE, noise=0.003)
@@ -103,7 +103,7 @@ def test_transfer_that_saturates_with_d_f_gets_a_longer_pre_training_not_more_d_
 
 
 def test_an_estimate_outside_its_own_interval_is_called_unstable(tmp_path):
-    from transfer_lab.analysis.pipeline import _identification
+    from transfer_lab.analysis.sweep_analysis import _identification
 
     res, _ = analyse(tmp_path, ns=SIZES[:3], scratch_ds=PAPER_SCRATCH, finetune_ds=FINETUNE, noise=0.003)
     assert not any("outside its own interval" in line for line in res.unidentified)

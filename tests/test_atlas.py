@@ -2,11 +2,10 @@
 
 import json
 
+import analysis_synth as syn
+import pandas as pd
 import pytest
 
-import pandas as pd
-
-import analysis_synth as syn
 from transfer_lab.analysis.atlas import run_atlas
 
 PAIRS = {("en", "de"): {"k": 2e4, "alpha": 0.15, "beta": 0.4}, ("de", "en"): {"k": 5e3, "alpha": 0.35, "beta": 0.4},
@@ -54,7 +53,7 @@ def test_atlas_recovers_each_directed_pair_and_writes_its_report(tmp_path):
      "different tokenizer settings"),
 ])
 def test_a_bad_atlas_is_one_line_before_anything_trains(argv, named, capsys):
-    from transfer_lab.cli import check_sweep_cells
+    from transfer_lab.study.launch_checks import check_sweep_cells
 
     with pytest.raises(SystemExit) as exit_info:
         check_sweep_cells(["-m", "experiment=atlas", *argv])

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import pytest
-
 import analysis_synth as syn
+import pytest
 from conftest import CONF_DIR, ROOT, TINY
-from transfer_lab import errors, records
+
+from transfer_lab import errors
 from transfer_lab.errors import ConfigError, DataError, ResultsError, UserError
+from transfer_lab.study import records
 
 FIX = re.compile(r"\b(use|set|choose|pick|raise|lower|delete|remove|fix|give|convert|point|match|add|check|"
                  r"run|re-run|split|analyse|write|quote)\b|e\.g\.", re.IGNORECASE)
@@ -37,7 +38,8 @@ SWEEP = "keep"  # the finished sweep every bad command runs beside
 # --- helpers -----------------------------------------------------------------------------------
 
 def compose(config: str, overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
@@ -136,7 +138,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, data_dir, cache_dir) -> World:
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
 
     w = World(tmp_path_factory.mktemp("world"), data_dir, cache_dir)
     assert run_job(w.cfg("regime=scratch")) == "done"
@@ -244,7 +246,7 @@ CONFIG_CASES = [
 @pytest.mark.parametrize("overrides,names,kind", [c if type(c) is not tuple else pytest.param(*c[1:], id=c[0])
                                                   for c in CONFIG_CASES])
 def test_config_catalog(world, overrides, names, kind, capsys):
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
 
     before, folders = snapshot(world.root), run_folders(world)
     expect_user_error(lambda: run_job(world.cfg("regime=scratch", *overrides)), names, kind, capsys)
@@ -254,7 +256,8 @@ def test_config_catalog(world, overrides, names, kind, capsys):
 
 def test_gpu_asked_for_on_a_cpu_machine(world, capsys):
     import torch
-    from transfer_lab.pipeline import run_job
+
+    from transfer_lab.study.job import run_job
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")
@@ -264,7 +267,7 @@ def test_gpu_asked_for_on_a_cpu_machine(world, capsys):
     assert_intact(before)
 
 
-# --- command-line errors Hydra would report on several lines (cli.py pre-checks them) -----------
+# --- command-line errors Hydra would report on several lines (study/launch_checks.py pre-checks them) -----------
 
 CLI_CASES = [
     ("unknown_experiment", ["experiment=nope"], ("experiment=nope", "demo")),
@@ -281,7 +284,7 @@ CLI_CASES = [
 
 @pytest.mark.parametrize("argv,names", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
 def test_command_line_catalog(argv, names, capsys):
-    from transfer_lab.cli import check_experiment_override
+    from transfer_lab.study.launch_checks import check_experiment_override
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
@@ -299,13 +302,13 @@ def test_command_line_catalog(argv, names, capsys):
                                   ["experiment=smoke", "+model.extra=1", "~model.compile"],
                                   ["hydra/launcher=joblib", "regime=scratch"], ["--cfg", "job", "anything=1"]])
 def test_command_line_precheck_lets_good_commands_through(argv):
-    from transfer_lab.cli import check_experiment_override
+    from transfer_lab.study.launch_checks import check_experiment_override
 
     check_experiment_override(argv)  # no SystemExit
 
 
 def test_analyze_command_line_is_prechecked_too(capsys):
-    from transfer_lab.cli import check_overrides
+    from transfer_lab.study.launch_checks import check_overrides
 
     with pytest.raises(SystemExit) as exited:
         check_overrides(["fit.n_bootstrp=10"], "analyze")
@@ -333,7 +336,7 @@ FILES_CASES = [
 
 @pytest.mark.parametrize("spec,names,kind", [c[1:] for c in FILES_CASES], ids=[c[0] for c in FILES_CASES])
 def test_data_files_catalog(world, bad_files, spec, names, kind, capsys):
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
 
     before, folders = snapshot(world.root, world.data_dir / "prepared"), run_folders(world)
     cfg = world.cfg("regime=scratch", f"data.target={bad_files / spec}.yaml")
@@ -366,10 +369,9 @@ PREPARED_CASES = [
 
 @pytest.mark.parametrize("tamper,names", [c[1:] for c in PREPARED_CASES], ids=[c[0] for c in PREPARED_CASES])
 def test_tampered_prepared_corpus(world, tmp_path, tamper, names, capsys):
-    from transfer_lab.pipeline import run_job
-
-    from transfer_lab.corpora import load_corpus_spec
-    from transfer_lab.corpora.prepare import folder_name
+    from transfer_lab.data.corpora import load_corpus_spec
+    from transfer_lab.data.corpora.build import folder_name
+    from transfer_lab.study.job import run_job
 
     data = private_data_dir(tmp_path, world.data_dir, copy=("python_small",))
     folder = data / "prepared" / folder_name(load_corpus_spec("python_small"))
@@ -381,8 +383,8 @@ def test_tampered_prepared_corpus(world, tmp_path, tamper, names, capsys):
 
 
 def test_files_changed_since_prepared(world, bad_files, tmp_path, capsys):
-    from transfer_lab.corpora import prepare_corpus
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.data.corpora import prepare_corpus
+    from transfer_lab.study.job import run_job
 
     text = tmp_path / "mine.txt"
     text.write_text((bad_files / "good.txt").read_text())
@@ -435,10 +437,9 @@ CACHE_CASES = [
 
 @pytest.mark.parametrize("damage,names", CACHE_CASES)
 def test_damaged_token_cache(world, tmp_path, damage, names, capsys):
-    from transfer_lab.pipeline import run_job
-
-    from transfer_lab.corpora import load_corpus_spec
-    from transfer_lab.corpora.prepare import folder_name
+    from transfer_lab.data.corpora import load_corpus_spec
+    from transfer_lab.data.corpora.build import folder_name
+    from transfer_lab.study.job import run_job
 
     cache = _private_cache(world, tmp_path)
     tokenizer = next(records.read_result(p).tokenizer for p in world.runs.iterdir() if p.name.startswith("scratch-")
@@ -459,7 +460,7 @@ def _trains_anyway(*args, **kwargs):
 
 
 def test_init_from_a_model_of_another_shape(world, capsys):
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
 
     before = snapshot(world.root)
     cfg = world.cfg("regime=finetune", f"pretrain.init_from={world.pretrained_model}", "model.n_embd=64",
@@ -469,20 +470,20 @@ def test_init_from_a_model_of_another_shape(world, capsys):
 
 
 def test_init_from_a_model_made_with_another_tokenizer(world, monkeypatch, capsys):
-    from transfer_lab import pipeline
+    from transfer_lab.study import job
 
-    monkeypatch.setattr(pipeline, "train_and_record", _trains_anyway)
+    monkeypatch.setattr(job, "train_and_record", _trains_anyway)
     before = snapshot(world.root)
     cfg = world.cfg("regime=finetune", f"pretrain.init_from={world.pretrained_model}", "tokenizer.vocab_size=320",
                     "sweep=mismatch")
-    expect_user_error(lambda: pipeline.run_job(cfg), ("pretrain.init_from", "tokenizer"), ConfigError, capsys)
+    expect_user_error(lambda: job.run_job(cfg), ("pretrain.init_from", "tokenizer"), ConfigError, capsys)
     assert_intact(before)
 
 
 def test_cached_pretrained_model_made_with_another_tokenizer(world, tmp_path, monkeypatch, capsys):
-    from transfer_lab import pipeline
+    from transfer_lab.study import job
 
-    monkeypatch.setattr(pipeline, "train_and_record", _trains_anyway)
+    monkeypatch.setattr(job, "train_and_record", _trains_anyway)
     pretrained = tmp_path / "pretrained"
     shutil.copytree(world.root / "pretrained", pretrained, ignore=shutil.ignore_patterns("*.lock"))
     (folder,) = [p for p in pretrained.iterdir() if p.is_dir()]
@@ -491,7 +492,7 @@ def test_cached_pretrained_model_made_with_another_tokenizer(world, tmp_path, mo
     (folder / "results.json").write_text(json.dumps(record))
     cfg = world.cfg("regime=finetune", "data.finetune_chars=3e4", f"paths.pretrained_dir={pretrained}",
                     "sweep=mismatch")
-    expect_user_error(lambda: pipeline.run_job(cfg), ("tokenizer",), UserError, capsys)
+    expect_user_error(lambda: job.run_job(cfg), ("tokenizer",), UserError, capsys)
 
 
 # --- 3. results: corrupt, truncated, duplicated, mixed ------------------------------------------
@@ -637,7 +638,7 @@ def _sweep_root(tmp: Path, runs) -> Path:
 @pytest.mark.parametrize("runs,overrides,names,kind", [c[1:] for c in ANALYSIS_ERRORS],
                          ids=[c[0] for c in ANALYSIS_ERRORS])
 def test_analysis_error_catalog(tmp_path, runs, overrides, names, kind, capsys):
-    from transfer_lab.analysis.cli import run_cli
+    from transfer_lab.analysis.actions import run_cli
 
     root = _sweep_root(tmp_path, runs)
     before = snapshot(root)
@@ -647,7 +648,7 @@ def test_analysis_error_catalog(tmp_path, runs, overrides, names, kind, capsys):
 
 @pytest.mark.parametrize("overrides,names", [c[1:] for c in ANALYZE_KEY_CASES], ids=[c[0] for c in ANALYZE_KEY_CASES])
 def test_analyze_key_catalog(tmp_path, overrides, names, capsys):
-    from transfer_lab.analysis.cli import run_cli
+    from transfer_lab.analysis.actions import run_cli
 
     root = _sweep_root(tmp_path, syn.make_runs(**TWO_N))
     before = snapshot(root)
@@ -658,7 +659,7 @@ def test_analyze_key_catalog(tmp_path, overrides, names, capsys):
 @pytest.mark.parametrize("overrides,names", [c[1:] for c in ANALYZE_KEY_CASES], ids=[c[0] for c in ANALYZE_KEY_CASES])
 def test_validate_analyze_config_catches_them(tmp_path, overrides, names, capsys):
     """The check run_cli calls first, on its own."""
-    from transfer_lab.validate import validate_analyze_config
+    from transfer_lab.analysis.config_checks import validate_analyze_config
 
     validate_analyze_config(analyze_cfg(tmp_path))  # the shipped defaults pass
     expect_user_error(lambda: validate_analyze_config(analyze_cfg(tmp_path, *overrides)), names, ConfigError,
@@ -681,7 +682,7 @@ ANALYSIS_DEGRADED = [
 
 @pytest.mark.parametrize("runs,note", [c[1:] for c in ANALYSIS_DEGRADED], ids=[c[0] for c in ANALYSIS_DEGRADED])
 def test_analysis_degrades_with_a_note(tmp_path, runs, note, capsys):
-    from transfer_lab.analysis.cli import run_cli
+    from transfer_lab.analysis.actions import run_cli
 
     root = _sweep_root(tmp_path, runs)
     before = snapshot(root)

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY
-from transfer_lab import records
+
+from transfer_lab.study import records
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, data_dir):
     (["-m", "experiment=smoke", "model.n_layer=1,0"], "model.n_layer=0"),
 ])
 def test_every_sweep_cell_is_checked_before_the_first_trains(argv, named, capsys):
-    from transfer_lab.cli import check_sweep_cells
+    from transfer_lab.study.launch_checks import check_sweep_cells
 
     with pytest.raises(SystemExit) as exit_info:
         check_sweep_cells(argv)
@@ -69,6 +69,6 @@ def test_every_sweep_cell_is_checked_before_the_first_trains(argv, named, capsys
 
 
 def test_a_good_sweep_passes_the_cell_check():
-    from transfer_lab.cli import check_sweep_cells
+    from transfer_lab.study.launch_checks import check_sweep_cells
 
     check_sweep_cells(["-m", "model.n_layer=2,4,8", "data.finetune_chars=1e5,1e6"])  # the design card

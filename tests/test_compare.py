@@ -1,8 +1,8 @@
 """analyze.py action=compare on synthetic sweeps: health side by side, and one sweep pivoted by lr."""
 
+import analysis_synth as syn
 import pandas as pd
 
-import analysis_synth as syn
 from transfer_lab.analysis import compare as cmp
 from transfer_lab.analysis.collect import collect_local
 

@@ -3,9 +3,9 @@
 import pytest
 from omegaconf import OmegaConf
 
-from transfer_lab.cli import available
-from transfer_lab.corpora import available_corpora
-from transfer_lab.validate import validate_config
+from transfer_lab.data.corpora import available_corpora
+from transfer_lab.study.launch_checks import available
+from transfer_lab.study.validate import validate_config
 
 
 @pytest.mark.parametrize("experiment", available("experiment"))
@@ -34,10 +34,10 @@ def test_gpu_experiments_use_gpt2_bpe_and_long_context(compose_cfg):
 @pytest.mark.parametrize("experiment", available("experiment"))
 def test_every_experiment_runs_scratch_a_decade_past_its_largest_fine_tune(experiment):
     """D_E is ~10-1000× D_F: a from-scratch grid that stops at the largest D_F cannot be inverted."""
+    from conftest import CONF_DIR
     from hydra import compose, initialize_config_dir
 
-    from conftest import CONF_DIR
-    from transfer_lab import protocol
+    from transfer_lab.study import protocol
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)

@@ -9,14 +9,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from corpora_fixtures import corpora_cache, data_dir, fortune_texts, fortunes_spec  # noqa: F401
-from transfer_lab.corpora import (PreparedCorpus, available_corpora, load_corpus_spec,
-                                  prepare_corpus)
-from transfer_lab.corpora import prepare as prepare_mod
-from transfer_lab.corpora.clean import cut_document
-from transfer_lab.corpora.readers import html_to_text, read_tagged_zh, strip_roff
-from transfer_lab.corpora.sources import glob_regex
+
+from transfer_lab.data.corpora import PreparedCorpus, available_corpora, load_corpus_spec, prepare_corpus
+from transfer_lab.data.corpora import build as corpus_build
+from transfer_lab.data.corpora.clean import cut_document
+from transfer_lab.data.corpora.readers import html_to_text, read_tagged_zh, strip_roff
+from transfer_lab.data.corpora.sources import glob_regex
 from transfer_lab.errors import ConfigError, DataError
 
 SHIPPED = ["english", "python", "german", "spanish", "chinese", "fortunes_en", "fortunes_de",
@@ -108,7 +107,7 @@ def test_reuse_does_not_rebuild(data_dir, monkeypatch):
     def no_build(*args, **kwargs):
         raise AssertionError("rebuilt a prepared corpus")
 
-    monkeypatch.setattr(prepare_mod, "build", no_build)
+    monkeypatch.setattr(corpus_build, "build", no_build)
     again = prepare_corpus(fortunes_spec(), data_dir=data_dir)
     assert again.manifest == first.manifest
     assert (first.directory / "manifest.json").stat().st_mtime_ns == stamp
@@ -134,7 +133,7 @@ def test_tampered_folder_is_an_error_not_a_rebuild(data_dir):
 
 def test_stale_temp_folder_from_a_killed_build_is_ignored(data_dir):
     spec = load_corpus_spec(fortunes_spec())
-    stale = data_dir / "prepared" / f".tmp-{prepare_mod.folder_name(spec)}-999-1"
+    stale = data_dir / "prepared" / f".tmp-{corpus_build.folder_name(spec)}-999-1"
     stale.mkdir(parents=True)
     (stale / "train.jsonl").write_text('{"text": "half"}\n')
     pc = prepare_corpus(spec, data_dir=data_dir)
@@ -149,14 +148,14 @@ def _prepare_in_process(args):
 
 def test_concurrent_prepare_builds_once(data_dir, monkeypatch):
     calls = []
-    real_build = prepare_mod.build
+    real_build = corpus_build.build
 
     def slow_build(*args, **kwargs):
         calls.append(1)
         time.sleep(0.5)
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(prepare_mod, "build", slow_build)
+    monkeypatch.setattr(corpus_build, "build", slow_build)
     results = []
     threads = [threading.Thread(target=lambda: results.append(
         prepare_corpus(fortunes_spec("ct"), data_dir=data_dir).content_hash)) for _ in range(3)]
@@ -180,7 +179,7 @@ def test_python_small_keeps_code_intact(data_dir):
             "sources": [{"name": "stdlib", "from": "stdlib", "reader": "python",
                          "include": ["textwrap.py", "bisect.py"]}]}
     pc = prepare_corpus(spec, data_dir=data_dir)
-    from transfer_lab.corpora.sources import stdlib_root
+    from transfer_lab.data.corpora.sources import stdlib_root
     docs = list(pc.documents("train")) + list(pc.documents("val"))
     original = (stdlib_root() / "bisect.py").read_text(encoding="utf-8")
     pieces = [d for d in docs if d in original]

@@ -2,9 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from transfer_lab.datamodule import IGNORE_INDEX, PackedBlocks, TokenDataModule, TrainSubset, ValidationBlocks, block_starts
+from transfer_lab.data.datamodule import (
+    IGNORE_INDEX,
+    PackedBlocks,
+    TokenDataModule,
+    TrainSubset,
+    ValidationBlocks,
+    block_starts,
+)
+from transfer_lab.data.token_files import TokenSplit
 from transfer_lab.errors import DataError
-from transfer_lab.tokens import TokenSplit
 
 
 def make_split(n_tokens: int) -> TokenSplit:
@@ -82,7 +89,7 @@ def test_datamodule_takes_the_character_prefix():
 
 
 def test_mixture_draws_rows_in_proportion_to_weights():
-    from transfer_lab.datamodule import MixedBlocks
+    from transfer_lab.data.datamodule import MixedBlocks
 
     english, code = make_split(4000), TokenSplit(tokens=np.full(4000, 251, np.uint16),
                                                  char_ends=np.arange(1, 4001, dtype=np.int64))
@@ -96,7 +103,7 @@ def test_mixture_draws_rows_in_proportion_to_weights():
 
 
 def test_schedule_is_sized_to_the_subset_not_to_the_ceiling():
-    from transfer_lab.schedule import StoppingRule, fixed_budget, n_decays, size_schedule
+    from transfer_lab.training.schedule import StoppingRule, fixed_budget, n_decays, size_schedule
 
     rule = StoppingRule(lr=3e-3, warmup_steps=50, warmup_epochs=2, kind="plateau", decay=10 ** -0.5, min_lr_ratio=0.1, patience=4,
                         patience_fraction=0.25, min_rel_improvement=0.0, val_every_epochs=1, min_val_every_n_steps=5, val_every_n_steps=100,

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CONF_DIR, ROOT, TINY
-from transfer_lab import records
+
+from transfer_lab.study import records
 
 PACKAGE = ROOT / "transfer_lab"
 
@@ -35,7 +35,8 @@ class Killed(BaseException):
 
 
 def compose(*overrides: str):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
@@ -44,7 +45,8 @@ def compose(*overrides: str):
 
 
 def compose_analyze(*overrides: str):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
@@ -79,7 +81,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_dir, cache_dir):
     """One uninterrupted finetune cell (its pre-training included): what every fault must reproduce."""
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
 
     root = tmp_path_factory.mktemp("reference")
     assert run_job(compose("regime=finetune", "sweep=ref", *paths(root, data_dir, cache_dir))) == "done"
@@ -153,7 +155,7 @@ def test_sigkill_mid_sweep_then_the_same_command_completes_the_grid(tmp_path, da
 
 def test_kill_during_checkpoint_write_keeps_the_previous_checkpoint(reference, tmp_path, data_dir, cache_dir,
                                                                      monkeypatch):
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
 
     real_save = torch.save
     torn = []
@@ -197,7 +199,7 @@ def test_kill_during_checkpoint_write_keeps_the_previous_checkpoint(reference, t
 @pytest.fixture(scope="module")
 def killed_in_results_write(reference, tmp_path_factory, data_dir, cache_dir):
     """A finetune killed while writing its final results.json, then the same command again."""
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
 
     root = tmp_path_factory.mktemp("killed_results")
     real_write = records.atomic_write_text
@@ -260,13 +262,13 @@ def test_two_jobs_needing_one_pretrained_model_train_it_once(tmp_path, data_dir,
     overlap; then exactly one pre-trains and the other waits for it and reuses the model."""
     from filelock import FileLock
 
-    from transfer_lab.data import source_weights
-    from transfer_lab.keys import pretrain_key
+    from transfer_lab.study.job_settings import identity_of
+    from transfer_lab.study.keys import pretrain_key
 
     out = tmp_path / "out"
     tiny = [o for o in TINY if not o.startswith("data.finetune_chars")]
     common = [*tiny, "regime=finetune", "sweep=pair", "optim.max_steps=10", *paths(out, data_dir, cache_dir)]
-    key = pretrain_key(cfg := compose(*common), source_weights(cfg))
+    key = pretrain_key(identity_of(compose(*common)))
     (out / "pretrained").mkdir(parents=True)
     lock = FileLock(str(out / "pretrained" / key) + ".lock")
     logs = [tmp_path / f"job_{d_f}.log" for d_f in ("1e4", "2e4")]
@@ -305,8 +307,8 @@ def test_two_jobs_needing_one_pretrained_model_train_it_once(tmp_path, data_dir,
 
 def test_diverging_cell_is_stopped_and_marked_and_the_sweep_goes_on(tmp_path, data_dir, cache_dir, monkeypatch):
     from transfer_lab.analysis import collect_local
-    from transfer_lab.module import CausalLM
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
+    from transfer_lab.training.lightning_module import CausalLM
 
     original = CausalLM.training_step
 
@@ -330,8 +332,8 @@ def test_diverging_cell_is_stopped_and_marked_and_the_sweep_goes_on(tmp_path, da
 
 
 def test_nan_first_seen_by_validation_is_marked_diverged(tmp_path, data_dir, cache_dir, monkeypatch):
-    from transfer_lab.module import CausalLM
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
+    from transfer_lab.training.lightning_module import CausalLM
 
     original = CausalLM.training_step
 
@@ -352,7 +354,7 @@ def test_nan_first_seen_by_validation_is_marked_diverged(tmp_path, data_dir, cac
 
 def test_same_seed_same_config_same_finetune_result(reference, tmp_path, data_dir, cache_dir):
     """Pre-training and fine-tuning again from nothing (CPU, same seed) give the same best losses."""
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
 
     assert run_job(compose("regime=finetune", "sweep=ref", *paths(tmp_path, data_dir, cache_dir))) == "done"
     (run,) = run_folders(tmp_path, "ref").values()
@@ -420,8 +422,8 @@ def test_source_never_unpickles_evals_or_trusts_remote_code():
 def test_no_config_resolver_can_run_code():
     from omegaconf import OmegaConf
 
-    import transfer_lab.analysis.cli  # noqa: F401
-    import transfer_lab.pipeline  # noqa: F401
+    import transfer_lab.analysis.actions  # noqa: F401
+    import transfer_lab.study.job  # noqa: F401
 
     for name in ("eval", "exec", "python", "import", "shell"):
         assert not OmegaConf.has_resolver(name)
@@ -438,14 +440,14 @@ class _Payload:
 
 
 def test_a_pickle_payload_in_a_checkpoint_never_runs(tmp_path, data_dir, cache_dir):
-    from transfer_lab.callbacks import AtomicCheckpointIO
-    from transfer_lab.keys import run_key
-    from transfer_lab.data import source_weights
-    from transfer_lab.pipeline import run_job
+    from transfer_lab.study.job import run_job
+    from transfer_lab.study.job_settings import identity_of
+    from transfer_lab.study.keys import run_key
+    from transfer_lab.training.callbacks import AtomicCheckpointIO
 
     marker = tmp_path / "pwned"
     cfg = compose("regime=scratch", "sweep=evil", "optim.max_steps=10", *paths(tmp_path / "out", data_dir, cache_dir))
-    run_dir = tmp_path / "out" / "sweeps" / "evil" / "runs" / run_key(cfg, source_weights(cfg))
+    run_dir = tmp_path / "out" / "sweeps" / "evil" / "runs" / run_key(identity_of(cfg))
     (run_dir / "checkpoints").mkdir(parents=True)
     torch.save({"global_step": 10, "state_dict": {}, "payload": _Payload(marker)}, run_dir / "checkpoints" / "last.ckpt")
     with pytest.raises(pickle.UnpicklingError):
@@ -457,13 +459,13 @@ def test_a_pickle_payload_in_a_checkpoint_never_runs(tmp_path, data_dir, cache_d
 
 
 def test_a_pickle_payload_in_a_model_to_fine_tune_never_runs(tmp_path):
-    from transfer_lab.model import ModelShape, build_gpt2
+    from transfer_lab.training.model import ModelShape, build_gpt2
 
     marker = tmp_path / "pwned"
     folder = tmp_path / "model"
     build_gpt2(ModelShape(n_layer=1, n_embd=32, n_head=2, n_ctx=64, vocab_size=320)).config.save_pretrained(folder)
     torch.save({"payload": _Payload(marker)}, folder / "pytorch_model.bin")
-    from transfer_lab.module import CausalLM
+    from transfer_lab.training.lightning_module import CausalLM
 
     with pytest.raises(Exception):
         CausalLM(shape={}, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.95), warmup_steps=1, horizon_steps=2,
@@ -474,8 +476,8 @@ def test_a_pickle_payload_in_a_model_to_fine_tune_never_runs(tmp_path):
 def test_hub_datasets_never_run_remote_code(monkeypatch):
     import datasets
 
-    from transfer_lab.corpora import load_corpus_spec
-    from transfer_lab.corpora.hub import hub_items
+    from transfer_lab.data.corpora import load_corpus_spec
+    from transfer_lab.data.corpora.hub import hub_items
 
     calls = []
 
@@ -500,7 +502,7 @@ def test_secrets_never_reach_logs_results_reports_or_saved_config(tmp_path, data
          "+logger.api_key=${oc.env:WANDB_API_KEY}", f"hydra.run.dir={out / 'hydra'}", *paths(out, data_dir, cache_dir)],
         cwd=ROOT, env=subprocess_env(**secret_values), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    from transfer_lab.analysis.cli import run_cli
+    from transfer_lab.analysis.actions import run_cli
 
     run_cli(compose_analyze(f"paths.output_root={out}", "sweep=secret", "action=collect"))  # the report's table
     assert (out / "sweeps" / "secret" / "report" / "table.csv").exists()

@@ -1,8 +1,15 @@
 import pytest
 import torch
 
-from transfer_lab.model import ModelShape, build_gpt2, count_params, expected_non_embedding, flops_per_token, padded_vocab
-from transfer_lab.schedule import lr_factor
+from transfer_lab.training.model import (
+    ModelShape,
+    build_gpt2,
+    count_params,
+    expected_non_embedding,
+    flops_per_token,
+    padded_vocab,
+)
+from transfer_lab.training.schedule import lr_factor
 
 
 @pytest.mark.parametrize("n_layer,n_embd,n_head", [(1, 32, 2), (2, 64, 4), (3, 48, 3)])

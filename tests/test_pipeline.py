@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from transfer_lab import records
-from transfer_lab.callbacks import RunRecorder
-from transfer_lab.pipeline import run_job
+from transfer_lab.study import records
+from transfer_lab.study.job import run_job
+from transfer_lab.training.callbacks import RunRecorder
 
 
 def runs_of(cfg) -> dict[str, records.RunResult]:
@@ -95,7 +95,7 @@ def test_same_seed_same_config_same_result(compose_cfg, tmp_path):
 
 
 def test_diverging_run_is_marked_and_the_sweep_goes_on(compose_cfg, monkeypatch):
-    from transfer_lab.module import CausalLM
+    from transfer_lab.training.lightning_module import CausalLM
 
     original = CausalLM.training_step
     monkeypatch.setattr(CausalLM, "training_step", lambda self, batch, i: original(self, batch, i) * float("nan"))
@@ -150,12 +150,12 @@ def test_a_run_ends_at_a_converged_early_stopping_point_scored_on_the_whole_set(
 
 
 def test_a_run_finished_in_another_sweep_is_reused_not_retrained(compose_cfg, monkeypatch):
-    import transfer_lab.pipeline as pipeline
+    import transfer_lab.study.job as job
 
     first = compose_cfg("regime=scratch", "sweep=first")
     assert run_job(first) == "done"
     (done,) = runs_of(first).values()
-    monkeypatch.setattr(pipeline, "load_run_data", lambda *a, **k: pytest.fail("a reused run must not load data"))
+    monkeypatch.setattr(job, "load_run_data", lambda *a, **k: pytest.fail("a reused run must not load data"))
     second = compose_cfg("regime=scratch", "sweep=second")
     assert run_job(second) == "skipped"
     (copy,) = runs_of(second).values()

@@ -4,11 +4,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from pytorch_lightning.trainer.states import TrainerFn
 from omegaconf import open_dict
+from pytorch_lightning.trainer.states import TrainerFn
 
-from transfer_lab.callbacks import PlateauSchedule
-from transfer_lab.keys import run_key, run_lineage
+from transfer_lab.study.job_settings import identity_of
+from transfer_lab.study.keys import run_key, run_lineage
+from transfer_lab.training.callbacks import PlateauSchedule
 
 
 class _Module:
@@ -82,19 +83,18 @@ def test_the_window_survives_a_resume(tmp_path):
 
 def test_the_default_window_keeps_the_keys_of_runs_recorded_before_it_existed(compose_cfg):
     cfg = compose_cfg("regime=scratch")
-    weights = {"fortunes_en": 1.0}
-    key, lineage = run_key(cfg, weights), run_lineage(cfg, weights)
+    key, lineage = run_key(identity_of(cfg)), run_lineage(identity_of(cfg))
     with open_dict(cfg):
         del cfg.optim["anneal_window"]
-    assert (run_key(cfg, weights), run_lineage(cfg, weights)) == (key, lineage)
+    assert (run_key(identity_of(cfg)), run_lineage(identity_of(cfg))) == (key, lineage)
     with open_dict(cfg):
         cfg.optim.anneal_window = "phase"
-    assert run_key(cfg, weights) != key and run_lineage(cfg, weights) != lineage
+    assert run_key(identity_of(cfg)) != key and run_lineage(identity_of(cfg)) != lineage
 
 
 @pytest.mark.parametrize("bad", ["epoch", "Phase"])
 def test_an_unknown_anneal_window_is_a_one_line_error(compose_cfg, bad):
-    from transfer_lab.validate import ConfigError, validate_config
+    from transfer_lab.study.validate import ConfigError, validate_config
 
     with pytest.raises(ConfigError, match="optim.anneal_window=.* use one of run, phase"):
         validate_config(compose_cfg(f"optim.anneal_window={bad}"))

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from transfer_lab import protocol
+from transfer_lab.study import protocol
 
 CORPORA = ["english", "german", "spanish", "chinese", "python", "code_nonpython"]
 

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from transfer_lab.corpora import load_corpus_spec, prepare_corpus
+from transfer_lab.data.corpora import load_corpus_spec, prepare_corpus
+from transfer_lab.data.token_files import load_token_file
+from transfer_lab.data.tokenizers import load_tokenizer
 from transfer_lab.errors import ConfigError, DataError
-from transfer_lab.tokenization import load_tokenizer
-from transfer_lab.tokens import load_token_file
 
 
 @pytest.fixture(scope="module")

@@ -26,23 +26,23 @@ def describe(name: str, token_file) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from transfer_lab.data import load_corpus_tokens, load_run_data
-    from transfer_lab.pipeline import absolute_paths
-    from transfer_lab.validate import validate_config
+    from transfer_lab.data.run_data import load_corpus_tokens, load_run_data
+    from transfer_lab.study.job_settings import read_settings
+    from transfer_lab.study.validate import validate_config
 
     try:
         validate_config(cfg)
-        absolute_paths(cfg)
-        data = load_run_data(cfg, need_source=True, need_target=cfg.regime != "pretrain")
-        others = [name for name in swept_corpora() if name not in data.sources and name != str(cfg.data.target)]
-        extra = {name: load_corpus_tokens(cfg, name, data.tokenizer) for name in others}
+        spec = read_settings(cfg).data
+        data = load_run_data(spec, need_source=True, need_target=cfg.regime != "pretrain")
+        others = [name for name in swept_corpora() if name not in data.sources and name != spec.target]
+        extra = {name: load_corpus_tokens(spec, name, data.tokenizer) for name in others}
     except UserError as err:
         exit_with(err)
     print(f"tokenizer {data.tokenizer.id} (vocabulary {data.tokenizer.vocab_size:,})")
     for name, (token_file, weight) in data.sources.items():
         print(f"source {describe(name, token_file)} weight {weight:g}")
     if data.target is not None:
-        print(f"target {describe(str(cfg.data.target), data.target)}")
+        print(f"target {describe(spec.target, data.target)}")
     for name, token_file in extra.items():
         print(f"swept {describe(name, token_file)}")
 
@@ -63,7 +63,7 @@ def swept_corpora() -> list[str]:
 if __name__ == "__main__":
     import sys
 
-    from transfer_lab.cli import check_experiment_override
+    from transfer_lab.study.launch_checks import check_experiment_override
 
     check_experiment_override(sys.argv[1:])  # unknown keys, bad choices, an unwritable output root: one line
     main()

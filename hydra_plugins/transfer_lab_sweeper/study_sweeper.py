@@ -2,7 +2,7 @@
 
 `python train.py -m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6` then runs, per size, one
 pre-training, the fine-tunes at each D_F and the from-scratch runs at each D of the experiment's
-data.scratch_chars grid (transfer_lab/protocol.py). Selected by conf/hydra/default.yaml; Hydra
+data.scratch_chars grid (transfer_lab/study/protocol.py). Selected by conf/hydra/default.yaml; Hydra
 instantiates plugins only from the hydra_plugins namespace package, hence this folder.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.errors import HydraException
 
-from transfer_lab import protocol
+from transfer_lab.study import protocol
 
 
 class StudySweeper(BasicSweeper):

@@ -7,8 +7,9 @@ Public entry points:
 """
 
 from transfer_lab.analysis.collect import Collection, collect_local, latest_sweep, output_root, records_to_table
-from transfer_lab.analysis.pipeline import ANCHORS, AnalysisResult, run_analysis
 from transfer_lab.analysis.predict import predict
+from transfer_lab.analysis.result import ANCHORS, AnalysisResult
+from transfer_lab.analysis.sweep_analysis import run_analysis
 
 __all__ = ["ANCHORS", "AnalysisResult", "Collection", "collect_local", "latest_sweep", "output_root",
            "predict", "records_to_table", "run_analysis"]

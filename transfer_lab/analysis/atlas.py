@@ -2,7 +2,7 @@
 
 One atlas sweep holds, per size N, one pre-training per source, one from-scratch curve per target
 and the fine-tunes of every ordered pair (source ≠ target): what is shared was trained once
-(protocol.py). Each pair is then analysed as its own study (run_analysis on the target's scratch
+(study/protocol.py). Each pair is then analysed as its own study (run_analysis on the target's scratch
 runs and that source's fine-tunes), giving D_T, k, α, β with bootstrap intervals: from the
 interpolated transfer law where it is fitted, from the unified law (flagged model-based) where it
 is not. The effective data multiplier is read at a reference (N, D_F) from the same law.
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.analysis import collect
-from transfer_lab.analysis.pipeline import run_analysis
 from transfer_lab.analysis.report import markdown_to_html, md_table
+from transfer_lab.analysis.sweep_analysis import run_analysis
 from transfer_lab.errors import ResultsError
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer_lab import records
 from transfer_lab.errors import ResultsError
+from transfer_lab.study import records
 
 ENV_OUTPUTS = "TRANSFER_LAB_OUTPUTS"
 FIT_REGIMES = ("scratch", "finetune")
@@ -79,7 +79,7 @@ def load_local(sweep_path: Path) -> tuple[list[records.RunResult], list[dict]]:
     """Every run folder's record; folders without results.json come back as 'missing' rows."""
     runs_dir = Path(sweep_path) / "runs"
     found, missing = [], []
-    # hidden folders are staging copies a kill may leave (pipeline.reuse_run), not runs
+    # hidden folders are staging copies a kill may leave (lineage.copy_run), not runs
     folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs_dir.is_dir() else []
     for folder in folders:
         if not (folder / records.RESULTS_FILE).exists():

@@ -130,9 +130,8 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
     return "\n".join(lines) + "\n", wide.reset_index()
 
 
-def run_compare(cfg_get, root: Path, out: Path) -> Path:
-    sweeps = list(cfg_get("compare.sweeps") or [])
-    by = cfg_get("compare.by")
+def run_compare(root: Path, out: Path, sweeps: list[str], by: str | None, tolerance: float) -> Path:
+    """compare.md and compare.csv of `sweeps` side by side (or one sweep pivoted on the column `by`)."""
     if not sweeps:
         raise ConfigError("action=compare needs compare.sweeps, e.g. compare.sweeps=[demo_cosine,demo]")
     if by is None and len(sweeps) < 2:
@@ -141,7 +140,7 @@ def run_compare(cfg_get, root: Path, out: Path) -> Path:
         raise ConfigError(f"compare.by={by} is not a column of the runs table; use e.g. lr or seed")
     # cell by cell: an atlas's targets each keep their own validation set
     tables = {name: collect.collect_local(root, name, one_val_set=False).table for name in sweeps}
-    md, wide = compare(tables, by, float(cfg_get("checks.monotone_tolerance") or 0.003))
+    md, wide = compare(tables, by, tolerance)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.md").write_text(md, encoding="utf-8")
     wide.to_csv(out / "compare.csv", index=False)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer_lab.analysis.pipeline import ANCHORS, AnalysisResult
+from transfer_lab.analysis.result import ANCHORS, AnalysisResult
 
 
 def _g(x, digits=3) -> str:

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from transfer_lab import records
 from transfer_lab.analysis.collect import Collection, records_to_table
 from transfer_lab.errors import ConfigError, ResultsError
+from transfer_lab.study import records
 
 STATE_TO_STATUS = {"finished": "done", "failed": "failed", "crashed": "failed", "killed": "failed",
                    "running": "running", "pending": "running"}

@@ -16,7 +16,7 @@ from transfer_lab.errors import ConfigError
 REGIMES = ("pretrain", "scratch", "finetune")
 SCHEDULES = ("plateau", "cosine")  # transfer_lab/schedule.py
 ANNEAL_WINDOWS = ("run", "phase")  # callbacks.PlateauSchedule
-TOKENIZER_KINDS = ("gpt2", "byte", "bpe")  # transfer_lab.tokenization.KINDS
+TOKENIZER_KINDS = ("gpt2", "byte", "bpe")  # transfer_lab.data.tokenizers.KINDS
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64", "bf16", "16")
@@ -25,7 +25,7 @@ _HAS_FIX = re.compile(r"\b(use|set|choose|pick|raise|lower|delete|remove|fix|giv
                       re.IGNORECASE)
 
 
-def _get(cfg: DictConfig, key: str) -> Any:
+def get(cfg: DictConfig, key: str) -> Any:
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True)
     except Exception as err:  # an interpolation that cannot resolve, a missing value
@@ -34,7 +34,7 @@ def _get(cfg: DictConfig, key: str) -> Any:
 
 def as_int(cfg: DictConfig, key: str, minimum: int = 1, maximum: float = math.inf, example: str = "") -> int:
     """An integer (1e5 from the command line arrives as a float: integral floats are accepted)."""
-    value = _get(cfg, key)
+    value = get(cfg, key)
     hint = example or f"{key}={max(minimum, 1)}"
     ok = isinstance(value, int) and not isinstance(value, bool)
     if isinstance(value, float) and math.isfinite(value) and value == int(value):
@@ -49,7 +49,7 @@ def as_int(cfg: DictConfig, key: str, minimum: int = 1, maximum: float = math.in
 
 def as_float(cfg: DictConfig, key: str, low: float, high: float = math.inf, low_inclusive: bool = False,
              example: str = "") -> float:
-    value = _get(cfg, key)
+    value = get(cfg, key)
     hint = example or f"{key}=..."
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ConfigError(f"{key}={value!r} must be a finite number; e.g. {hint}")
@@ -62,14 +62,14 @@ def as_float(cfg: DictConfig, key: str, low: float, high: float = math.inf, low_
 
 def validate_config(cfg: DictConfig) -> None:
     """Check every user-settable number and name; raise ConfigError on the first problem."""
-    regime = _get(cfg, "regime")
+    regime = get(cfg, "regime")
     if regime not in REGIMES:
         raise ConfigError(f"regime={regime!r} is unknown; use one of {', '.join(REGIMES)}")
-    sweep = _get(cfg, "sweep")
+    sweep = get(cfg, "sweep")
     if not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith("."):
         raise ConfigError(f"sweep={sweep!r} must be a plain folder name; e.g. sweep=my_study")
     as_int(cfg, "seed", minimum=0, maximum=MAX_SEED, example="seed=0")
-    if _get(cfg, "threads") is not None:
+    if get(cfg, "threads") is not None:
         as_int(cfg, "threads", minimum=1, maximum=1024, example="threads=1")
 
     as_int(cfg, "model.n_layer", example="model.n_layer=4")
@@ -84,23 +84,23 @@ def validate_config(cfg: DictConfig) -> None:
            example=f"model.n_ctx={min(n_positions, 1024)} (or raise model.n_positions)")
     as_float(cfg, "model.dropout", 0.0, 0.9, low_inclusive=True, example="model.dropout=0.0")
     as_int(cfg, "model.pad_vocab_multiple", example="model.pad_vocab_multiple=64")
-    attention = _get(cfg, "model.attn_implementation")
+    attention = get(cfg, "model.attn_implementation")
     if attention not in ATTENTION:
         raise ConfigError(f"model.attn_implementation={attention!r} is unknown; use one of {', '.join(ATTENTION)}")
-    compile_ = _get(cfg, "model.compile")
+    compile_ = get(cfg, "model.compile")
     if not isinstance(compile_, bool):
         raise ConfigError(f"model.compile={compile_!r} must be true or false; e.g. model.compile=false")
 
     as_float(cfg, "optim.lr", 0.0, 1.0, example="optim.lr=3e-3")
     as_float(cfg, "optim.weight_decay", 0.0, 10.0, low_inclusive=True, example="optim.weight_decay=0.1")
-    betas = _get(cfg, "optim.betas")
+    betas = get(cfg, "optim.betas")
     if not (OmegaConf.is_list(betas) or isinstance(betas, (list, tuple))) or len(betas) != 2 or not all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas):
         raise ConfigError(f"optim.betas={betas!r} must be two numbers in [0, 1); e.g. optim.betas=[0.9,0.95]")
     as_int(cfg, "optim.warmup_steps", minimum=0, example="optim.warmup_steps=50")
     as_float(cfg, "optim.warmup_epochs", 0.0, math.inf, example="optim.warmup_epochs=2")
-    if _get(cfg, "optim.schedule") not in SCHEDULES:
-        raise ConfigError(f"optim.schedule={_get(cfg, 'optim.schedule')!r} is unknown; use one of {', '.join(SCHEDULES)}")
+    if get(cfg, "optim.schedule") not in SCHEDULES:
+        raise ConfigError(f"optim.schedule={get(cfg, 'optim.schedule')!r} is unknown; use one of {', '.join(SCHEDULES)}")
     as_float(cfg, "optim.decay", 0.0, 1.0, example="optim.decay=0.316 (the LR factor at each plateau; 1: none)")
     as_float(cfg, "optim.min_lr_ratio", 0.0, 1.0, low_inclusive=True, example="optim.min_lr_ratio=0.1")
     as_float(cfg, "optim.gradient_clip", 0.0, math.inf, example="optim.gradient_clip=1.0")
@@ -113,21 +113,21 @@ def validate_config(cfg: DictConfig) -> None:
            example=f"optim.min_val_every_n_steps={min(5, every)} (at most optim.val_every_n_steps)")
     as_int(cfg, "optim.patience", example="optim.patience=4")
     as_float(cfg, "optim.patience_fraction", 0.0, 1.0, low_inclusive=True, example="optim.patience_fraction=0.25")
-    _choice(cfg, "optim.anneal_window", ANNEAL_WINDOWS, "run")
+    choice(cfg, "optim.anneal_window", ANNEAL_WINDOWS, "run")
     as_float(cfg, "optim.min_rel_improvement", 0.0, 0.5, low_inclusive=True, example="optim.min_rel_improvement=0.002")
 
     as_int(cfg, "data.val_tokens", minimum=2, example="data.val_tokens=32768")
-    if _get(cfg, "data.stopping_val_tokens") is not None:  # more than val_tokens: the whole set
+    if get(cfg, "data.stopping_val_tokens") is not None:  # more than val_tokens: the whole set
         as_int(cfg, "data.stopping_val_tokens", minimum=2, example="data.stopping_val_tokens=4096 (or null: the whole set)")
     if regime == "finetune":
-        if _get(cfg, "finetune.lr") is not None:
+        if get(cfg, "finetune.lr") is not None:
             as_float(cfg, "finetune.lr", 0.0, 1.0, example="finetune.lr=1e-3")
-        if _get(cfg, "finetune.warmup_steps") is not None:
+        if get(cfg, "finetune.warmup_steps") is not None:
             as_int(cfg, "finetune.warmup_steps", minimum=0, example="finetune.warmup_steps=20")
     if regime != "pretrain":
         as_int(cfg, "data.finetune_chars", example="data.finetune_chars=1e5")
     if regime != "scratch":
-        chars, tokens = _get(cfg, "pretrain.chars"), _get(cfg, "pretrain.tokens")
+        chars, tokens = get(cfg, "pretrain.chars"), get(cfg, "pretrain.tokens")
         if (chars is None) == (tokens is None):
             raise ConfigError("set exactly one of pretrain.tokens and pretrain.chars; e.g. pretrain.tokens=3e6 "
                               "pretrain.chars=null")
@@ -136,14 +136,14 @@ def validate_config(cfg: DictConfig) -> None:
         as_int(cfg, "pretrain.warmup_steps", minimum=0, example="pretrain.warmup_steps=50")
         as_int(cfg, "pretrain.batch_size", example="pretrain.batch_size=16")
         as_int(cfg, "pretrain.patience", example="pretrain.patience=8")
-        source = _get(cfg, "data.source")
+        source = get(cfg, "data.source")
         if OmegaConf.is_dict(source):
             for name in source:
                 as_float(cfg, f"data.source.{name}", 0.0, math.inf, example=f"data.source.{name}=0.5")
         elif not isinstance(source, str) or not source:
             raise ConfigError(f"data.source={source!r} must name a corpus or map corpora to weights; "
                               "e.g. data.source=english")
-    target = _get(cfg, "data.target")
+    target = get(cfg, "data.target")
     if regime != "pretrain" and (not isinstance(target, str) or not target):
         raise ConfigError(f"data.target={target!r} must name a corpus; e.g. data.target=python")
     _check_tokenizer(cfg)
@@ -154,26 +154,26 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def _check_tokenizer(cfg: DictConfig) -> None:
-    kind = _get(cfg, "tokenizer.kind")
+    kind = get(cfg, "tokenizer.kind")
     if kind not in TOKENIZER_KINDS:
         raise ConfigError(f"tokenizer.kind={kind!r} is unknown; use one of {', '.join(TOKENIZER_KINDS)} "
                           "(or tokenizer=bpe|byte|gpt2)")
     if kind == "bpe":
         as_int(cfg, "tokenizer.vocab_size", minimum=257, maximum=65535, example="tokenizer.vocab_size=512")
-        train_on = _get(cfg, "tokenizer.train_on")
+        train_on = get(cfg, "tokenizer.train_on")
         if train_on is not None:
             if not OmegaConf.is_dict(train_on) or not len(train_on):
                 raise ConfigError(f"tokenizer.train_on={train_on!r} must map corpora to weights; "
                                   "e.g. tokenizer.train_on={english: 1, python: 1} (or null: the source)")
             for name in train_on:
                 as_float(cfg, f"tokenizer.train_on.{name}", 0.0, math.inf, example=f"tokenizer.train_on.{name}=1")
-        if _get(cfg, "tokenizer.train_chars") is not None:
+        if get(cfg, "tokenizer.train_chars") is not None:
             as_int(cfg, "tokenizer.train_chars", example="tokenizer.train_chars=5e6")
 
 
 def _check_trainer(cfg: DictConfig) -> None:
     as_int(cfg, "trainer.log_every_n_steps", example="trainer.log_every_n_steps=10")
-    accelerator = _get(cfg, "trainer.accelerator")
+    accelerator = get(cfg, "trainer.accelerator")
     if accelerator not in ACCELERATORS:
         raise ConfigError(f"trainer.accelerator={accelerator!r} is unknown; use one of {', '.join(ACCELERATORS)}")
     if accelerator in ("gpu", "cuda"):
@@ -182,7 +182,7 @@ def _check_trainer(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here; "
                               "use trainer.accelerator=auto (or cpu)")
-    precision = _get(cfg, "trainer.precision")
+    precision = get(cfg, "trainer.precision")
     if precision is not None and str(precision) not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision!r} is unknown; use null (automatic) or one of "
                           f"{', '.join(PRECISIONS[:6])}")
@@ -190,15 +190,15 @@ def _check_trainer(cfg: DictConfig) -> None:
 
 def _check_corpora(cfg: DictConfig, regime: str) -> None:
     """Every corpus the job reads names a shipped spec or a readable spec file (no data is touched)."""
-    from transfer_lab.corpora import load_corpus_spec
+    from transfer_lab.data.corpora import load_corpus_spec
 
-    source = _get(cfg, "data.source")
+    source = get(cfg, "data.source")
     named = [(f"data.source.{n}", str(n)) for n in source] if OmegaConf.is_dict(source) else [("data.source", source)]
-    train_on = _get(cfg, "tokenizer.train_on")
+    train_on = get(cfg, "tokenizer.train_on")
     if OmegaConf.is_dict(train_on):
         named += [(f"tokenizer.train_on.{n}", str(n)) for n in train_on]
     if regime != "pretrain":
-        named.append(("data.target", _get(cfg, "data.target")))
+        named.append(("data.target", get(cfg, "data.target")))
     for key, name in named:
         try:
             load_corpus_spec(name)
@@ -210,7 +210,7 @@ def _check_corpora(cfg: DictConfig, regime: str) -> None:
 
 
 def _check_init_from(cfg: DictConfig) -> None:
-    init_from = _get(cfg, "pretrain.init_from")
+    init_from = get(cfg, "pretrain.init_from")
     if init_from is None:
         return
     from pathlib import Path
@@ -223,56 +223,19 @@ def _check_init_from(cfg: DictConfig) -> None:
                           "folder (e.g. <paths.pretrained_dir>/<key>/model) or set pretrain.init_from=null")
 
 
-ANALYZE_ACTIONS = ("fit", "plan", "compare", "atlas", "collect", "predict")  # transfer_lab.analysis.cli.ACTIONS
-ANALYZE_SOURCES = ("local", "wandb", "wandb_offline")
-ANALYZE_LOSSES = ("per_char", "per_token")
-ANALYZE_METHODS = ("interp", "kaplan")
-PREDICT_LAWS = ("transfer", "unified")
-
-
-def _choice(cfg: DictConfig, key: str, choices: tuple, default: Any = None) -> None:
-    value = _get(cfg, key)
+def choice(cfg: DictConfig, key: str, choices: tuple, default: Any = None) -> None:
+    value = get(cfg, key)
     value = default if value is None else value
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is unknown; use one of {', '.join(choices)}")
 
 
-def _optional_float(cfg: DictConfig, key: str, low: float, high: float, example: str) -> None:
-    if _get(cfg, key) is not None:
+def optional_float(cfg: DictConfig, key: str, low: float, high: float, example: str) -> None:
+    if get(cfg, key) is not None:
         as_float(cfg, key, low, high, example=example)
 
 
-def _flag(cfg: DictConfig, key: str) -> None:
-    value = _get(cfg, key)
+def flag(cfg: DictConfig, key: str) -> None:
+    value = get(cfg, key)
     if value is not None and not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r} must be true or false; e.g. {key}=false")
-
-
-def validate_analyze_config(cfg: DictConfig) -> None:
-    """analyze.py's keys (conf/analyze.yaml): every number in range, every name known, before any run is read."""
-    _choice(cfg, "action", ANALYZE_ACTIONS, "fit")
-    _choice(cfg, "source", ANALYZE_SOURCES, "local")
-    _choice(cfg, "loss", ANALYZE_LOSSES, "per_char")
-    _choice(cfg, "effective_data.method", ANALYZE_METHODS, "interp")
-    _choice(cfg, "predict.law", PREDICT_LAWS, "transfer")
-    sweep = _get(cfg, "sweep")
-    if sweep is not None and (not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith(".")):
-        raise ConfigError(f"sweep={sweep!r} must be the name of a folder under <output_root>/sweeps; "
-                          "e.g. sweep=demo, or sweep=null for the latest")
-    _optional_float(cfg, "effective_data.low_data_fraction", 0.0, 1.0,
-                    "effective_data.low_data_fraction=0.1 (or null: no cut)")
-    if _get(cfg, "fit.n_bootstrap") is not None:
-        as_int(cfg, "fit.n_bootstrap", minimum=0, example="fit.n_bootstrap=1000")
-    if _get(cfg, "fit.seed") is not None:
-        as_int(cfg, "fit.seed", minimum=0, maximum=MAX_SEED, example="fit.seed=0")
-    if _get(cfg, "fit.ci") is not None:
-        as_float(cfg, "fit.ci", 0.0, 0.999999, example="fit.ci=0.95")
-    _optional_float(cfg, "fit.huber_delta", 0.0, math.inf, "fit.huber_delta=1e-3 (or null)")
-    _optional_float(cfg, "checks.monotone_tolerance", 0.0, 1.0, "checks.monotone_tolerance=0.003")
-    _optional_float(cfg, "atlas.reference_n", 0.0, math.inf, "atlas.reference_n=1e4 (or null: the largest N)")
-    _optional_float(cfg, "atlas.reference_finetune_chars", 0.0, math.inf,
-                    "atlas.reference_finetune_chars=1e4 (or null: the smallest D_F)")
-    _optional_float(cfg, "predict.n", 0.0, math.inf, "predict.n=1e6")
-    _optional_float(cfg, "predict.finetune_chars", 0.0, math.inf, "predict.finetune_chars=1e6")
-    for key in ("plots", "pdf", "html", "wandb.enabled"):
-        _flag(cfg, key)

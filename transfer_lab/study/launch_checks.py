@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transfer_lab.errors import ConfigError, exit_with
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Hydra flags that take no value; any other flag (--cfg, --config-name, ...) means: leave it to Hydra
 PLAIN_FLAGS = ("-m", "--multirun")
 NOT_GROUPS = ("hydra",)  # Hydra's own groups come from its plugins, not from conf/
@@ -200,9 +200,9 @@ def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from transfer_lab import protocol
     from transfer_lab.errors import UserError
-    from transfer_lab.validate import validate_config
+    from transfer_lab.study import protocol
+    from transfer_lab.study.validate import validate_config
 
     if not any(arg in PLAIN_FLAGS for arg in argv) or any(a.startswith("-") and a not in PLAIN_FLAGS for a in argv):
         return
@@ -240,8 +240,8 @@ def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
 def _check_files_corpora(names: set[str]) -> None:
     """Your own files (kind: files) are read once before the first job: a binary or missing file
     is one line here, not one line per parallel worker after training began."""
-    from transfer_lab.corpora import load_corpus_spec
-    from transfer_lab.corpora.files import checked_files
+    from transfer_lab.data.corpora import load_corpus_spec
+    from transfer_lab.data.corpora.files import checked_files
     from transfer_lab.errors import UserError
 
     for name in sorted(names):

@@ -13,17 +13,16 @@ previous version or the new one, never half a file.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from transfer_lab.atomic_files import atomic_write_text
 from transfer_lab.errors import ResultsError
+from transfer_lab.training.run_files import METRICS_FILE
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
-METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 
 STATUS_RUNNING = "running"
@@ -103,21 +102,6 @@ class RunResult:
         if missing:
             raise ResultsError(f"results record lacks {sorted(missing)}; delete the run folder and re-run it")
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_result(run_dir: Path, result: RunResult) -> None:

@@ -22,13 +22,13 @@ from typing import Any, Iterator
 
 from filelock import FileLock
 
-from transfer_lab.corpora.clean import Deduper, clean_item, cut_document
-from transfer_lab.corpora.files import files_changed, files_items
-from transfer_lab.corpora.hub import hub_items
-from transfer_lab.corpora.sources import embedded_items
-from transfer_lab.corpora.spec import load_corpus_spec, spec_hash
+from transfer_lab.atomic_files import atomic_write_text
+from transfer_lab.data.corpora.clean import Deduper, clean_item, cut_document
+from transfer_lab.data.corpora.files import files_changed, files_items
+from transfer_lab.data.corpora.hub import hub_items
+from transfer_lab.data.corpora.sources import embedded_items
+from transfer_lab.data.corpora.spec import load_corpus_spec, spec_hash
 from transfer_lab.errors import DataError
-from transfer_lab.records import atomic_write_text
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"

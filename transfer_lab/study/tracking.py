@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"^[0-9a-f]{40}$|^(local|wandb)-[0-9a-f]{40,}$")  # W&B API key shapes
@@ -24,21 +24,30 @@ def scrub(node: Any) -> Any:
     return node
 
 
-def make_logger(cfg: DictConfig, run_key: str, run_dir, summary: dict[str, Any]):
-    """A WandbLogger for this run, or None when logger.enabled is false."""
-    if not cfg.logger.get("enabled"):
+@dataclass(frozen=True)
+class TrackingSpec:
+    """conf/logger: where a run's curves go besides its own folder."""
+
+    enabled: bool = False
+    project: str | None = None
+    entity: str | None = None
+    group: str | None = None  # the sweep
+    mode: str | None = None  # None: follow WANDB_MODE; or online / offline / disabled
+    save_dir: Path | None = None
+
+
+def make_logger(spec: TrackingSpec, run_key: str, config: dict[str, Any], tags: list[str], job_type: str):
+    """A WandbLogger for this run (its W&B config: the run's scrubbed config), or None when disabled."""
+    if not spec.enabled:
         return None
     from pytorch_lightning.loggers import WandbLogger
 
-    settings = cfg.logger
-    save_dir = str(settings.save_dir)
+    save_dir = str(spec.save_dir or "wandb")
     os.makedirs(save_dir, exist_ok=True)
-    config = scrub(OmegaConf.to_container(cfg, resolve=True))
-    config.update(summary)
     return WandbLogger(
-        project=settings.project, entity=settings.entity, group=settings.group, name=run_key, id=run_key,
-        resume="allow", tags=[cfg.regime, str(cfg.data.target) if cfg.regime != "pretrain" else "source"],
-        job_type=cfg.regime, save_dir=save_dir, config=config, mode=settings.mode or os.environ.get("WANDB_MODE"))
+        project=spec.project, entity=spec.entity, group=spec.group, name=run_key, id=run_key, resume="allow",
+        tags=tags, job_type=job_type, save_dir=save_dir, config=scrub(config),
+        mode=spec.mode or os.environ.get("WANDB_MODE"))
 
 
 def finish(logger, result: dict[str, Any]) -> None:

@@ -7,19 +7,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from transfer_lab.callbacks import AtomicCheckpointIO, PlateauSchedule, RunRecorder
-from transfer_lab.datamodule import TokenDataModule
-from transfer_lab.module import CausalLM
-from transfer_lab.schedule import Schedule
-
-CHECKPOINT_DIR = "checkpoints"
+from transfer_lab.data.datamodule import TokenDataModule
+from transfer_lab.training.callbacks import AtomicCheckpointIO, PlateauSchedule, RunRecorder
+from transfer_lab.training.lightning_module import CausalLM
+from transfer_lab.training.run_files import CHECKPOINT_DIR
+from transfer_lab.training.schedule import Schedule
 
 
 @dataclass
@@ -37,11 +36,11 @@ class FitOutcome:
     not_converged_why: str = ""
 
 
-def precision_for(trainer_cfg: DictConfig) -> str:
-    """bf16-mixed where a GPU will be used, fp32 on CPU, unless the config says otherwise."""
-    if trainer_cfg.get("precision"):
-        return str(trainer_cfg.precision)
-    on_gpu = torch.cuda.is_available() and trainer_cfg.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+def precision_for(trainer: Mapping) -> str:
+    """bf16-mixed where a GPU will be used, fp32 on CPU, unless the settings say otherwise."""
+    if trainer.get("precision"):
+        return str(trainer["precision"])
+    on_gpu = torch.cuda.is_available() and trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
     return "bf16-mixed" if on_gpu else "32-true"
 
 
@@ -61,7 +60,7 @@ def _resumable_checkpoint(folder: Path, log) -> tuple[Path | None, int]:
 
 
 def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedule: Schedule,
-        trainer_cfg: DictConfig, *, seed: int, gradient_clip: float, logger=None, log=print) -> FitOutcome:
+        trainer_settings: Mapping, *, seed: int, gradient_clip: float, logger=None, log=print) -> FitOutcome:
     """Train on `schedule` until early stopping or its ceiling, resuming from
     run_dir/checkpoints/last.ckpt if present; then score the early-stopping point on the whole
     validation set."""
@@ -73,7 +72,7 @@ def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedul
                            chars_per_token=datamodule.train_chars / max(datamodule.train_tokens, 1),
                            subset_tokens=datamodule.train_tokens,
                            val_chars_per_token=datamodule.stopping_val_data.chars_per_token,
-                           log_every_n_steps=int(trainer_cfg.log_every_n_steps))
+                           log_every_n_steps=int(trainer_settings["log_every_n_steps"]))
     # best.ckpt (the early-stopping point) on improvement; last.ckpt (the resume point) at every
     # validation: Lightning's save_last only writes it when best.ckpt is written, and a killed run
     # would replay everything since its last improvement
@@ -84,7 +83,7 @@ def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedul
                                min_lr_ratio=schedule.min_lr_ratio, min_steps=schedule.warmup_steps,
                                anneal_window=schedule.anneal_window)
     trainer = instantiate(
-        trainer_cfg, precision=precision_for(trainer_cfg), max_steps=schedule.max_steps, max_epochs=-1,
+        dict(trainer_settings), precision=precision_for(trainer_settings), max_steps=schedule.max_steps, max_epochs=-1,
         val_check_interval=schedule.val_every_n_steps, check_val_every_n_epoch=None, gradient_clip_val=gradient_clip,
         callbacks=[recorder, plateaus, checkpoints, latest], logger=logger if logger is not None else False,
         plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),

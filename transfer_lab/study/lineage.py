@@ -7,28 +7,28 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
-from omegaconf import OmegaConf
-
-from transfer_lab import records
-from transfer_lab.data import source_weights
 from transfer_lab.errors import UserError
-from transfer_lab.keys import run_lineage
-from transfer_lab.records import STATUS_DONE, RunResult
-from transfer_lab.training import CHECKPOINT_DIR
+from transfer_lab.study import records
+from transfer_lab.study.records import STATUS_DONE, RunResult
+from transfer_lab.training.run_files import CHECKPOINT_DIR
 
 
-def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: int) -> tuple[Path, str] | None:
+def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: int,
+                lineage_of: Callable[[RunResult], str]) -> tuple[Path, str] | None:
     """A run of this lineage in any sweep: (folder, "reuse") if it converged (a higher ceiling would
     not have changed it; the key hashes nothing of the sweep's name), (folder, "extend") if it
-    stopped at a lower ceiling, or was interrupted, with a checkpoint to go on from."""
+    stopped at a lower ceiling, or was interrupted, with a checkpoint to go on from.
+
+    `lineage_of` names the lineage of a record written before records carried one."""
     extend = None
     for folder in sorted(sweeps_dir.glob(f"*/runs/{prefix}-*")):
         try:
             found = records.read_result(folder)
         except UserError:
             continue  # a torn or foreign record elsewhere is that sweep's business
-        if (found.lineage or _lineage_of(found)) != lineage and found.run_key != key:
+        if (found.lineage or lineage_of(found)) != lineage and found.run_key != key:
             continue
         if found.status == STATUS_DONE and found.converged is not False:
             return folder, "reuse"
@@ -36,17 +36,6 @@ def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: 
         if extend is None and last.exists() and (found.status != STATUS_DONE or found.steps < ceiling):
             extend = (folder, "extend")
     return extend
-
-
-def _lineage_of(record: RunResult) -> str:
-    """The lineage of a record written before records carried one, from its resolved config."""
-    if not record.config:
-        return ""
-    try:
-        cfg = OmegaConf.create(record.config)
-        return run_lineage(cfg, source_weights(cfg))
-    except Exception:  # noqa: BLE001 - a config of another version: no lineage, no reuse
-        return ""
 
 
 def copy_run(donor: Path, run_dir: Path, sweep: str, with_checkpoints: bool) -> None:

@@ -1,4 +1,4 @@
-"""CLI: python -m transfer_lab.corpora {list | prepare NAME... } [--data-dir outputs/data]."""
+"""CLI: python -m transfer_lab.data.corpora {list | prepare NAME... } [--data-dir outputs/data]."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import logging
 import time
 from pathlib import Path
 
-from transfer_lab.corpora.prepare import folder_name, open_prepared, prepare_corpus
-from transfer_lab.corpora.spec import available_corpora, load_corpus_spec
+from transfer_lab.data.corpora.build import folder_name, open_prepared, prepare_corpus
+from transfer_lab.data.corpora.spec import available_corpora, load_corpus_spec
 from transfer_lab.errors import UserError, exit_with
 
 
@@ -44,7 +44,7 @@ def _prepare(names: list[str], data_dir: Path, workers: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m transfer_lab.corpora")
+    parser = argparse.ArgumentParser(prog="python -m transfer_lab.data.corpora")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="shipped corpora and their prepared sizes")
     prep = sub.add_parser("prepare", help="build (or check and reuse) prepared corpora")

@@ -22,9 +22,9 @@ from typing import Iterator
 import numpy as np
 from filelock import FileLock
 
+from transfer_lab.atomic_files import atomic_write_text
+from transfer_lab.data.tokenizers import TokenizerHandle, batched
 from transfer_lab.errors import DataError
-from transfer_lab.records import atomic_write_text
-from transfer_lab.tokenization import TokenizerHandle, batched
 
 SPLITS = ("train", "val")
 DOCS_PER_BATCH = 256  # documents per encode_batch call: big enough to keep every core busy

@@ -11,7 +11,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Iterator
 
-from transfer_lab.corpora.debian import archive_members, debian_tree, pypi_archive
+from transfer_lab.data.corpora.debian import archive_members, debian_tree, pypi_archive
 from transfer_lab.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ fine-tuned model matches a from-scratch one trained on 100-1000× its D_F, so D_
 interpolated from a scratch grid that reaches 1-3 decades above the largest D_F. Without a
 scratch grid, scratch runs fall back to the fine-tune grid (and the analysis says what is missing).
 
-Read by train.py (StudySweeper expands a multirun), transfer_lab.cli (every cell is checked
+Read by train.py (StudySweeper expands a multirun), transfer_lab.study.launch_checks (every cell is checked
 before the first trains), analyze.py action=plan (the runs that would close a gap) and the atlas.
 """
 

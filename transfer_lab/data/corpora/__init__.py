@@ -1,6 +1,6 @@
 """Corpora: a corpus spec (conf/data/corpus/*.yaml) -> a prepared, split, shuffled text folder.
 
-    from transfer_lab.corpora import load_corpus_spec, available_corpora, prepare_corpus
+    from transfer_lab.data.corpora import load_corpus_spec, available_corpora, prepare_corpus
     pc = prepare_corpus("english", data_dir=Path("outputs/data"))
     for doc in pc.documents("train"): ...   # fixed seeded order; D_F subsets are prefixes
 
@@ -8,8 +8,8 @@ Kinds: embedded (real text from Debian packages / PyPI archives / the interprete
 files (user txt/jsonl/parquet), hub (a streamed public dataset, capped by max_chars).
 """
 
-from transfer_lab.corpora.prepare import PreparedCorpus, open_prepared, prepare_corpus
-from transfer_lab.corpora.spec import available_corpora, load_corpus_spec, spec_hash
+from transfer_lab.data.corpora.build import PreparedCorpus, open_prepared, prepare_corpus
+from transfer_lab.data.corpora.spec import available_corpora, load_corpus_spec, spec_hash
 
 __all__ = ["PreparedCorpus", "available_corpora", "load_corpus_spec", "open_prepared",
            "prepare_corpus", "spec_hash"]

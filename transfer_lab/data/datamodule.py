@@ -16,8 +16,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from transfer_lab.data.token_files import TokenSplit
 from transfer_lab.errors import DataError
-from transfer_lab.tokens import TokenSplit
 
 IGNORE_INDEX = -100
 

@@ -14,7 +14,7 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
-from transfer_lab.records import METRICS_FILE
+from transfer_lab.training.run_files import METRICS_FILE
 
 
 class DivergedError(RuntimeError):

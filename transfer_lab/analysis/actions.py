@@ -47,8 +47,8 @@ def report_dir_for(cfg, sweep: str) -> Path:
 
 
 def run_cli(cfg) -> None:
-    from transfer_lab.analysis.pipeline import run_analysis
-    from transfer_lab.validate import validate_analyze_config
+    from transfer_lab.analysis.config_checks import validate_analyze_config
+    from transfer_lab.analysis.sweep_analysis import run_analysis
 
     validate_analyze_config(cfg)
     action = _get(cfg, "action", "fit")
@@ -76,7 +76,9 @@ def run_cli(cfg) -> None:
         root = collect.output_root(_get(cfg, "paths.output_root"))
         names = "_vs_".join(str(n) for n in (_get(cfg, "compare.sweeps") or []))
         out = Path(_get(cfg, "paths.report_dir") or root / "compare" / (names or "none"))
-        print(f"comparison → {run_compare(lambda key: _get(cfg, key), root, out)}")
+        path = run_compare(root, out, list(_get(cfg, "compare.sweeps") or []), _get(cfg, "compare.by"),
+                           float(_get(cfg, "checks.monotone_tolerance") or 0.003))
+        print(f"comparison → {path}")
         return
     coll = gather(cfg)
     out = report_dir_for(cfg, coll.sweep)

@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
-from transfer_lab.datamodule import IGNORE_INDEX
-from transfer_lab.model import ModelShape, build_gpt2
-from transfer_lab.schedule import lr_factor
-
+from transfer_lab.data.datamodule import IGNORE_INDEX
+from transfer_lab.training.model import ModelShape, build_gpt2
+from transfer_lab.training.schedule import lr_factor
 
 hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the sweep's log
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -18,7 +18,7 @@ from transfer_lab.errors import ConfigError
 # Bump when cleaning/reading changes the prepared text: folders then get new names and the
 # old ones are no longer reused.
 PIPELINE_VERSION = 3  # 3: a document's pieces stay on one side of the split
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "data" / "corpus"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf" / "data" / "corpus"
 KINDS = ("embedded", "files", "hub")
 LANGUAGES = ("en", "de", "es", "zh", "code")
 DEDUP = ("paragraph", "document", "none")
@@ -60,18 +60,20 @@ def available_corpora() -> list[str]:
     return sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 
 
-def _to_plain(spec: Any) -> dict[str, Any]:
-    try:  # DictConfig from Hydra
-        from omegaconf import DictConfig, OmegaConf
+def _plain(value: Any) -> Any:
+    """A deep copy in plain JSON types (mappings, e.g. a Hydra node, become dicts)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
-        if isinstance(spec, DictConfig):
-            spec = OmegaConf.to_container(spec, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if not isinstance(spec, dict):
+
+def _to_plain(spec: Any) -> dict[str, Any]:
+    if not isinstance(spec, Mapping):
         raise ConfigError(f"a corpus spec must be a mapping, got {type(spec).__name__}; "
                           "give a corpus name, a path to a .yaml file or a dict")
-    return json.loads(json.dumps(spec))  # deep copy, plain JSON types only
+    return _plain(spec)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

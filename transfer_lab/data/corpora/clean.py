@@ -13,8 +13,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from transfer_lab.corpora.langfilter import filter_paragraphs
-from transfer_lab.corpora.readers import read_file
+from transfer_lab.data.corpora.langfilter import filter_paragraphs
+from transfer_lab.data.corpora.readers import read_file
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 OVERSTRIKE = re.compile(r".\x08")

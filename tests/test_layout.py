@@ -1,0 +1,108 @@
+"""The package layout shows the pipeline: stage folders, one name per thing, no import circle,
+no stage importing a later one, and the Hydra config read only at the job's edge."""
+
+from __future__ import annotations
+
+import ast
+from collections import Counter
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "transfer_lab"
+# data flows one way: shared helpers < data < training < study < analysis
+STAGES = {"data": 1, "training": 2, "study": 3, "analysis": 4}
+SHARED = {"transfer_lab.errors", "transfer_lab.atomic_files"}
+ENTRY_POINTS = {"transfer_lab.prepare"}  # `python -m transfer_lab.prepare`: above every stage
+# where a Hydra config may be read: the job's edge, the command-line and config checks, and the
+# analysis's own edge (analyze.py's actions)
+READS_CONFIG = {"transfer_lab.study.job", "transfer_lab.study.job_settings", "transfer_lab.study.validate",
+                "transfer_lab.study.launch_checks", "transfer_lab.prepare", "transfer_lab.analysis.actions",
+                "transfer_lab.analysis.config_checks"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """transfer_lab modules `path` imports anywhere (module level or inside functions)."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m in known and m != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, name, set(modules)) for name, path in modules.items()}
+
+
+def _stage(module: str) -> int:
+    if module in SHARED or module == "transfer_lab":
+        return 0
+    if module in ENTRY_POINTS:
+        return 99
+    parts = module.split(".")
+    return STAGES.get(parts[1], -1) if len(parts) > 1 else -1
+
+
+def test_no_import_circle():
+    graph = {m: {d for d in deps if not m.startswith(d + ".")} for m, deps in _graph().items()}  # a package's own __init__
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                raise AssertionError("import circle: " + " -> ".join(trail[trail.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep, trail + [dep])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_every_module_sits_in_a_stage_and_no_stage_imports_a_later_one():
+    graph = _graph()
+    unplaced = sorted(m for m in graph if _stage(m) < 0)
+    assert not unplaced, f"modules outside the stage folders: {unplaced}"
+    backwards = sorted(f"{m} imports {d}" for m, deps in graph.items() for d in deps if _stage(d) > _stage(m))
+    assert not backwards, "a stage imports a later one: " + "; ".join(backwards)
+
+
+def test_one_name_per_thing_and_few_loose_modules():
+    names = Counter(p.name for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
+    assert not [n for n, c in names.items() if c > 1], f"file names used twice: {[n for n, c in names.items() if c > 1]}"
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert len(loose) <= 4, f"loose modules at transfer_lab/'s top: {loose}"
+
+
+def test_the_config_is_read_only_at_the_edges():
+    """No module below the job takes a `cfg` parameter or imports omegaconf / a DictConfig."""
+    offenders = []
+    for name, path in _modules().items():
+        if name in READS_CONFIG:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.args + node.args.kwonlyargs + node.args.posonlyargs
+                offenders += [f"{name}.{node.name}({a.arg})" for a in args
+                              if a.arg == "cfg" or (a.annotation is not None and "DictConfig" in ast.unparse(a.annotation))]
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                offenders += [f"{name} imports {m}" for m in mods if m.split(".")[0] == "omegaconf"]
+    assert not offenders, "the Hydra config reaches below the job: " + "; ".join(sorted(offenders))

@@ -1,0 +1,66 @@
+"""Run keys did not move with the code: every shipped experiment's cells keep the keys (and
+lineages and pre-training keys) recorded by the code before the layout move (commit 5015c86),
+so an outputs/ folder from before is reused, not retrained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR
+
+FIXTURE = Path(__file__).parent / "data" / "run_keys.json"
+PER_REGIME = 2  # cells checked per (experiment, regime), spread over the list: ~70 composes
+
+
+def _sample(rows: list[dict]) -> list[dict]:
+    """A few cells of each regime, spread over the experiment's list (the whole list is planned
+    and compared; composing all 660 cells would take minutes)."""
+    out = []
+    for regime in ("pretrain", "scratch", "finetune"):
+        cells = [r for r in rows if f"regime={regime}" in r["overrides"]]
+        out += [cells[i * (len(cells) - 1) // max(PER_REGIME - 1, 1)] for i in range(min(PER_REGIME, len(cells)))]
+    return out
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def test_every_shipped_experiment_is_recorded(recorded):
+    shipped = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    missing = [e for e in shipped if e not in recorded]
+    assert not missing, f"experiments without recorded keys: {missing} (a new experiment has no keys to keep)"
+
+
+def test_cells_and_keys_are_unchanged(recorded):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from transfer_lab.study import protocol
+    from transfer_lab.study.job_settings import identity_of
+    from transfer_lab.study.keys import pretrain_key, run_key, run_lineage
+
+    GlobalHydra.instance().clear()
+    changed = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for experiment, rows in sorted(recorded.items()):
+            first = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+            params = OmegaConf.to_container(first.hydra.sweeper.params) or {}
+            lines = protocol.experiment_params(params, [f"experiment={experiment}"]) + [f"experiment={experiment}"]
+            cells = [c.overrides for c in protocol.expand(protocol.sweep_dimensions(lines))]
+            assert cells == [r["overrides"] for r in rows], f"{experiment}: the protocol plans other cells"
+            for row in _sample(rows):
+                identity = identity_of(compose("train", overrides=row["overrides"]))
+                now = {"run_key": run_key(identity)}
+                if "lineage" in row:
+                    now["lineage"] = run_lineage(identity)
+                if "pretrain_key" in row:
+                    now["pretrain_key"] = pretrain_key(identity)
+                if now != {k: row[k] for k in now}:
+                    changed.append(f"{experiment} [{' '.join(row['overrides'])}]: {now}")
+    GlobalHydra.instance().clear()
+    assert not changed, f"{len(changed)} cells changed key: " + "; ".join(changed[:3])

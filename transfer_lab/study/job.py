@@ -1,0 +1,143 @@
+"""One job of a sweep: validate, read the settings, build data, (pre-train once), train, and
+leave a run record. The only module below train.py that sees the Hydra config."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from transfer_lab.data.run_data import RunData, load_run_data
+from transfer_lab.study import lineage, records
+from transfer_lab.study.job_settings import JobSettings, identity_of, read_settings
+from transfer_lab.study.keys import key_prefix, run_key, run_lineage
+from transfer_lab.study.pretraining import PRETRAINED_MODEL_DIR, check_init_from, ensure_pretrained, set_pretrain_budget
+from transfer_lab.study.records import STATUS_DONE, STATUS_FAILED, RunResult
+from transfer_lab.study.training_run import (
+    base_result,
+    datamodule_for,
+    module_kwargs,
+    remove_torn_writes,
+    train_and_record,
+)
+from transfer_lab.study.validate import validate_config
+from transfer_lab.training.model import ModelShape
+from transfer_lab.training.run_files import CHECKPOINT_DIR
+from transfer_lab.training.schedule import size_schedule
+
+log = logging.getLogger("transfer_lab")
+# a sweep is hundreds of jobs: Lightning's per-job banner (devices, tips) and a torch deprecation
+# notice would bury the lines that matter (each run's result)
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def _lineage_of(record: RunResult) -> str:
+    """The lineage of a record written before records carried one, from its stored config."""
+    if not record.config:
+        return ""
+    try:
+        return run_lineage(identity_of(record.config))
+    except Exception:  # noqa: BLE001 - a config of another version: no lineage, no reuse
+        return ""
+
+
+def start_record(settings: JobSettings, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / records.CONFIG_FILE).write_text(OmegaConf.to_yaml(settings.config))
+
+
+def run_job(cfg: DictConfig) -> str:
+    """Run one job; returns 'done', 'skipped' or 'failed'. UserError escapes (train.py exits 2)."""
+    validate_config(cfg)
+    settings = read_settings(cfg)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)  # parallel CPU jobs would otherwise oversubscribe the cores
+    key = run_key(settings.identity)
+    run_dir = settings.paths.sweep_dir / "runs" / key
+    remove_torn_writes(run_dir)
+    has_record = (run_dir / records.RESULTS_FILE).exists()
+    if has_record and (previous := records.read_result(run_dir)).status == STATUS_DONE:
+        log.info("skipped %s: already done (best val %.4f nats/token)", key, previous.best_val_loss)
+        return "skipped"
+    run_line = run_lineage(settings.identity) if settings.regime != "pretrain" else ""
+    if run_line and not has_record:
+        ceiling = settings.optim.max_steps
+        donor, how = lineage.predecessor(settings.paths.sweeps_dir, key_prefix(settings.identity), key, run_line,
+                                         ceiling, _lineage_of) or (None, None)
+        if how == "reuse" and donor.parents[1] == run_dir.parents[1]:
+            log.info("skipped %s: converged as %s in this sweep (a higher ceiling changes nothing)", key, donor.name)
+            return "skipped"
+        if how == "reuse":
+            lineage.copy_run(donor, run_dir, settings.sweep, with_checkpoints=False)
+            log.info("skipped %s: the same run finished in sweep %s (copied)", key, donor.parents[1].name)
+            return "skipped"
+        if how == "extend":
+            lineage.copy_run(donor, run_dir, settings.sweep, with_checkpoints=True)
+            log.info("extending %s from %s (stopped below the ceiling optim.max_steps=%d)", key, donor.name, ceiling)
+    started = time.perf_counter()
+    init_from = settings.pretrain.init_from
+    need_source = settings.regime == "pretrain" or (settings.regime == "finetune" and not init_from)
+    run_data = load_run_data(settings.data, need_source=need_source, need_target=settings.regime != "pretrain",
+                             log=log.info)
+    shape = settings.model.shape(run_data.tokenizer.vocab_size)
+    if settings.regime == "pretrain":
+        start_record(settings, run_dir)
+        try:
+            pretrained = ensure_pretrained(settings, run_data, shape)
+        except RuntimeError as err:
+            log.error("%s", err)
+            return "failed"
+        pretrained.sweep = settings.sweep
+        records.write_result(run_dir, pretrained)
+        return "done"
+    return _target_run(settings, key, run_line, run_dir, run_data, shape, started)
+
+
+def _target_run(settings: JobSettings, key: str, run_line: str, run_dir: Path, run_data: RunData, shape: ModelShape,
+                started: float) -> str:
+    result = base_result(settings, key, run_data, shape)
+    result.lineage = run_line
+    result.source_corpus = result.source_corpus if settings.regime == "finetune" else None
+    target = run_data.target
+    result.target_corpus, result.val_set = settings.data.target, target.id
+    result.target_corpus_chars = target.train.n_chars
+    batch_size = settings.optim.batch_size
+    datamodule = datamodule_for(settings, [(target.train, 1.0)], target.val, settings.data.finetune_chars, batch_size)
+    result.finetune_chars, result.finetune_tokens = datamodule.train_chars, datamodule.train_tokens
+    result.val_tokens, result.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
+    start_from = None
+    if settings.regime == "finetune":
+        if settings.pretrain.init_from:
+            start_from = settings.pretrain.init_from
+            check_init_from(start_from, shape, run_data.tokenizer.id)
+            result.pretrain_key = str(start_from)
+        else:
+            try:
+                pretrained = ensure_pretrained(settings, run_data, shape)
+            except RuntimeError as err:
+                result.status, result.error, result.stop_reason = STATUS_FAILED, str(err), "error"
+                start_record(settings, run_dir)
+                records.write_result(run_dir, result)
+                return "failed"
+            start_from = settings.paths.pretrained_dir / pretrained.run_key / PRETRAINED_MODEL_DIR
+            result.pretrain_key = pretrained.run_key
+            set_pretrain_budget(result, pretrained)
+    start_record(settings, run_dir)  # only now: every check that could refuse this run has passed
+    schedule = size_schedule(settings.stopping, datamodule.train_tokens, batch_size * settings.model.n_ctx)
+    kwargs = module_kwargs(settings, shape, schedule, init_from=str(start_from) if start_from else None)
+    train_and_record(settings, run_dir, result, datamodule, kwargs, schedule)
+    if result.status == STATUS_DONE:
+        if result.converged is not False:  # a run the ceiling stopped keeps them: a higher ceiling extends it
+            shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)  # the record is the result
+        log.info("done %s: best val %.4f nats/token = %.4f bits/char at step %d of %d (%s%s), %.1f s, %.0f tokens/s",
+                 key, result.best_val_loss, result.best_val_bits_per_char, result.best_step, result.steps,
+                 result.stop_reason, "" if result.converged else f"; NOT converged: {result.not_converged_why}",
+                 time.perf_counter() - started, result.tokens_per_s)
+        return "done"
+    return "failed"
