@@ -427,29 +427,45 @@ def _corrupt_tokenizer(cache: Path, tokens: Path) -> None:
         path.write_text('{"version": "1.0", "model": ')
 
 
-CACHE_CASES = [
-    pytest.param(_truncate_tokens, ("train.tokens.bin", "truncated", "delete"), id="token_file_truncated"),
-    pytest.param(_truncate_char_ends, ("val.chars.bin", "truncated", "delete"), id="char_file_truncated"),
-    pytest.param(_break_token_meta, ("meta.json", "delete"), id="token_meta_corrupt"),
-    pytest.param(_corrupt_tokenizer, ("tokenizer.json", "delete"), id="tokenizer_file_corrupt"),
-]
-
-
-@pytest.mark.parametrize("damage,names", CACHE_CASES)
-def test_damaged_token_cache(world, tmp_path, damage, names, capsys):
+def _token_folder(world: World, cache: Path) -> Path:
     from transfer_lab.data.corpora import load_corpus_spec
     from transfer_lab.data.corpora.build import folder_name
+
+    tokenizer = next(records.read_result(p).tokenizer for p in world.runs.iterdir() if p.name.startswith("scratch-")
+                     and (p / records.RESULTS_FILE).exists())
+    return cache / "tokens" / f"{folder_name(load_corpus_spec('python_small'))}--{tokenizer}"
+
+
+@pytest.mark.parametrize("damage, file", [(_truncate_tokens, "train.tokens.bin"), (_truncate_char_ends, "val.chars.bin"),
+                                          (_break_token_meta, "meta.json")],
+                         ids=["token_file_truncated", "char_file_truncated", "token_meta_corrupt"])
+def test_a_damaged_token_file_is_rebuilt_with_a_warning(world, tmp_path, damage, file, caplog):
+    from transfer_lab.data import token_files
     from transfer_lab.study.job import run_job
 
     cache = _private_cache(world, tmp_path)
-    tokenizer = next(records.read_result(p).tokenizer for p in world.runs.iterdir() if p.name.startswith("scratch-")
-                     and (p / records.RESULTS_FILE).exists())
-    tokens = cache / "tokens" / f"{folder_name(load_corpus_spec('python_small'))}--{tokenizer}"
-    assert (tokens / "meta.json").exists()
+    tokens = _token_folder(world, cache)
+    intact = (tokens / file).read_bytes()
     damage(cache, tokens)
+    token_files._VERIFIED.clear()  # a new process checks the files once
     before = snapshot(world.root)
-    expect_user_error(lambda: run_job(world.cfg("regime=scratch", "data.finetune_chars=2e4", cache_dir=cache)),
-                      names, DataError, capsys)
+    with caplog.at_level("INFO", logger="transfer_lab"):
+        assert run_job(world.cfg("regime=scratch", "data.finetune_chars=2e4", root=tmp_path / "out",
+                                 cache_dir=cache)) == "done"
+    assert any("warning:" in r.message and "re-tokenising" in r.message for r in caplog.records)
+    if file != "meta.json":
+        assert (tokens / file).read_bytes() == intact
+    assert_intact(before)
+
+
+def test_a_corrupt_tokenizer_file_is_one_line(world, tmp_path, capsys):
+    from transfer_lab.study.job import run_job
+
+    cache = _private_cache(world, tmp_path)
+    _corrupt_tokenizer(cache, _token_folder(world, cache))
+    before = snapshot(world.root)
+    expect_user_error(lambda: run_job(world.cfg("regime=scratch", "data.finetune_chars=2e4", root=tmp_path / "out",
+                                                cache_dir=cache)), ("tokenizer.json", "delete"), DataError, capsys)
     assert_intact(before)
 
 

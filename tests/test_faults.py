@@ -23,7 +23,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF_DIR, ROOT, TINY
+from conftest import ROOT, TINY
+from run_helpers import (  # noqa: F401
+    compose,
+    compose_analyze,
+    paths,
+    run_folders,
+    subprocess_env,
+    temp_files,
+    val_steps,
+)
 
 from transfer_lab.study import records
 
@@ -32,50 +41,6 @@ PACKAGE = ROOT / "transfer_lab"
 
 class Killed(BaseException):
     """Stands in for SIGKILL: not an Exception, so no handler records it as a failure."""
-
-
-def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=TINY + list(overrides))
-
-
-def compose_analyze(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("analyze", overrides=list(overrides))
-
-
-def paths(root: Path, data_dir: Path, cache_dir: Path, pretrained_dir: Path | None = None) -> list[str]:
-    out = [f"paths.output_root={root}", f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}"]
-    return out + ([f"paths.pretrained_dir={pretrained_dir}"] if pretrained_dir else [])
-
-
-def run_folders(root: Path, sweep: str) -> dict[str, Path]:
-    folder = root / "sweeps" / sweep / "runs"
-    return {p.name: p for p in folder.iterdir()} if folder.is_dir() else {}
-
-
-def temp_files(root: Path) -> list[Path]:
-    return [p for p in Path(root).rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".tmp-")]
-
-
-def val_steps(run_dir: Path) -> list[int]:
-    return [r["step"] for r in records.read_metrics(run_dir) if r["split"] == "val"]
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", **extra}
-    env.pop("TRANSFER_LAB_OUTPUTS", None)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +126,8 @@ def test_kill_during_checkpoint_write_keeps_the_previous_checkpoint(reference, t
     torn = []
 
     def dying_save(obj, f, *args, **kwargs):
-        if isinstance(f, (str, Path)) and Path(f).name == ".last.ckpt.tmp" and obj.get("global_step") == 20:
+        temp_of_last = isinstance(f, (str, Path)) and re.fullmatch(r"\.last\.ckpt\..*\.tmp", Path(f).name)
+        if temp_of_last and obj.get("global_step") == 20:
             buffer = io.BytesIO()
             real_save(obj, buffer, *args, **kwargs)
             Path(f).write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
@@ -471,25 +437,6 @@ def test_a_pickle_payload_in_a_model_to_fine_tune_never_runs(tmp_path):
         CausalLM(shape={}, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.95), warmup_steps=1, horizon_steps=2,
                  min_lr_ratio=0.1, init_from=str(folder))
     assert not marker.exists()
-
-
-def test_hub_datasets_never_run_remote_code(monkeypatch):
-    import datasets
-
-    from transfer_lab.data.corpora import load_corpus_spec
-    from transfer_lab.data.corpora.hub import hub_items
-
-    calls = []
-
-    def fake_load_dataset(*args, **kwargs):
-        calls.append(kwargs)
-        return iter([{"text": "hello world"}])
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    for name in ("openwebtext2_hub", "github_python_hub", "oscar_de_hub"):
-        items, _ = hub_items(load_corpus_spec(name))
-        next(items, None)
-    assert len(calls) == 3 and all(not call.get("trust_remote_code", False) for call in calls)
 
 
 @pytest.mark.slow

@@ -1,34 +1,116 @@
-"""Hydra's basic sweeper, with the study protocol's cells in place of a plain Cartesian product.
+"""Hydra's basic sweeper, with the study protocol's cells in place of a plain Cartesian product,
+and one summary line per launch.
 
 `python train.py -m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6` then runs, per size, one
 pre-training, the fine-tunes at each D_F and the from-scratch runs at each D of the experiment's
 data.scratch_chars grid (transfer_lab/study/protocol.py). Selected by conf/hydra/default.yaml; Hydra
 instantiates plugins only from the hydra_plugins namespace package, hence this folder.
+
+The sweeper counts what this launch's jobs returned (done, skipped, failed, interrupted, running in
+another launch, not run) and prints `sweep <name>: N done, N skipped, N failed ...`. Where the
+launcher itself raises (Hydra's job set-up on a full disk, a worker a signal reached before its job
+began), it counts from the job files the jobs left (transfer_lab/study/interrupts.py). It stops
+launching once a job reports a stop request or a full disk, and then exits non-zero: 128 + the
+signal, or 1 for a full disk.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.errors import HydraException
 
-from transfer_lab.study import protocol
+from transfer_lab.atomic_files import disk_full_path, is_disk_full
+from transfer_lab.study import interrupts, protocol
+from transfer_lab.study.outcomes import FAILED, NO_SPACE, NOT_RUN, ORDER, STOPPING, summary_line
+from transfer_lab.study.records import STATUS_INTERRUPTED, read_result
+
+log = logging.getLogger("transfer_lab")
 
 
 class StudySweeper(BasicSweeper):
     _command_line: list[str] = []
 
-    def sweep(self, arguments):
-        self._command_line = list(arguments)
-        return super().sweep(arguments)
-
-    def _parse_config(self):  # the experiment's params, before BasicSweeper.sweep adds the command line
+    def _parse_config(self):  # the experiment's params, before the command line is added
         return protocol.experiment_params(dict(self.params), self._command_line)
 
-    def split_arguments(self, overrides, max_batch_size):  # called by BasicSweeper.sweep
+    def split_arguments(self, overrides, max_batch_size):
         try:
             jobs = [cell.overrides for cell in protocol.expand(protocol.dimensions(overrides))]
         except ValueError as err:
             raise HydraException(str(err)) from None
-        if max_batch_size is None:
-            return [jobs]
-        return [jobs[i:i + max_batch_size] for i in range(0, len(jobs), max_batch_size)]
+        # in-process jobs one at a time, so that a stop request or a full disk ends the launch
+        # between two jobs; parallel launchers get every job at once
+        size = 1 if isinstance(self.launcher, BasicLauncher) else (max_batch_size or len(jobs) or 1)
+        return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+    def sweep(self, arguments):
+        self._command_line = list(arguments)
+        launch_dir = Path(str(self.config.hydra.sweep.dir))
+        interrupts.watch(launch_dir)  # a stop request marks it, and reaches the jobs running
+        lines = self._parse_config() + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        batches = self.split_arguments(parser.parse_overrides(lines), self.max_batch_size)
+        counts: Counter = Counter()
+        total, launched, why = sum(map(len, batches)), 0, ""
+        # every cell was composed and checked before Hydra started (launch_checks.check_sweep_cells)
+        for batch in batches:
+            try:
+                outcomes = [_outcome_of(r) for r in self.launcher.launch(batch, initial_job_idx=launched)]
+            except BaseException as err:  # noqa: BLE001 - Hydra's job set-up on a full disk; a worker a signal
+                # reached before its job could install the handlers (joblib re-raises its KeyboardInterrupt)
+                if isinstance(err, SystemExit) or (not is_disk_full(err) and interrupts.requested() is None):
+                    raise
+                outcomes = [_outcome_from_files(launch_dir / str(launched + i)) for i in range(len(batch))]
+                if is_disk_full(err):
+                    why = f"no space left on {disk_full_path(err)}"
+                    if NO_SPACE not in outcomes and NOT_RUN in outcomes:  # the job whose set-up hit the full disk
+                        outcomes[outcomes.index(NOT_RUN)] = NO_SPACE
+            counts.update(outcomes)
+            launched += len(batch)
+            if any(counts[s] for s in STOPPING) or interrupts.requested():
+                break
+        counts[NOT_RUN] += total - launched
+        signum = interrupts.requested()
+        if signum is not None and not why:
+            why = f"stopped by {interrupts.signal_name(signum)}"
+        elif counts[NO_SPACE] and not why:
+            why = "no space left on the output disk (the failed run's record names the path)"
+        line = summary_line(self.config.sweep, counts, f"{self.config.paths.sweep_dir}/runs", why)
+        log.info(line)
+        print(line, flush=True)
+        if signum is not None:
+            sys.exit(interrupts.exit_status())
+        if counts[NO_SPACE]:
+            print(f"error: {why}; free space and run the same command again: finished runs are kept and "
+                  "interrupted ones resume", file=sys.stderr, flush=True)
+            sys.exit(1)
+        return []
+
+
+def _outcome_of(result) -> str:
+    if result.status != JobStatus.COMPLETED:
+        return FAILED
+    value = result._return_value
+    return value if value in ORDER else FAILED
+
+
+def _outcome_from_files(job_dir: Path) -> str:
+    """What a job left when the launcher could not return its result: the outcome it noted, else
+    `interrupted` if its run's record says so, else not run."""
+    job = interrupts.read_job(job_dir)
+    if job.get("outcome") in ORDER:
+        return job["outcome"]
+    try:
+        if read_result(Path(job["run_dir"])).status == STATUS_INTERRUPTED:
+            return "interrupted"
+    except Exception:  # noqa: BLE001 - no job file, no run named, no record yet
+        pass
+    return NOT_RUN

@@ -5,8 +5,10 @@ Layout of <cache_dir>/tokens/<corpus dir>--<tokenizer id>/:
                        follow each other in the prepared order, each followed by <|endoftext|>
   {split}.chars.bin    int64 running character count at the end of each token, so the first
                        D_F characters map to an exact token prefix (subsets are nested)
-  meta.json            corpus hash, tokenizer id, counts, tokenisation speed; written last, so
-                       a folder without it is unfinished and is rebuilt
+  meta.json            corpus hash, tokenizer id, counts, tokenisation speed, the files' BLAKE2b
+                       checksums (checked once per process; a file that fails is re-tokenised)
+
+A folder is built under a temp name and renamed into place, so it is complete or absent.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Iterator
 import numpy as np
 from filelock import FileLock
 
-from transfer_lab.atomic_files import atomic_write_text
+from transfer_lab.atomic_files import atomic_write_text, digest, temp_path
 from transfer_lab.data.tokenizers import TokenizerHandle, batched
 from transfer_lab.errors import DataError
 
@@ -135,32 +137,95 @@ def _open_split(folder: Path, split: str, info: dict) -> TokenSplit:
     return TokenSplit(tokens=tokens, char_ends=char_ends)
 
 
+_VERIFIED: set[tuple[str, str]] = set()  # (folder, its checksums) this process has checked
+
+
+def _read_meta(meta_path: Path) -> dict | None:
+    """meta.json, or None where it is missing, torn or incomplete (the folder is then rebuilt)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        for split in SPLITS:
+            info = meta["splits"][split]
+            int(info["tokens"]), np.dtype(info["dtype"])
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {f"{split}.{kind}.bin": digest(folder / f"{split}.{kind}.bin") for split in SPLITS for kind in ("tokens", "chars")}
+
+
+def _corruption(folder: Path, meta: dict) -> str:
+    """'' if the files match their checksums and every id fits the vocabulary, else what is wrong."""
+    for name, expected in meta["checksums"].items():
+        path = folder / name
+        if not path.exists():
+            return f"{path} is missing"
+        if digest(path) != expected:
+            return f"{path} does not match its checksum (edited or corrupted)"
+    for split in SPLITS:
+        info = meta["splits"][split]
+        ids = np.memmap(folder / f"{split}.tokens.bin", dtype=info["dtype"], mode="r")
+        if len(ids) != info["tokens"]:
+            return f"{folder / f'{split}.tokens.bin'} holds {len(ids)} ids, its meta.json {info['tokens']}"
+        if len(ids) and int(ids.max()) >= meta["vocab_size"]:
+            return f"{folder / f'{split}.tokens.bin'} holds ids past the vocabulary ({int(ids.max())} >= {meta['vocab_size']})"
+    return ""
+
+
+def _build(corpus, handle: TokenizerHandle, folder: Path, log) -> dict:
+    """Tokenise into a temp folder renamed into place: readers never see half a token file, and
+    processes still mapping an old copy keep reading it."""
+    tmp = temp_path(folder)
+    tmp.mkdir()
+    try:
+        started = time.perf_counter()
+        splits = {split: _encode_split(corpus.documents(split), handle, tmp, split) for split in SPLITS}
+        seconds = time.perf_counter() - started
+        megabytes = sum(s["bytes"] for s in splits.values()) / 1e6
+        meta = {"corpus": corpus.name, "corpus_hash": corpus.content_hash, "tokenizer": handle.id,
+                "vocab_size": handle.vocab_size, "eos_id": handle.eos_id, "splits": splits,
+                "seconds": round(seconds, 3), "mb_per_s": round(megabytes / max(seconds, 1e-9), 3),
+                "checksums": _checksums(tmp)}
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2))
+        if folder.exists():
+            old = temp_path(folder)
+            folder.rename(old)
+            shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    chars = sum(s["chars"] for s in splits.values())
+    tokens = sum(s["tokens"] for s in splits.values())
+    log(f"tokenised {corpus.name} with {handle.id}: {chars:,} chars -> {tokens:,} tokens "
+        f"({chars / tokens:.2f} chars/token) in {seconds:.1f} s = {meta['mb_per_s']:.2f} MB/s")
+    return meta
+
+
 def load_token_file(corpus, handle: TokenizerHandle, cache_dir: Path, log=print) -> TokenFile:
-    """Tokenise `corpus` (a PreparedCorpus) with `handle` once; later calls only map the files."""
+    """Tokenise `corpus` (a PreparedCorpus) with `handle` once; later calls only map the files.
+
+    The first use in a process checks the files against the checksums in meta.json and every id
+    against the vocabulary; a folder that fails is re-tokenised, with a warning naming the file."""
     folder = Path(cache_dir) / "tokens" / f"{corpus.directory.name}--{handle.id}"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        meta_path = folder / "meta.json"
-        if not meta_path.exists():
+        meta = _read_meta(folder / "meta.json")
+        if meta is None:  # never built, or an unfinished or broken earlier attempt
             if folder.exists():
-                shutil.rmtree(folder)  # an unfinished earlier attempt (no meta.json): start over
-            folder.mkdir()
-            started = time.perf_counter()
-            splits = {split: _encode_split(corpus.documents(split), handle, folder, split) for split in SPLITS}
-            seconds = time.perf_counter() - started
-            megabytes = sum(s["bytes"] for s in splits.values()) / 1e6
-            meta = {"corpus": corpus.name, "corpus_hash": corpus.content_hash, "tokenizer": handle.id,
-                    "vocab_size": handle.vocab_size, "eos_id": handle.eos_id, "splits": splits,
-                    "seconds": round(seconds, 3), "mb_per_s": round(megabytes / max(seconds, 1e-9), 3)}
-            atomic_write_text(meta_path, json.dumps(meta, indent=2))
-            chars = sum(s["chars"] for s in splits.values())
-            tokens = sum(s["tokens"] for s in splits.values())
-            log(f"tokenised {corpus.name} with {handle.id}: {chars:,} chars -> {tokens:,} tokens "
-                f"({chars / tokens:.2f} chars/token) in {seconds:.1f} s = {meta['mb_per_s']:.2f} MB/s")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError:
-            raise DataError(f"{meta_path} is corrupt; delete {folder} to re-tokenise") from None
+                log(f"warning: {folder / 'meta.json'} is missing, torn or incomplete; re-tokenising {folder.name}")
+            meta = _build(corpus, handle, folder, log)
+        elif "checksums" not in meta:  # made before token files carried checksums: record them now
+            meta["checksums"] = _checksums(folder)
+            atomic_write_text(folder / "meta.json", json.dumps(meta, indent=2))
+        if (str(folder), json.dumps(meta["checksums"], sort_keys=True)) not in _VERIFIED:
+            problem = _corruption(folder, meta)
+            if problem:
+                log(f"warning: {problem}; re-tokenising {folder.name}")
+                meta = _build(corpus, handle, folder, log)
+            _VERIFIED.add((str(folder), json.dumps(meta["checksums"], sort_keys=True)))
     if meta.get("corpus_hash") != corpus.content_hash or meta.get("tokenizer") != handle.id:
         raise DataError(f"token file {folder} was made from other text or another tokenizer; delete it to re-tokenise")
     return TokenFile(directory=folder, meta=meta, train=_open_split(folder, "train", meta["splits"]["train"]),

@@ -11,5 +11,5 @@
     validate.py       config checks before any data is built
     launch_checks.py  command-line checks before Hydra runs (one line, exit 2)
     tracking.py       Weights & Biases
-    sweep_summary.py  the sweep's one summary line
+    outcomes.py       what a job returns, and the summary line a launch prints
 """

@@ -81,6 +81,8 @@ class PretrainSpec:
     warmup_steps: int
     batch_size: int
     patience: int
+    on_plateau: str  # continue | anneal | stop (training/schedule.py fixed_budget)
+    max_epochs: float  # passes over the source a budget may take
     init_from: Path | None  # a saved model to fine-tune instead of the cache
 
 
@@ -91,6 +93,8 @@ class JobSettings:
     seed: int
     threads: int | None
     experiment: str | None  # the experiment= choice the job was launched with
+    job_dir: Path | None  # this job's Hydra folder (None outside a Hydra launch)
+    launch_dir: Path | None  # the multirun's Hydra folder, shared by its jobs (None: a single run)
     paths: Paths
     data: DataSpec
     val_tokens: int  # the fixed validation set that scores every run
@@ -145,14 +149,19 @@ def _stopping_rule(cfg: DictConfig) -> StoppingRule:
                         anneal_window=str(o.get("anneal_window", "run")))
 
 
-def _experiment_choice() -> str | None:
-    """The experiment= choice of this job (None outside a Hydra launch, e.g. a composed config)."""
+def _launch() -> tuple[str | None, Path | None, Path | None]:
+    """(the experiment= choice, the job's Hydra folder, the multirun's); Nones outside a Hydra launch."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     try:
-        return HydraConfig.get().runtime.choices.get("experiment")
+        hydra_cfg = HydraConfig.get()
     except ValueError:
-        return None
+        return None, None, None
+    runtime = hydra_cfg.runtime
+    job_dir = Path(runtime.output_dir) if runtime.output_dir else None
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return runtime.choices.get("experiment"), job_dir, Path(str(hydra_cfg.sweep.dir)) if multirun else None
 
 
 def read_settings(cfg: DictConfig) -> JobSettings:
@@ -176,14 +185,18 @@ def read_settings(cfg: DictConfig) -> JobSettings:
     pretrain = PretrainSpec(tokens=None if p.tokens is None else int(float(p.tokens)),
                             chars=None if p.chars is None else int(float(p.chars)), lr=float(p.lr),
                             warmup_steps=int(p.warmup_steps), batch_size=int(p.batch_size), patience=int(p.patience),
+                            on_plateau=str(p.get("on_plateau", "continue")), max_epochs=float(p.get("max_epochs", 4)),
                             init_from=_absolute(p.init_from) if p.get("init_from") else None)
     config = scrub(_plain(cfg))
     tracking = TrackingSpec(enabled=bool(log_cfg.get("enabled")), project=log_cfg.get("project"),
                             entity=log_cfg.get("entity"), group=log_cfg.get("group"), mode=log_cfg.get("mode"),
                             save_dir=Path(str(log_cfg.save_dir)) if log_cfg.get("save_dir") else None)
     threads = cfg.get("threads")
+    experiment, job_dir, launch_dir = _launch()
     return JobSettings(regime=str(cfg.regime), sweep=str(cfg.sweep), seed=int(cfg.seed),
-                       threads=int(threads) if threads else None, experiment=_experiment_choice(), paths=paths,
+                       threads=int(threads) if threads else None, experiment=experiment, job_dir=job_dir,
+                       launch_dir=launch_dir,
+                       paths=paths,
                        data=data, val_tokens=int(cfg.data.val_tokens),
                        stopping_val_tokens=None if cfg.data.stopping_val_tokens is None
                        else int(cfg.data.stopping_val_tokens),

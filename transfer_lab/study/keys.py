@@ -16,8 +16,10 @@ MODEL_KEYS = ("n_layer", "n_embd", "n_head", "n_ctx", "n_positions", "dropout", 
 # the rest size target runs and must not invalidate a cached pre-trained model
 PRETRAIN_OPTIM_KEYS = ("weight_decay", "betas", "min_lr_ratio", "gradient_clip", "val_every_n_steps", "min_rel_improvement")
 # settings added after runs were recorded: at these values a run is the one recorded before the
-# setting existed, so they stay out of its key (finished work keeps its key)
-LATER_DEFAULTS = {"optim": {"anneal_window": "run"}}
+# setting existed, so they stay out of its key (finished work keeps its key). A pre-training the
+# old rule stopped before its budget is not that run: pretraining.py trains it again.
+LATER_DEFAULTS = {"optim": {"anneal_window": "run"}, "pretrain": {"on_plateau": "continue"}}
+NOT_DEFINING = {"pretrain": ("init_from", "max_epochs")}  # a path recorded apart, and a guard
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ def compact_number(value: float) -> str:
 
 def pretrain_identity(run: RunIdentity) -> dict:
     optim = {k: v for k, v in run.optim.items() if k in PRETRAIN_OPTIM_KEYS}
-    pretrain = {k: v for k, v in run.pretrain.items() if k != "init_from"}
+    pretrain = {k: v for k, v in _without_later_defaults("pretrain", run.pretrain).items()
+                if k not in NOT_DEFINING["pretrain"]}
     return {"regime": "pretrain", "model": run.model, "tokenizer": run.tokenizer, "source": run.sources,
             "seed": run.seed, "optim": optim, "pretrain": pretrain, "val_tokens": run.val_tokens,
             "stopping_val_tokens": run.stopping_val_tokens}

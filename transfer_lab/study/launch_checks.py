@@ -233,8 +233,28 @@ def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
             except ValueError as err:
                 exit_with(ConfigError(str(err)))
             _check_files_corpora(corpora)
+            warn_unreadable_records(Path(str(first.paths.sweep_dir)))
     finally:
         GlobalHydra.instance().clear()
+
+
+def warn_unreadable_records(sweep_dir: Path) -> list[Path]:
+    """Every existing record of the sweep is read before the first job trains: a torn or invalid
+    one is a warning line here, and its job sets it aside and trains the run again."""
+    import sys
+
+    from transfer_lab.errors import ResultsError
+    from transfer_lab.study import records
+
+    unreadable = []
+    for path in sorted((sweep_dir / "runs").glob(f"*/{records.RESULTS_FILE}")):
+        try:
+            records.read_result(path.parent)
+        except ResultsError as err:
+            unreadable.append(path)
+            reason = " ".join(str(err).split()).split("; delete")[0]
+            print(f"warning: {reason}; its run will be trained again (the file is kept beside it)", file=sys.stderr)
+    return unreadable
 
 
 def _check_files_corpora(names: set[str]) -> None:

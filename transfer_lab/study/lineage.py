@@ -12,6 +12,7 @@ from typing import Callable
 from transfer_lab.errors import UserError
 from transfer_lab.study import records
 from transfer_lab.study.records import STATUS_DONE, RunResult
+from transfer_lab.training.fit import relocate_checkpoints
 from transfer_lab.training.run_files import CHECKPOINT_DIR
 
 
@@ -38,15 +39,19 @@ def predecessor(sweeps_dir: Path, prefix: str, key: str, lineage: str, ceiling: 
     return extend
 
 
-def copy_run(donor: Path, run_dir: Path, sweep: str, with_checkpoints: bool) -> None:
+def copy_run(donor: Path, run_dir: Path, sweep: str, with_checkpoints: bool, lineage: str = "") -> None:
     """Copy a run folder into this sweep (staged, then renamed into place); its record names this
-    sweep; metrics, config and (to extend it) checkpoints stay as they were measured."""
+    sweep; metrics, config and (to extend it) checkpoints stay as they were measured. An extended
+    run owns its copy of the checkpoints, pointing at their new folder: the donor may be deleted.
+    `lineage`: the one the donor was matched on, recorded where the donor's record predates lineages."""
     staging = run_dir.parent / f".{run_dir.name}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
-    skip = [".*.tmp"] + ([] if with_checkpoints else [CHECKPOINT_DIR])
+    skip = [".*.tmp", "*.lock"] + ([] if with_checkpoints else [CHECKPOINT_DIR])
     shutil.copytree(donor, staging, ignore=shutil.ignore_patterns(*skip))
+    if with_checkpoints and (staging / CHECKPOINT_DIR).is_dir():
+        relocate_checkpoints(staging / CHECKPOINT_DIR, donor / CHECKPOINT_DIR, run_dir / CHECKPOINT_DIR)
     result = records.read_result(staging)
-    result.sweep = sweep
+    result.sweep, result.lineage = sweep, result.lineage or lineage
     records.write_result(staging, result)
     shutil.rmtree(run_dir, ignore_errors=True)
     staging.rename(run_dir)

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from transfer_lab.atomic_files import as_disk_full, atomic_write_text, digest
 from transfer_lab.data.run_data import RunData
-from transfer_lab.errors import ConfigError
+from transfer_lab.errors import ConfigError, DataError
 from transfer_lab.study import records
 from transfer_lab.study.job_settings import JobSettings
 from transfer_lab.study.keys import pretrain_key
@@ -30,7 +31,10 @@ from transfer_lab.training.schedule import fixed_budget
 
 log = logging.getLogger("transfer_lab")
 PRETRAINED_MODEL_DIR = "model"  # save_pretrained folder: config.json + model.safetensors
-TOKENIZER_NOTE = "transfer_lab.json"  # beside the weights: which tokenizer they were trained with
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_NOTE = "transfer_lab.json"  # beside the weights: their tokenizer and checksum
+WEIGHTS_CHECKSUM = "weights_blake2b"
+_CHECKED: set[str] = set()  # weights folders this process has checked
 
 
 def ensure_pretrained(settings: JobSettings, run_data: RunData, shape: ModelShape) -> RunResult:
@@ -43,31 +47,53 @@ def ensure_pretrained(settings: JobSettings, run_data: RunData, shape: ModelShap
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         remove_torn_writes(folder)
-        if (folder / records.RESULTS_FILE).exists():
-            cached = records.read_result(folder)
-            if cached.status == STATUS_DONE and (folder / PRETRAINED_MODEL_DIR / "model.safetensors").exists():
-                # the key holds the tokenizer's settings; this checks the tokenizer they produced
-                if cached.tokenizer != run_data.tokenizer.id:
-                    raise ConfigError(f"the cached pre-trained model {folder} was made with tokenizer "
-                                      f"{cached.tokenizer}, this run uses {run_data.tokenizer.id}; "
-                                      f"delete {folder} to pre-train again")
-                return cached
+        cached = records.read_own_result(folder, log.warning)
+        if cached is not None and stopped_before_budget(cached) and settings.pretrain.on_plateau != "stop":
+            aside = folder.with_name(f"{folder.name}.stopped-early")
+            shutil.rmtree(aside, ignore_errors=True)
+            folder.rename(aside)  # kept, never deleted; this budget is trained to its end now
+            log.warning("pre-training %s stopped at step %d under the old plateau rule, before its budget; "
+                        "training it to its budget (the old one is kept as %s)", key, cached.steps, aside.name)
+            folder.mkdir()
+            cached = None
+        if cached is not None and cached.status == STATUS_DONE and (folder / PRETRAINED_MODEL_DIR).is_dir():
+            # the key holds the tokenizer's settings; this checks the tokenizer they produced
+            if cached.tokenizer != run_data.tokenizer.id:
+                raise ConfigError(f"the cached pre-trained model {folder} was made with tokenizer "
+                                  f"{cached.tokenizer}, this run uses {run_data.tokenizer.id}; "
+                                  f"delete {folder} to pre-train again")
+            check_weights(folder / PRETRAINED_MODEL_DIR)
+            if cached.pretrain_budget_tokens is None:  # recorded before budgets were an axis
+                cached.pretrain_budget_tokens = settings.pretrain.tokens or round(
+                    settings.pretrain.chars * cached.tokens_seen / max(cached.chars_seen, 1))
+                cached.pretrain_budget_chars = settings.pretrain.chars or round(
+                    cached.pretrain_budget_tokens * cached.chars_seen / max(cached.tokens_seen, 1))
+                cached.pretrain_epochs = cached.epochs_seen
+            return cached
         p = settings.pretrain
         primary = run_data.primary_source
         train = [(token_file.train, weight) for token_file, weight in run_data.sources.values()]
         datamodule = datamodule_for(settings, train, primary.val, None, p.batch_size)
         tokens_per_step = p.batch_size * settings.model.n_ctx
-        budget_tokens = p.tokens if p.tokens is not None else round(
-            p.chars * datamodule.train_tokens / max(datamodule.train_chars, 1))
+        chars_per_token = datamodule.train_chars / max(datamodule.train_tokens, 1)
+        budget_tokens = p.tokens if p.tokens is not None else round(p.chars / chars_per_token)
+        epochs = budget_tokens / max(datamodule.train_tokens, 1)
+        if epochs > p.max_epochs:
+            raise DataError(f"pre-training on {'+'.join(settings.data.sources)} for {budget_tokens:.3g} tokens takes "
+                            f"{epochs:.1f} passes over its {datamodule.train_tokens:,} tokens, more than "
+                            f"pretrain.max_epochs={p.max_epochs:g}; lower the budget or raise pretrain.max_epochs")
         max_steps = max(1, math.ceil(budget_tokens / tokens_per_step))
         record = base_result(settings, key, run_data, shape)
         record.regime, record.val_set = "pretrain", primary.id
         record.val_tokens, record.val_chars = datamodule.val_data.n_targets, datamodule.val_data.n_chars
+        record.pretrain_budget_tokens = budget_tokens
+        record.pretrain_budget_chars = p.chars if p.chars is not None else round(budget_tokens * chars_per_token)
+        record.pretrain_epochs, record.pretrain_on_plateau = epochs, p.on_plateau
         log.info("pre-training %s: %d steps x %d tokens on %s", key, max_steps, tokens_per_step,
                  "+".join(settings.data.sources))
         o = settings.optim
         schedule = fixed_budget(p.lr, p.warmup_steps, max_steps, o.min_lr_ratio, o.val_every_n_steps, p.patience,
-                                o.min_rel_improvement)
+                                o.min_rel_improvement, on_plateau=p.on_plateau, decay=settings.stopping.decay)
         outcome = train_and_record(settings, folder, record, datamodule, module_kwargs(settings, shape, schedule),
                                    schedule)
         if record.status != STATUS_DONE:
@@ -76,8 +102,12 @@ def ensure_pretrained(settings: JobSettings, run_data: RunData, shape: ModelShap
         # weights go to a temp folder renamed into place: a kill never leaves torn safetensors
         staging = folder / f".{PRETRAINED_MODEL_DIR}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        module.model.save_pretrained(staging, safe_serialization=True)
-        (staging / TOKENIZER_NOTE).write_text(json.dumps({"tokenizer": run_data.tokenizer.id}))
+        try:
+            module.model.save_pretrained(staging, safe_serialization=True)
+        except Exception as err:
+            raise as_disk_full(err, staging / WEIGHTS_FILE) from err
+        note = {"tokenizer": run_data.tokenizer.id, WEIGHTS_CHECKSUM: digest(staging / WEIGHTS_FILE)}
+        (staging / TOKENIZER_NOTE).write_text(json.dumps(note))
         shutil.rmtree(folder / PRETRAINED_MODEL_DIR, ignore_errors=True)
         staging.rename(folder / PRETRAINED_MODEL_DIR)
         set_pretrain_budget(record, record)
@@ -87,11 +117,25 @@ def ensure_pretrained(settings: JobSettings, run_data: RunData, shape: ModelShap
 
 
 def set_pretrain_budget(result: RunResult, pretrained: RunResult) -> None:
-    """The pre-training budget is what the whole pre-training run consumed (tokens, characters,
-    FLOPs), not the step its best weights came from: runs of one budget share one value, and
-    compute comparisons count every step paid for."""
+    """A run's pre-training: its nominal budget (the study's axis), and what the whole pre-training
+    consumed (tokens, characters, FLOPs: every step paid for, not the step its best weights came from)."""
     result.pretrain_tokens, result.pretrain_chars = pretrained.tokens_seen, pretrained.chars_seen
     result.pretrain_flops = pretrained.train_flops
+    result.pretrain_budget_tokens = pretrained.pretrain_budget_tokens
+    result.pretrain_budget_chars = pretrained.pretrain_budget_chars
+    result.pretrain_epochs, result.pretrain_on_plateau = pretrained.pretrain_epochs, pretrained.pretrain_on_plateau
+
+
+def stopped_before_budget(record: RunResult) -> bool:
+    """A pre-training (or a fine-tune from one) that the old rule stopped at a plateau before its
+    budget: under the current rule that budget trains to its end, so it is another model."""
+    if record.pretrain_on_plateau is not None or record.regime not in ("pretrain", "finetune"):
+        return False
+    if record.regime == "pretrain":
+        return record.status == STATUS_DONE and record.stop_reason == "early_stop"
+    schedule = (record.config or {}).get("pretrain", {})
+    nominal = schedule.get("tokens")
+    return bool(nominal and record.pretrain_tokens and record.pretrain_tokens < float(nominal) * 0.99)
 
 
 def check_init_from(path: Path, shape: ModelShape, tokenizer_id: str) -> None:
@@ -108,6 +152,29 @@ def check_init_from(path: Path, shape: ModelShape, tokenizer_id: str) -> None:
     record = path.parent / records.RESULTS_FILE
     saved_tokenizer = json.loads(note.read_text()).get("tokenizer") if note.exists() else (
         records.read_result(path.parent).tokenizer if record.exists() else None)
+    if note.exists() and WEIGHTS_CHECKSUM in json.loads(note.read_text()):
+        check_weights(path)  # a model this tool saved: its checksum is beside it
     if saved_tokenizer is not None and saved_tokenizer != tokenizer_id:
         raise ConfigError(f"pretrain.init_from={path} was trained with tokenizer {saved_tokenizer}, this run uses "
                           f"{tokenizer_id}; set tokenizer.* to match it")
+
+
+def check_weights(model_dir: Path) -> None:
+    """Pre-trained weights match the checksum saved beside them (once per process); weights saved
+    before they carried one get it now. safetensors itself checks no checksum: a corrupted file
+    would load, and every fine-tune from it would be silently wrong."""
+    if str(model_dir) in _CHECKED:
+        return
+    weights, note_path = model_dir / WEIGHTS_FILE, model_dir / TOKENIZER_NOTE
+    if not weights.exists():
+        raise DataError(f"pre-trained weights {weights} are missing; delete {model_dir.parent} to pre-train again")
+    try:
+        note = json.loads(note_path.read_text()) if note_path.exists() else {}
+    except ValueError:
+        note = {}
+    if WEIGHTS_CHECKSUM not in note:
+        atomic_write_text(note_path, json.dumps({**note, WEIGHTS_CHECKSUM: digest(weights)}))
+    elif digest(weights) != note[WEIGHTS_CHECKSUM]:
+        raise DataError(f"pre-trained weights {weights} do not match their checksum (edited or corrupted); "
+                        f"delete {model_dir.parent} to pre-train again")
+    _CHECKED.add(str(model_dir))

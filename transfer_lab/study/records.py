@@ -7,13 +7,16 @@ A run folder (outputs/sweeps/<sweep>/runs/<run_key>/) holds
   checkpoints/   Lightning's last/best checkpoints while the run is unfinished
 
 results.json is written atomically (temp file + os.replace), so a kill leaves either the
-previous version or the new one, never half a file.
+previous version or the new one, never half a file. A `done` record is final: no later write
+replaces it with an unfinished or failed one. Reading checks every field's type, so a hand-edited
+or foreign record is one error naming the field, never a value silently read as another.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,8 @@ CONFIG_FILE = "config.yaml"
 STATUS_RUNNING = "running"
 STATUS_DONE = "done"
 STATUS_FAILED = "failed"
-STATUSES = (STATUS_RUNNING, STATUS_DONE, STATUS_FAILED)
+STATUS_INTERRUPTED = "interrupted"  # a signal stopped it at a step boundary; its checkpoint resumes it
+STATUSES = (STATUS_RUNNING, STATUS_DONE, STATUS_FAILED, STATUS_INTERRUPTED)
 
 
 @dataclass
@@ -53,9 +57,13 @@ class RunResult:
     finetune_chars: int | None = None  # D_F, characters (None for pre-training)
     finetune_tokens: int | None = None
     pretrain_key: str | None = None  # which pre-trained model a finetune started from
-    pretrain_chars: int | None = None
+    pretrain_chars: int | None = None  # what the pre-training consumed (characters, tokens, FLOPs)
     pretrain_tokens: int | None = None
     pretrain_flops: float | None = None
+    pretrain_budget_tokens: int | None = None  # the nominal budget (pretrain.tokens, or chars in tokens): the axis
+    pretrain_budget_chars: int | None = None  # the same budget in characters of the source
+    pretrain_epochs: float | None = None  # passes over the source the budget took
+    pretrain_on_plateau: str | None = None  # the pre-training's rule at a plateau (None: made before it had one)
     # model
     n_layer: int = 0
     n_embd: int = 0
@@ -97,15 +105,56 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunResult":
-        known = {f.name for f in fields(cls)}
+        known = {f.name: f for f in fields(cls)}
         missing = {"run_key", "sweep", "regime"} - data.keys()
         if missing:
             raise ResultsError(f"results record lacks {sorted(missing)}; delete the run folder and re-run it")
+        for name, value in data.items():
+            if name in known and not _is_a(value, str(known[name].type)):
+                raise ResultsError(f"results field {name}={value!r} is not {_KINDS[str(known[name].type)][0]} (edited, "
+                                   "or written by another tool); delete the run folder and re-run it")
+        if data.get("status", STATUS_RUNNING) not in STATUSES:
+            raise ResultsError(f"results field status={data['status']!r} is not one of {', '.join(STATUSES)}; "
+                               "delete the run folder and re-run it")
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# what each annotation of RunResult accepts when read back from JSON
+_KINDS = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "str | None": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "int": ("a number", _number),
+    "float": ("a number", _number),
+    "int | None": ("a number or null", lambda v: v is None or _number(v)),
+    "float | None": ("a number or null", lambda v: v is None or _number(v)),
+    "bool | None": ("true, false or null", lambda v: v is None or isinstance(v, bool)),
+    "dict[str, Any]": ("a mapping", lambda v: isinstance(v, dict)),
+}
+
+
+def _is_a(value: Any, annotation: str) -> bool:
+    return _KINDS[annotation][1](value)
+
+
 def write_result(run_dir: Path, result: RunResult) -> None:
-    atomic_write_text(Path(run_dir) / RESULTS_FILE, result.to_json())
+    """Write results.json, unless that would replace a finished record with an unfinished one. A run
+    its step ceiling stopped (done, converged: false) may be extended by its own lineage."""
+    path = Path(run_dir) / RESULTS_FILE
+    if result.status != STATUS_DONE and path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = {}  # a torn record is no finished result
+        if isinstance(old, dict) and old.get("status") == STATUS_DONE:
+            extended = old.get("converged") is False and old.get("lineage") and old.get("lineage") == result.lineage
+            if not extended:
+                raise ResultsError(f"{path} records a finished run; a {result.status} result may not replace it "
+                                   "(another process trained the same run: one of them should not have)")
+    atomic_write_text(path, result.to_json())
 
 
 def read_result(run_dir: Path) -> RunResult:
@@ -120,7 +169,32 @@ def read_result(run_dir: Path) -> RunResult:
                            f"delete {path.parent} and re-run that job") from None
     if not isinstance(data, dict):
         raise ResultsError(f"{path} is not a results record; delete {path.parent} and re-run that job")
-    return RunResult.from_dict(data)
+    try:
+        return RunResult.from_dict(data)
+    except ResultsError as err:
+        raise ResultsError(f"{path}: {err}".replace("delete the run folder", f"delete {path.parent}")) from None
+
+
+def set_aside(run_dir: Path, why: str) -> Path:
+    """Rename results.json to results.json.<why>-<time>: kept, never deleted, no longer the run's record."""
+    path = Path(run_dir) / RESULTS_FILE
+    aside = path.with_name(f"{RESULTS_FILE}.{why}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+    path.rename(aside)
+    return aside
+
+
+def read_own_result(run_dir: Path, log) -> RunResult | None:
+    """A job's own earlier record, or None. A torn or invalid one is set aside (renamed
+    results.json.unreadable-<time>, never deleted) with a warning, and the run is trained again."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.exists():
+        return None
+    try:
+        return read_result(run_dir)
+    except ResultsError as err:
+        aside = set_aside(run_dir, "unreadable")
+        log(f"warning: {err}; kept as {aside.name}, the run is trained again")
+        return None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

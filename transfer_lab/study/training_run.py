@@ -12,14 +12,15 @@ from pathlib import Path
 
 import torch
 
+from transfer_lab.atomic_files import disk_full_path, is_disk_full
 from transfer_lab.data.datamodule import TokenDataModule
 from transfer_lab.data.run_data import RunData
 from transfer_lab.errors import UserError
-from transfer_lab.study import records
+from transfer_lab.study import interrupts, records
 from transfer_lab.study.job_settings import JobSettings
-from transfer_lab.study.records import STATUS_DONE, STATUS_FAILED, RunResult
+from transfer_lab.study.records import STATUS_DONE, STATUS_FAILED, STATUS_INTERRUPTED, RunResult
 from transfer_lab.study.tracking import finish, make_logger
-from transfer_lab.training.callbacks import DivergedError
+from transfer_lab.training.callbacks import DivergedError, RunInterrupted
 from transfer_lab.training.fit import fit
 from transfer_lab.training.model import ModelShape, build_gpt2, count_params, flops_per_token
 from transfer_lab.training.schedule import Schedule
@@ -28,8 +29,9 @@ log = logging.getLogger("transfer_lab")
 
 
 def remove_torn_writes(folder: Path) -> None:
-    """Temp files of atomic writes that a kill interrupted: the real file is intact beside them."""
-    for tmp in folder.glob(".*.tmp"):
+    """Temp files of atomic writes that a kill interrupted (the real file is intact beside them),
+    in the folder and its checkpoints; called with the folder's lock held, so none is in use."""
+    for tmp in [*folder.glob(".*.tmp"), *folder.glob("*/.*.tmp")]:
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
@@ -51,7 +53,8 @@ def module_kwargs(settings: JobSettings, shape: ModelShape, schedule: Schedule, 
                 attn_implementation=settings.model.attn_implementation)
 
 
-def datamodule_for(settings: JobSettings, train: list, val, train_chars: int | None, batch_size: int) -> TokenDataModule:
+def datamodule_for(settings: JobSettings, train: list, val, train_chars: int | None,
+                   batch_size: int) -> TokenDataModule:
     return TokenDataModule(train, val, train_chars=train_chars, val_tokens=settings.val_tokens,
                            stopping_val_tokens=settings.stopping_val_tokens, n_ctx=settings.model.n_ctx,
                            batch_size=batch_size, val_batch_size=settings.optim.val_batch_size, seed=settings.seed)
@@ -59,17 +62,22 @@ def datamodule_for(settings: JobSettings, train: list, val, train_chars: int | N
 
 def train_and_record(settings: JobSettings, run_dir: Path, result: RunResult, datamodule: TokenDataModule, kwargs: dict,
                      schedule: Schedule):
-    """Fit, then fill `result` from the outcome; a crash or NaN is recorded as a failed run."""
+    """Fit, then fill `result` from the outcome; a crash or NaN is recorded as a failed run.
+
+    A stop request (RunInterrupted) is recorded `interrupted` and a full disk `failed` with "no space
+    left on <path>"; both are raised again once the record is written, so the job (and the sweep)
+    stops. The record keeps the checkpoints' promise: a later launch resumes from them."""
     tags = [settings.regime, settings.data.target if settings.regime != "pretrain" else "source"]
     config = {**settings.config, "non_embedding_params": result.non_embedding_params,
               "finetune_chars": result.finetune_chars}
     logger = make_logger(settings.tracking, result.run_key, config, tags, settings.regime)
     result.schedule = asdict(schedule)
     records.write_result(run_dir, result)  # status=running: visible to the analysis as unfinished
-    outcome = None
+    outcome = stopped = None
     try:
         outcome = fit(run_dir, datamodule, kwargs, schedule, settings.trainer, seed=settings.seed,
-                      gradient_clip=settings.optim.gradient_clip, logger=logger, log=log.info)
+                      gradient_clip=settings.optim.gradient_clip, logger=logger, log=log.info,
+                      stop_requested=interrupts.requested)
         rec, best = outcome.recorder, outcome.recorder.best
         result.best_val_loss, result.best_val_loss_per_char = outcome.best_loss, outcome.best_loss_per_char
         result.best_val_bits_per_char = outcome.best_loss_per_char / math.log(2)
@@ -88,13 +96,21 @@ def train_and_record(settings: JobSettings, run_dir: Path, result: RunResult, da
         result.lr_decays = outcome.lr_decays
     except UserError:
         raise
+    except RunInterrupted as err:
+        result.status, result.stop_reason, result.error = STATUS_INTERRUPTED, "interrupted", str(err)
+        stopped = err
     except Exception as err:  # noqa: BLE001 - one failing job must not end the sweep
         result.status = STATUS_FAILED
         result.stop_reason = "diverged" if isinstance(err, DivergedError) else "error"
         result.error = f"{type(err).__name__}: {err}"
-        log.error("run %s failed: %s\n%s", result.run_key, result.error, traceback.format_exc(limit=3))
+        if is_disk_full(err):
+            result.error, stopped = f"no space left on {disk_full_path(err)}", err
+        trace = "" if stopped is not None else "\n" + traceback.format_exc(limit=3)  # a full disk: one line
+        log.error("run %s failed: %s%s", result.run_key, result.error, trace)
     finally:
         result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         finish(logger, asdict(result))
-    records.write_result(run_dir, result)
+    records.write_result(run_dir, result)  # on a full disk this may fail too: the job reports it
+    if stopped is not None:
+        raise stopped
     return outcome

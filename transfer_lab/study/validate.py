@@ -16,6 +16,7 @@ from transfer_lab.errors import ConfigError
 REGIMES = ("pretrain", "scratch", "finetune")
 SCHEDULES = ("plateau", "cosine")  # transfer_lab/schedule.py
 ANNEAL_WINDOWS = ("run", "phase")  # callbacks.PlateauSchedule
+ON_PLATEAU = ("continue", "anneal", "stop")  # training/schedule.py fixed_budget
 TOKENIZER_KINDS = ("gpt2", "byte", "bpe")  # transfer_lab.data.tokenizers.KINDS
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -136,6 +137,9 @@ def validate_config(cfg: DictConfig) -> None:
         as_int(cfg, "pretrain.warmup_steps", minimum=0, example="pretrain.warmup_steps=50")
         as_int(cfg, "pretrain.batch_size", example="pretrain.batch_size=16")
         as_int(cfg, "pretrain.patience", example="pretrain.patience=8")
+        choice(cfg, "pretrain.on_plateau", ON_PLATEAU, "continue")
+        if get(cfg, "pretrain.max_epochs") is not None:
+            as_float(cfg, "pretrain.max_epochs", 0.0, math.inf, example="pretrain.max_epochs=4")
         source = get(cfg, "data.source")
         if OmegaConf.is_dict(source):
             for name in source:
@@ -146,11 +150,31 @@ def validate_config(cfg: DictConfig) -> None:
     target = get(cfg, "data.target")
     if regime != "pretrain" and (not isinstance(target, str) or not target):
         raise ConfigError(f"data.target={target!r} must name a corpus; e.g. data.target=python")
+    _check_paths(cfg)
     _check_tokenizer(cfg)
     _check_trainer(cfg)
     _check_corpora(cfg, regime)
     if regime == "finetune":
         _check_init_from(cfg)
+
+
+PATH_KEYS = ("output_root", "data_dir", "cache_dir", "pretrained_dir", "sweep_dir")
+
+
+def _check_paths(cfg: DictConfig) -> None:
+    """Every folder the tool writes is a folder or can become one: no file sits at it or above it."""
+    from pathlib import Path
+
+    for key in PATH_KEYS:
+        raw = get(cfg, f"paths.{key}")
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"paths.{key}={raw!r} must be a folder path; e.g. paths.{key}=outputs/...")
+        path = Path(raw).expanduser()
+        blocking = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            where = "is a file" if blocking == path else f"lies under the file {blocking}"
+            raise ConfigError(f"paths.{key}={raw} {where}, not a folder; point it at a folder "
+                              f"(e.g. remove the override, or paths.output_root=outputs)")
 
 
 def _check_tokenizer(cfg: DictConfig) -> None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
+from transfer_lab.atomic_files import as_disk_full, atomic_write_text, digest, replace_into, temp_path
 from transfer_lab.training.run_files import METRICS_FILE
 
 
@@ -141,8 +142,9 @@ class PlateauSchedule(pl.Callback):
     slows as a run goes on, so a fixed window would mistake the noise of a still-improving run
     for a plateau (measured: 4 × 50 steps ended 6% above 4 × 100 steps at D = 1e6). At a plateau
     the run goes back to its best weights (the best checkpoint) and multiplies the LR by `decay`;
-    once the LR is at its floor, or with no decay (pre-training), the plateau stops the run. Its
-    counters live in checkpoints, so a resumed run continues the same rule.
+    once the LR is at its floor, or with no decay, the plateau stops the run (unless stop_at_floor
+    is off: a pre-training trains on to its budget). Its counters live in checkpoints, so a resumed
+    run continues the same rule.
 
     anneal_window="phase" counts the window of an annealed phase from the anneal, not from step 0:
     an anneal's gain arrives early, and a phase that over-fits from its first validation then ends
@@ -151,9 +153,10 @@ class PlateauSchedule(pl.Callback):
     """
 
     def __init__(self, patience: int, patience_fraction: float, min_rel_improvement: float, decay: float | None,
-                 min_lr_ratio: float, min_steps: int, anneal_window: str = "run"):
+                 min_lr_ratio: float, min_steps: int, anneal_window: str = "run", stop_at_floor: bool = True):
         self.patience, self.patience_fraction, self.min_rel_improvement = patience, patience_fraction, min_rel_improvement
         self.decay, self.min_lr_ratio, self.min_steps = decay, min_lr_ratio, min_steps
+        self.stop_at_floor = stop_at_floor  # False (pre-training to its budget): a plateau at the floor changes nothing
         self.anneal_window = anneal_window
         self.best, self.since, self.wait, self.decays, self.stopped = math.inf, 0, 0, 0, False
         self.phase_start = 0  # the step of the last anneal (0 before any)
@@ -188,26 +191,83 @@ class PlateauSchedule(pl.Callback):
         self.wait, self.since, self.phase_start = 0, step, step
         if self.decay is not None and pl_module.lr_scale * self.decay >= self.min_lr_ratio * (1 - 1e-6):
             best = trainer.checkpoint_callback.best_model_path  # an earlier validation: this one did not improve
-            state = torch.load(best, map_location=pl_module.device, weights_only=True)["state_dict"]
+            state = load_checkpoint_file(best, pl_module.device)["state_dict"]
             pl_module.load_state_dict(state)
             pl_module.lr_scale *= self.decay
             for group in trainer.optimizers[0].param_groups:
                 group["lr"] *= self.decay
             self.decays += 1
-        else:
+        elif self.stop_at_floor:
             self.stopped = trainer.should_stop = True
 
 
+class RunInterrupted(Exception):
+    """The run stopped at a step boundary because its process was asked to stop."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}")
+        self.signum, self.step = signum, step
+
+
+class StopAtStepBoundary(pl.Callback):
+    """After each optimizer step: if `requested()` names a signal, save last.ckpt and raise
+    RunInterrupted. Lightning's own stop (`trainer.should_stop`) would run one more validation
+    first, a point the uninterrupted run never has; saving here keeps a resumed run identical to an
+    uninterrupted one."""
+
+    def __init__(self, last_checkpoint: Path, requested: Callable[[], int | None]):
+        self.last_checkpoint, self.requested = Path(last_checkpoint), requested
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        signum = self.requested()
+        if signum is not None:
+            trainer.save_checkpoint(self.last_checkpoint)
+            raise RunInterrupted(signum, trainer.global_step)
+
+
+CHECKSUM_SUFFIX = ".blake2b"  # beside each checkpoint: the BLAKE2b of its bytes
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint whose bytes no longer match the checksum written beside it."""
+
+
+def save_checkpoint_file(checkpoint: dict, path: Path) -> None:
+    """torch.save to a temp name unique to this process, its checksum beside it, renamed into place:
+    a kill never leaves a torn checkpoint, and two processes never share a temp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        torch.save(checkpoint, tmp)
+        atomic_write_text(path.with_name(path.name + CHECKSUM_SUFFIX), digest(tmp))
+        replace_into(tmp, path)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        raise as_disk_full(err, path) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint_file(path: Path, map_location="cpu") -> dict:
+    """torch.load(weights_only=True) (no pickle code runs) of a checkpoint that matches its checksum."""
+    path = Path(path)
+    stamp = path.with_name(path.name + CHECKSUM_SUFFIX)
+    if stamp.exists() and digest(path) != stamp.read_text().strip():
+        raise CorruptCheckpoint(f"checkpoint {path} does not match its checksum (edited or corrupted)")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temp file and renamed (a kill never leaves a torn last.ckpt),
-    and read back with torch.load(weights_only=True): no pickle code runs on load."""
+    """Lightning's checkpoints through save_checkpoint_file / load_checkpoint_file."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        save_checkpoint_file(checkpoint, Path(path))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        return load_checkpoint_file(Path(path), map_location or "cpu")
+
+    def remove_checkpoint(self, path) -> None:
+        super().remove_checkpoint(path)
+        Path(str(path) + CHECKSUM_SUFFIX).unlink(missing_ok=True)

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from transfer_lab.data.datamodule import TokenDataModule
-from transfer_lab.training.callbacks import AtomicCheckpointIO, PlateauSchedule, RunRecorder
+from transfer_lab.training.callbacks import (
+    AtomicCheckpointIO,
+    PlateauSchedule,
+    RunInterrupted,
+    RunRecorder,
+    StopAtStepBoundary,
+    load_checkpoint_file,
+    save_checkpoint_file,
+)
 from transfer_lab.training.lightning_module import CausalLM
 from transfer_lab.training.run_files import CHECKPOINT_DIR
 from transfer_lab.training.schedule import Schedule
@@ -50,9 +61,9 @@ def _resumable_checkpoint(folder: Path, log) -> tuple[Path | None, int]:
     if not last.exists():
         return None, 0
     try:  # checkpoints are written atomically, but a disk can still be full or a file edited
-        step = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
-    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint means: start over
-        log(f"checkpoint {last} is unreadable ({type(err).__name__}); restarting this run from step 0")
+        step = int(load_checkpoint_file(last)["global_step"])
+    except Exception as err:  # noqa: BLE001 - any unreadable or corrupted checkpoint means: start over
+        log(f"checkpoint {last} is unreadable ({type(err).__name__}: {err}); restarting this run from step 0")
         shutil.rmtree(folder)
         return None, 0
     log(f"resuming {folder.parent.name} from step {step}")
@@ -60,10 +71,12 @@ def _resumable_checkpoint(folder: Path, log) -> tuple[Path | None, int]:
 
 
 def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedule: Schedule,
-        trainer_settings: Mapping, *, seed: int, gradient_clip: float, logger=None, log=print) -> FitOutcome:
+        trainer_settings: Mapping, *, seed: int, gradient_clip: float, logger=None, log=print,
+        stop_requested: Callable[[], int | None] = lambda: None) -> FitOutcome:
     """Train on `schedule` until early stopping or its ceiling, resuming from
     run_dir/checkpoints/last.ckpt if present; then score the early-stopping point on the whole
-    validation set."""
+    validation set. `stop_requested` is asked after every step: a signal number stops the run there
+    (RunInterrupted), its last.ckpt saved."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     resume_from, resume_step = _resumable_checkpoint(ckpt_dir, log)
     # Lightning opens the train iterator before any hook sees the restored step, so set it here
@@ -81,25 +94,29 @@ def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedul
     plateaus = PlateauSchedule(patience=schedule.patience, patience_fraction=schedule.patience_fraction,
                                min_rel_improvement=schedule.min_rel_improvement, decay=schedule.decay,
                                min_lr_ratio=schedule.min_lr_ratio, min_steps=schedule.warmup_steps,
-                               anneal_window=schedule.anneal_window)
+                               anneal_window=schedule.anneal_window, stop_at_floor=schedule.stop_at_floor)
+    stopper = StopAtStepBoundary(ckpt_dir / "last.ckpt", stop_requested)
     trainer = instantiate(
         dict(trainer_settings), precision=precision_for(trainer_settings), max_steps=schedule.max_steps, max_epochs=-1,
         val_check_interval=schedule.val_every_n_steps, check_val_every_n_epoch=None, gradient_clip_val=gradient_clip,
-        callbacks=[recorder, plateaus, checkpoints, latest], logger=logger if logger is not None else False,
-        plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir),
-        enable_progress_bar=sys.stderr.isatty(), _convert_="object")
+        callbacks=[recorder, plateaus, checkpoints, latest, stopper], logger=logger if logger is not None else False,
+        plugins=_plugins(), default_root_dir=str(run_dir), enable_progress_bar=sys.stderr.isatty(), _convert_="object")
     pl.seed_everything(int(seed), verbose=False)  # same seed, same initial weights
     module = CausalLM(**module_kwargs)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+    except SIGTERMException:  # Lightning's own reaction to a SIGTERM inside validation: resume from last.ckpt
+        raise RunInterrupted(stop_requested() or signal.SIGTERM, trainer.global_step) from None
     steps = trainer.global_step
     if not recorder.best:
         raise RuntimeError("no validation ran; lower optim.val_every_n_steps below the step budget")
     best = Path(checkpoints.best_model_path)
-    module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    module.load_state_dict(load_checkpoint_file(best)["state_dict"])
     trainer.validate(module, dataloaders=datamodule.score_dataloader(), verbose=False)
     best_loss = float(trainer.callback_metrics["val/loss"])
-    stop_reason = "early_stop" if plateaus.stopped or steps < schedule.max_steps else "max_steps"
+    stop_reason = "early_stop" if plateaus.stopped or steps < schedule.max_steps else (
+        "budget" if schedule.fixed_budget else "max_steps")
     why = ""
     if stop_reason == "max_steps" and not schedule.fixed_budget:
         why = f"reached the ceiling optim.max_steps={schedule.max_steps} without early stopping"
@@ -110,3 +127,31 @@ def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedul
                       best_loss_per_char=best_loss / datamodule.val_data.chars_per_token,
                       converged=None if schedule.fixed_budget and not why else not why, lr_decays=plateaus.decays,
                       not_converged_why=why)
+
+
+def _plugins() -> list:
+    """Atomic, checksummed checkpoints; under SLURM, no auto-requeue: the job stops its run itself
+    (stop_requested) and a requeued or relaunched job resumes it."""
+    plugins: list = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
+def relocate_checkpoints(ckpt_dir: Path, old_dir: Path, new_dir: Path) -> None:
+    """The checkpoints in `ckpt_dir`, copied from `old_dir`, point at `new_dir` (where they will
+    live): Lightning restores best_model_path from a checkpoint whatever its folder, and would go on
+    reading the old run's files."""
+    old, new = str(old_dir), str(new_dir)
+
+    def moved(value):
+        if isinstance(value, str) and value.startswith(old):
+            return new + value[len(old):]
+        if isinstance(value, dict):
+            return {moved(k): moved(v) for k, v in value.items()}
+        return value
+
+    for path in sorted(Path(ckpt_dir).glob("*.ckpt")):
+        checkpoint = load_checkpoint_file(path)
+        checkpoint["callbacks"] = moved(checkpoint.get("callbacks", {}))
+        save_checkpoint_file(checkpoint, path)

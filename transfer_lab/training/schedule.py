@@ -70,6 +70,7 @@ class Schedule:
 
     fixed_budget: bool = False  # pre-training: reaching max_steps is the plan, not a missed stop
     anneal_window: str = "run"  # run | phase (PlateauSchedule)
+    stop_at_floor: bool = True  # a plateau with no anneal left stops the run (False: on to max_steps)
 
     def lr_factor(self, step: int, scale: float = 1.0) -> float:
         return lr_factor(step, self.warmup_steps, self.horizon_steps, self.min_lr_ratio) * scale
@@ -104,10 +105,20 @@ def size_schedule(rule: StoppingRule, subset_tokens: int, tokens_per_step: int) 
                     horizon_steps=rule.max_steps if cosine else None, anneal_window=rule.anneal_window)
 
 
+ON_PLATEAU = ("continue", "anneal", "stop")
+
+
 def fixed_budget(lr: float, warmup_steps: int, budget_steps: int, min_lr_ratio: float, val_every_n_steps: int,
-                 patience: int, min_rel_improvement: float) -> Schedule:
-    """Pre-training: warm-up and a cosine over the budget; a plateau on the source stops it early."""
+                 patience: int, min_rel_improvement: float, on_plateau: str = "continue",
+                 decay: float = 10 ** -0.5) -> Schedule:
+    """Pre-training: warm-up and a cosine over the budget, trained to its end. At a plateau on the
+    source: `continue` changes nothing; `anneal` goes back to the best weights with the LR × decay
+    (down to min_lr_ratio) and trains on; `stop` ends the run there (the old rule: a larger budget
+    stopped at a high LR could end worse than a smaller one)."""
+    if on_plateau not in ON_PLATEAU:
+        raise ValueError(f"on_plateau={on_plateau!r}: one of {ON_PLATEAU}")
     return Schedule(lr=lr, warmup_steps=min(warmup_steps, budget_steps), min_lr_ratio=min_lr_ratio,
                     max_steps=budget_steps, val_every_n_steps=min(val_every_n_steps, budget_steps),
-                    patience=patience, min_rel_improvement=min_rel_improvement, decay=None,
-                    horizon_steps=budget_steps, fixed_budget=True)
+                    patience=patience, min_rel_improvement=min_rel_improvement,
+                    decay=decay if on_plateau == "anneal" else None, horizon_steps=budget_steps,
+                    fixed_budget=True, stop_at_floor=on_plateau == "stop")

@@ -96,6 +96,9 @@ def open_prepared(folder: Path, spec: dict[str, Any]) -> PreparedCorpus:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         expected = manifest["content_hash"]
         manifest["splits"]["train"]["chars"]
+        sources = manifest.get("sources", [])
+        if not isinstance(sources, list) or not all(isinstance(s, dict) for s in sources):
+            raise TypeError(f"'sources' is {type(sources).__name__}, not a list of mappings")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"prepared corpus {folder} has a missing or broken {MANIFEST} "
                         f"({err}); {fix}") from err
@@ -109,7 +112,10 @@ def open_prepared(folder: Path, spec: dict[str, Any]) -> PreparedCorpus:
     if actual != expected:
         raise DataError(f"prepared corpus {folder} does not match its manifest (content hash "
                         f"{actual[:12]} != {expected[:12]}: files edited or truncated); {fix}")
-    changed = files_changed(manifest.get("sources", []))
+    try:
+        changed = files_changed(sources)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"prepared corpus {folder} has a broken {MANIFEST} (sources: {err!r}); {fix}") from err
     if changed:
         raise DataError(f"source files changed since {folder} was prepared ({changed[0]} ...); "
                         f"{fix}")

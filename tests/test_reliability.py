@@ -1,0 +1,386 @@
+"""Nothing lost under concurrency, signals, corruption and a full disk: each test drives the real
+failure (two processes on one sweep, a real SIGTERM / SIGINT, corrupted files, a torn record, a
+deleted donor, a full tmpfs) and checks what is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY
+from run_helpers import compose, paths, run_folders, subprocess_env, val_steps
+
+from transfer_lab.errors import ConfigError, DataError, ResultsError
+from transfer_lab.study import records
+
+SCRATCH = [o for o in TINY if not o.startswith(("data.finetune_chars", "optim.max_steps"))]
+
+
+def _status(run_dir: Path) -> str:
+    path = run_dir / records.RESULTS_FILE
+    return records.read_result(run_dir).status if path.exists() else ""
+
+
+def _wait_for(predicate, proc, timeout: float = 300.0, what: str = ""):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended before {what}: exit {proc.returncode}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- 1. a run is owned by one process at a time -----------------------------------------------------
+
+@pytest.mark.slow
+def test_a_second_launch_skips_the_run_the_first_is_training_and_never_overwrites_it(tmp_path, data_dir, cache_dir):
+    out = tmp_path / "out"
+    # a run that keeps training (it never plateaus: patience 1000) until its 3,000-step ceiling
+    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=3e4", "sweep=twice",
+           "optim.max_steps=3000", "optim.patience=1000", *paths(out, data_dir, cache_dir)]
+    first = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    runs = out / "sweeps" / "twice" / "runs"
+    _wait_for(lambda: any(runs.glob("*/checkpoints/last.ckpt")), first, what="the first launch's first checkpoint")
+    second = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    first_out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, first_out[-3000:]
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    assert "sweep twice: 1 done, 0 skipped, 0 failed" in first_out
+    assert "sweep twice: 0 done, 0 skipped, 0 failed, 1 running in another launch" in second.stdout
+    (run,) = run_folders(out, "twice").values()
+    result = records.read_result(run)
+    assert result.status == "done" and result.steps == 3000
+    steps = val_steps(run)
+    assert steps == sorted(set(steps)), "validation points written twice"
+    launches = sorted(p.name for p in (out / "sweeps" / "twice" / "hydra").iterdir())
+    assert len(launches) == 2, f"two launches share a Hydra folder: {launches}"
+    third = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert "sweep twice: 0 done, 1 skipped, 0 failed" in third.stdout, third.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_two_identical_launches_train_every_cell_once_and_count_only_their_own(tmp_path, data_dir, cache_dir):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=1e4,2e4,3e4",
+           "sweep=pair", "optim.max_steps=60", *paths(out, data_dir, cache_dir)]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    counts = []
+    for proc, text in zip(procs, outputs):
+        assert proc.returncode == 0, text[-3000:]
+        (line,) = [x for x in text.splitlines() if x.startswith("sweep pair:")]
+        numbers = dict((label, int(n)) for n, label in re.findall(r"(\d+) ([a-z ]+?)(?:,| \()", line))
+        assert sum(numbers.values()) == 3, line  # each launch counts its own three cells, no more
+        assert numbers.get("failed") == 0, line
+        counts.append(numbers)
+    assert sum(c.get("done", 0) for c in counts) == 3, counts  # every cell trained exactly once
+    folders = run_folders(out, "pair")
+    assert len(folders) == 3 and all(_status(p) == "done" for p in folders.values())
+    for folder in folders.values():
+        steps = val_steps(folder)
+        assert steps == sorted(set(steps)), f"{folder.name}: validation points written twice: {steps}"
+
+
+def test_a_finished_record_is_never_replaced_by_an_unfinished_one(tmp_path):
+    done = records.RunResult(run_key="k", sweep="s", regime="scratch", status="done")
+    records.write_result(tmp_path, done)
+    for status in ("failed", "running", "interrupted"):
+        with pytest.raises(ResultsError, match="finished run"):
+            records.write_result(tmp_path, records.RunResult(run_key="k", sweep="s", regime="scratch", status=status))
+    assert records.read_result(tmp_path).status == "done"
+
+
+# --- 2. signals ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_launch_resumes_it(
+        signum, code, tmp_path, data_dir, cache_dir):
+    from transfer_lab.study.job import run_job
+
+    out = tmp_path / "out"
+    cells = ["regime=scratch", "data.finetune_chars=2e4,3e4", "optim.max_steps=80", "sweep=sig"]
+    cmd = [sys.executable, "train.py", "-m", *SCRATCH, *cells, *paths(out, data_dir, cache_dir)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    runs = out / "sweeps" / "sig" / "runs"
+    _wait_for(lambda: any(runs.glob("*/checkpoints/last.ckpt")), proc, what="a first checkpoint")
+    proc.send_signal(signum)
+    text, _ = proc.communicate(timeout=300)
+    assert proc.returncode == code, text[-3000:]
+    name = signal.Signals(signum).name
+    (summary,) = [line for line in text.splitlines() if line.startswith("sweep sig:")]
+    # two workers: the second cell was interrupted too, or never started
+    assert summary.startswith("sweep sig: 0 done, 0 skipped, 0 failed, ") and f"stopped by {name}" in summary
+    assert summary.count("interrupted") == 1 and ("2 interrupted" in summary or "1 interrupted, 1 not run" in summary)
+    folders = [p for p in run_folders(out, "sig").values() if (p / records.RESULTS_FILE).exists()]
+    assert folders and all(records.read_result(p).status == "interrupted" for p in folders)
+    stopped = folders[0]
+    assert f"stopped by {name}" in records.read_result(stopped).error
+    assert all((p / "checkpoints" / "last.ckpt").exists() for p in folders)
+
+    again = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "sweep sig: 2 done, 0 skipped, 0 failed" in again.stdout
+    assert f"resuming {stopped.name} from step" in again.stdout + again.stderr
+    resumed = records.read_result(stopped)
+    # the same run uninterrupted, in this process: a resumed run is the run it would have been
+    d = "2e4" if "df2e4" in stopped.name else "3e4"
+    twin = compose(*[o for o in cells if not o.startswith("data.")], f"data.finetune_chars={d}", "sweep=twin",
+                   *paths(tmp_path / "twin", data_dir, cache_dir))
+    assert run_job(twin) == "done"
+    (twin_run,) = run_folders(tmp_path / "twin", "twin").values()
+    assert resumed.best_val_loss == pytest.approx(records.read_result(twin_run).best_val_loss, rel=1e-6)
+    assert val_steps(stopped) == val_steps(twin_run)
+
+
+# --- 3. content checks --------------------------------------------------------------------------------
+
+def _token_file(data_dir, cache_dir, tmp_path):
+    from transfer_lab.data.run_data import load_run_data
+    from transfer_lab.study.job_settings import read_settings
+
+    spec = read_settings(compose("regime=scratch", *paths(tmp_path / "o", data_dir, cache_dir))).data
+    return load_run_data(spec, need_source=False, need_target=True, log=lambda *_: None), spec
+
+
+@pytest.mark.parametrize("damage", ["valid_ids_reshuffled", "ids_past_the_vocabulary", "meta_without_splits"])
+def test_a_damaged_token_file_is_rebuilt_before_any_training(damage, tmp_path, data_dir, cache_dir):
+    from transfer_lab.data import token_files
+
+    data, spec = _token_file(data_dir, cache_dir, tmp_path)
+    folder = data.target.directory
+    train = folder / "train.tokens.bin"
+    original = train.read_bytes()
+    if damage == "valid_ids_reshuffled":  # same size, every id valid: only the checksum can tell
+        ids = np.frombuffer(original, dtype=data.target.meta["splits"]["train"]["dtype"]).copy()
+        np.random.default_rng(0).shuffle(ids)
+        train.write_bytes(ids.tobytes())
+    elif damage == "ids_past_the_vocabulary":
+        train.write_bytes(b"\xff" * len(original))
+    else:
+        meta = json.loads((folder / "meta.json").read_text())
+        del meta["splits"]
+        (folder / "meta.json").write_text(json.dumps(meta))
+    token_files._VERIFIED.clear()  # a new process
+    lines = []
+    from transfer_lab.data.run_data import load_run_data
+
+    again = load_run_data(spec, need_source=False, need_target=True, log=lines.append)
+    assert any(line.startswith("warning:") and "re-tokenising" in line for line in lines), lines
+    assert (again.target.directory / "train.tokens.bin").read_bytes() == original
+
+
+def test_a_corrupted_checkpoint_restarts_the_run_and_corrupted_weights_stop_it(tmp_path):
+    import torch
+
+    from transfer_lab.study.pretraining import check_weights
+    from transfer_lab.training.callbacks import CorruptCheckpoint, load_checkpoint_file, save_checkpoint_file
+
+    path = tmp_path / "last.ckpt"
+    save_checkpoint_file({"global_step": 3, "w": torch.arange(1000.0)}, path)
+    assert load_checkpoint_file(path)["global_step"] == 3
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpoint, match="does not match its checksum"):
+        load_checkpoint_file(path)
+
+    from safetensors.torch import save_file
+
+    model = tmp_path / "pre" / "model"
+    model.mkdir(parents=True)
+    save_file({"w": torch.arange(1000.0)}, model / "model.safetensors")
+    check_weights(model)  # weights saved before checksums existed get one now
+    note = json.loads((model / "transfer_lab.json").read_text())
+    assert "weights_blake2b" in note
+    data = bytearray((model / "model.safetensors").read_bytes())
+    data[-8] ^= 0xFF
+    (model / "model.safetensors").write_bytes(bytes(data))
+    from transfer_lab.study import pretraining
+
+    pretraining._CHECKED.clear()  # a new process
+    with pytest.raises(DataError, match="do not match their checksum"):
+        check_weights(model)
+
+
+# --- 4. torn and invalid records -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("tear", ["cut", "converged_no", "schedule_not_a_mapping"])
+def test_a_torn_or_invalid_record_is_a_warning_and_its_run_is_trained_again(tear, tmp_path, data_dir, cache_dir,
+                                                                            capsys):
+    from transfer_lab.study.job import run_job
+    from transfer_lab.study.launch_checks import warn_unreadable_records
+
+    cfg = compose("regime=scratch", "sweep=torn", "optim.max_steps=60", *paths(tmp_path / "out", data_dir, cache_dir))
+    assert run_job(cfg) == "done"
+    (run,) = run_folders(tmp_path / "out", "torn").values()
+    path = run / records.RESULTS_FILE
+    if tear == "cut":
+        path.write_bytes(path.read_bytes()[:500])
+    else:
+        data = json.loads(path.read_text())
+        data.update({"converged": "no"} if tear == "converged_no" else {"schedule": [1, 2]})
+        path.write_text(json.dumps(data))
+    with pytest.raises(ResultsError):
+        records.read_result(run)  # never read as something it is not
+    assert warn_unreadable_records(tmp_path / "out" / "sweeps" / "torn") == [path]
+    assert "its run will be trained again" in capsys.readouterr().err
+    assert run_job(cfg) == "done"  # no exit: set aside, trained again
+    assert records.read_result(run).status == "done"
+    assert list(run.glob("results.json.unreadable-*")), "the torn record was not kept"
+
+
+# --- 5. extension owns what it needs ---------------------------------------------------------------------
+
+def test_an_extended_run_keeps_training_after_its_donor_is_deleted(tmp_path, data_dir, cache_dir, monkeypatch):
+    from transfer_lab.study import job, lineage
+    from transfer_lab.study.job import run_job
+
+    out = tmp_path / "out"
+    common = ["regime=scratch", "data.finetune_chars=3e4", "optim.patience_fraction=0", *paths(out, data_dir, cache_dir)]
+    assert run_job(compose(*common, "sweep=short", "optim.max_steps=30")) == "done"  # capped: kept to extend
+    (donor,) = run_folders(out, "short").values()
+    assert records.read_result(donor).converged is False
+
+    real_copy = lineage.copy_run
+
+    def copy_then_delete_donor(src, dst, sweep, with_checkpoints, lineage=""):
+        real_copy(src, dst, sweep, with_checkpoints, lineage)
+        shutil.rmtree(src)  # the donor's sweep is cleaned up while the extension trains
+        # Lightning restores best_model_path from a checkpoint whatever its folder: the first anneal
+        # after the copy would load it. The copy's checkpoints restore a state inside its own folder.
+        from pytorch_lightning.callbacks import ModelCheckpoint
+
+        from transfer_lab.training.callbacks import load_checkpoint_file
+
+        state = load_checkpoint_file(dst / "checkpoints" / "last.ckpt")["callbacks"]
+        assert str(src) not in repr(state), "a copied checkpoint still points at its donor"
+        best = ModelCheckpoint(dirpath=dst / "checkpoints", filename="best", monitor="val/loss", mode="min")
+        best.load_state_dict(next(v for k, v in state.items() if "val/loss" in k))
+        assert best.best_model_score is not None and Path(best.best_model_path).exists()
+
+    monkeypatch.setattr(job.lineage, "copy_run", copy_then_delete_donor)
+    assert run_job(compose(*common, "sweep=long", "optim.max_steps=600")) == "done"
+    (extended,) = run_folders(out, "long").values()
+    result = records.read_result(extended)
+    assert not donor.exists() and result.status == "done" and result.converged and result.steps > 30
+
+
+# --- 6. a full disk ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * (1 << 16))
+                handle.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_one_run_stops_the_sweep_with_its_summary_and_the_rerun_resumes(
+        small_disk, tmp_path, data_dir, cache_dir):
+    out = small_disk / "out"
+    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=1e4,2e4,3e4",
+           "sweep=full", "optim.max_steps=60", *paths(out, data_dir, cache_dir)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    runs = out / "sweeps" / "full" / "runs"
+    first = _wait_for(lambda: next((p for p in run_folders(out, "full").values() if _status(p) == "done"), None), proc,
+                      what="a first finished run")
+    finished = (first / records.RESULTS_FILE).read_bytes()
+    filler = _fill(small_disk)
+    text, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, text[-3000:]
+    assert "no space left on" in text and "free space and run the same command again" in text
+    (summary,) = [line for line in text.splitlines() if line.startswith("sweep full:")]
+    assert re.search(r", [1-9]\d* failed", summary) and "no space left on" in summary, summary
+    assert "Traceback" not in text
+    assert (first / records.RESULTS_FILE).read_bytes() == finished
+    failed = [p for p in run_folders(out, "full").values() if p != first and _status(p) == "failed"]
+    for run in failed:  # where the record could still be written, it names the cause
+        assert "no space left on" in records.read_result(run).error
+
+    filler.unlink()
+    again = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    (summary,) = [line for line in again.stdout.splitlines() if line.startswith("sweep full:")]
+    done, skipped = (int(n) for n in re.match(r"sweep full: (\d+) done, (\d+) skipped, 0 failed \(", summary).groups())
+    assert done + skipped == 3 and skipped >= 1, summary  # what finished before the disk filled is kept
+    assert (first / records.RESULTS_FILE).read_bytes() == finished
+    assert all(_status(p) == "done" for p in run_folders(out, "full").values())
+
+
+# --- 7. one line, never a traceback ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["sweep_dir", "cache_dir", "data_dir"])
+def test_a_path_that_is_a_file_is_one_config_error(key, tmp_path):
+    from transfer_lab.study.validate import validate_config
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for value in (blocker, blocker / "below"):
+        with pytest.raises(ConfigError, match=f"paths.{key}=.*(is a file|lies under the file)"):
+            validate_config(compose("regime=scratch", f"paths.{key}={value}"))
+
+
+def test_a_manifest_whose_sources_is_not_a_list_is_one_data_error(tmp_path, data_dir, cache_dir):
+    from transfer_lab.data.corpora import load_corpus_spec, prepare_corpus
+    from transfer_lab.data.corpora.build import MANIFEST, open_prepared
+
+    corpus = prepare_corpus(load_corpus_spec("python_small"), data_dir=data_dir)
+    copy = tmp_path / corpus.directory.name
+    shutil.copytree(corpus.directory, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["sources"] = "stdlib"
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="broken manifest.json"):
+        open_prepared(copy, corpus.spec)
+
+
+# --- 8. permissions follow the umask -------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(umask, mode, tmp_path):
+    from transfer_lab.atomic_files import atomic_write_text
+    from transfer_lab.training.callbacks import save_checkpoint_file
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "results.json", "{}")
+        save_checkpoint_file({"global_step": 1}, tmp_path / "last.ckpt")
+    finally:
+        os.umask(old)
+    for name in ("results.json", "last.ckpt", "last.ckpt.blake2b"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name

@@ -1,0 +1,28 @@
+"""What a job can return, and the one summary line a launch prints.
+
+train.py's job returns one of these; the sweeper counts them per launch (a second launch of the
+same sweep counts its own jobs, never the first one's).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+DONE = "done"  # trained to its end and recorded
+SKIPPED = "skipped"  # already finished (here, or in another sweep: reused)
+FAILED = "failed"  # recorded failed with its error (NaN, out of memory, a crash, a SLURM kill)
+INTERRUPTED = "interrupted"  # stopped by a signal at a step boundary; the next launch resumes it
+BUSY = "busy"  # another process holds the run's lock: it is training there
+NO_SPACE = "no_space"  # the disk filled up; recorded failed where the record could still be written
+NOT_RUN = "not_run"  # never started: the launch stopped first
+ORDER = (DONE, SKIPPED, FAILED, INTERRUPTED, BUSY, NO_SPACE, NOT_RUN)
+STOPPING = (INTERRUPTED, NO_SPACE)  # a job that returns one of these ends the launch
+LABELS = {BUSY: "running in another launch", NOT_RUN: "not run"}
+
+
+def summary_line(sweep: str, counts: Counter, records: str, why: str = "") -> str:
+    """`sweep demo: 3 done, 24 skipped, 0 failed (records in ...)`, the other outcomes where they
+    occur; a run the full disk failed counts as failed (`why` names the disk)."""
+    parts = [f"{counts[DONE]} done", f"{counts[SKIPPED]} skipped", f"{counts[FAILED] + counts[NO_SPACE]} failed"]
+    parts += [f"{counts[s]} {LABELS.get(s, s)}" for s in (INTERRUPTED, BUSY, NOT_RUN) if counts[s]]
+    return f"sweep {sweep}: {', '.join(parts)} (records in {records})" + (f"; {why}" if why else "")
