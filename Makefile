@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 SWEEP ?=
 ARGS ?=
 
-# Hub lookups are opt-in (the *_hub corpora); without these a lookup hangs ~50 s offline.
+# Hub lookups are opt-in: HF_HUB_OFFLINE=0 (the one switch; datasets follows it) streams the *_hub
+# corpora. Offline by default: without it a lookup hangs ~50 s on a machine with no network.
 export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup apt-lists data demo train fit plan predict atlas study test test-fast bench clean-venv
+.PHONY: help setup apt-lists data check-hub slurm-cluster demo train fit plan predict atlas study test test-fast bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,13 @@ apt-lists:
 
 data: setup ## prepare the demo's corpora, tokenizer and token files (prints sizes and MB/s)
 	$(PY) -m transfer_lab.prepare experiment=demo $(ARGS)
+
+check-hub: setup ## open every *_hub corpus and read a few records (HF_HUB_OFFLINE=0 to go online)
+	$(PY) -m transfer_lab.data.corpora check --hub $(ARGS)
+
+slurm-cluster: ## start a one-node SLURM cluster here, as root (then: eval $$(tools/slurm_cluster.sh env))
+	tools/slurm_cluster.sh install
+	tools/slurm_cluster.sh start
 
 demo: data ## set up, run the demo sweep (English -> Python), fit the laws, write the report
 	$(PY) train.py -m experiment=demo $(ARGS)

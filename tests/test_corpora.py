@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from corpora_fixtures import corpora_cache, data_dir, fortune_texts, fortunes_spec  # noqa: F401
 
-from transfer_lab.data.corpora import PreparedCorpus, available_corpora, load_corpus_spec, prepare_corpus
+from transfer_lab.data.corpora import (
+    PreparedCorpus,
+    available_corpora,
+    load_corpus_spec,
+    prepare_corpus,
+)
 from transfer_lab.data.corpora import build as corpus_build
 from transfer_lab.data.corpora.clean import cut_document
 from transfer_lab.data.corpora.readers import html_to_text, read_tagged_zh, strip_roff
@@ -19,8 +24,8 @@ from transfer_lab.data.corpora.sources import glob_regex
 from transfer_lab.errors import ConfigError, DataError
 
 SHIPPED = ["english", "python", "german", "spanish", "chinese", "fortunes_en", "fortunes_de",
-           "fortunes_es", "fortunes_zh", "python_small", "openwebtext2_hub", "oscar_de_hub",
-           "oscar_es_hub", "oscar_zh_hub", "github_python_hub"]
+           "fortunes_es", "fortunes_zh", "python_small", "openwebtext_hub", "fineweb2_de_hub",
+           "fineweb2_es_hub", "fineweb2_zh_hub", "codeparrot_python_hub", "github_code_python_hub"]
 
 
 # ---------------------------------------------------------------- specs
@@ -271,42 +276,4 @@ def test_dedup_removes_repeated_paragraphs(tmp_path, data_dir, fortune_texts):
     assert kept.count(repeated) == 5
 
 
-# ---------------------------------------------------------------- hub kind
-def test_hub_streams_until_max_chars(data_dir, monkeypatch, fortune_texts):
-    import datasets
-
-    seen = {"records": 0, "args": None}
-    texts = fortune_texts["en"]
-
-    def fake_load_dataset(path, name=None, split=None, streaming=False, **kwargs):
-        seen["args"] = (path, name, split, streaming, kwargs)
-
-        def records():
-            for i in range(10**6):  # effectively endless: the reader must stop itself
-                seen["records"] += 1
-                yield {"text": texts[i % len(texts)] + f" #{i}", "lang": "en" if i % 3 else "x"}
-
-        return records()
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    spec = {"name": "hubx", "kind": "hub", "path": "someone/web", "config_name": "en",
-            "max_chars": 30_000, "val_chars": 5_000, "where": {"lang": "en"}, "dedup": "none"}
-    pc = prepare_corpus(spec, data_dir=data_dir)
-    assert seen["args"][:4] == ("someone/web", "en", "train", True)
-    assert "trust_remote_code" not in seen["args"][4]
-    assert pc.train_chars + pc.val_chars == 30_000
-    assert seen["records"] < 2_000
-    assert all(not d.endswith(tuple(f"#{i}" for i in range(0, 30, 3)))
-               for d in pc.documents("train"))
-
-
-def test_hub_offline_is_a_data_error(data_dir, monkeypatch):
-    import datasets
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("offline mode is enabled")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match="cannot stream hub dataset 'a/b'.*HF_HUB_OFFLINE"):
-        prepare_corpus({"name": "h", "kind": "hub", "path": "a/b", "max_chars": 10**6},
-                       data_dir=data_dir)
+# hub corpora: tests/test_hub.py (the real datasets streaming path on hub-shaped folders)

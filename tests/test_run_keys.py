@@ -1,6 +1,8 @@
 """Run keys did not move with the code: every shipped experiment's cells keep the keys (and
 lineages and pre-training keys) recorded by the code before the layout move (commit 5015c86),
-so an outputs/ folder from before is reused, not retrained."""
+so an outputs/ folder from before is reused, not retrained. The four *_hub experiments were
+recorded again when their corpora were replaced (OSCAR and OpenWebText2 by FineWeb-2 and
+OpenWebText): they name other datasets, so they are other runs."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ from transfer_lab.study import protocol
 from transfer_lab.study.keys import compact_number
 
 # where an embedded target is too small, the corpus with the anchors' data (needs the hub)
-LARGER_CORPUS = {"python": "github_python_hub", "german": "oscar_de_hub", "spanish": "oscar_es_hub",
-                 "chinese": "oscar_zh_hub", "english": "openwebtext2_hub"}
+LARGER_CORPUS = {"python": "codeparrot_python_hub", "german": "fineweb2_de_hub", "spanish": "fineweb2_es_hub",
+                 "chinese": "fineweb2_zh_hub", "english": "openwebtext_hub"}
 MARGIN = 3.0  # the scratch grid should reach this far past the largest D_E it must interpolate
 MIN_DECADES_N = 1.5  # β needs N to span this much (over a 4× range its interval covers both signs)
 MIN_DECADES_DF = 2.0
