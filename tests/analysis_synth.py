@@ -98,3 +98,32 @@ def make_atlas_runs(sweep: str, pairs: dict[tuple[str, str], dict], ns=(1e5, 1e6
                 runs.append(result(sweep, f"ft-{s}-{t}-N{n:.0e}-D{d:.2e}", "finetune", n, d, loss, target_corpus=t,
                                    source_corpus=s, val_set=f"val-{t}", pretrain_key=f"pre-{s}-N{n:.0e}"))
     return runs
+
+
+def budget_transfer(budget: float) -> dict:
+    """Transfer that grows with the pre-training budget: k ∝ p^0.4 (p in characters)."""
+    return {**TRANSFER, "k": TRANSFER["k"] * (budget / 1e8) ** 0.4}
+
+
+def make_budget_runs(sweep="budgets", ns=(1e5, 1e6, 1e7), budgets=(1e7, 3e7, 1e8, 3e8),
+                     scratch_ds=tuple(np.geomspace(1e4, 1e11, 12)), finetune_ds=tuple(np.geomspace(1e4, 1e6, 5)),
+                     noise=0.003, replicates=3, seed=0) -> list[records.RunResult]:
+    """A budget study: one from-scratch curve per N shared by every budget, fine-tunes per (N, budget,
+    D_F); the cheap cells (scratch D ≤ 1e5, fine-tunes at the smallest budget and D_F ≤ 1e5) are
+    repeated with `replicates` seeds, so seed noise is measured per regime and N."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for n in ns:
+        for d in scratch_ds:
+            for s in range(replicates if d <= 1e5 else 1):
+                loss = float(scratch_loss(n, d) * np.exp(rng.normal(0, noise)))
+                runs.append(result(sweep, f"scratch-N{n:.0e}-D{d:.2e}-s{s}", "scratch", n, d, loss, seed=s))
+        for b in budgets:
+            for d in finetune_ds:
+                for s in range(replicates if b == budgets[0] and d <= 1e5 else 1):
+                    loss = float(finetune_loss(n, d, budget_transfer(b)) * np.exp(rng.normal(0, noise)))
+                    runs.append(result(sweep, f"ft-N{n:.0e}-p{b:.0e}-D{d:.2e}-s{s}", "finetune", n, d, loss, seed=s,
+                                       pretrain_key=f"pre-N{n:.0e}-p{b:.0e}-s{s}", pretrain_chars=int(b),
+                                       pretrain_tokens=int(b / 3), pretrain_budget_chars=int(b),
+                                       pretrain_budget_tokens=int(b / 3)))
+    return runs

@@ -3,6 +3,7 @@
 import json
 
 import analysis_synth as syn
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,10 +30,17 @@ def test_atlas_recovers_each_directed_pair_and_writes_its_report(tmp_path):
         t = PAIRS[(p.source, p.target)]
         true = 1 + t["k"] * 1e4 ** (t["alpha"] - 1) * 1e7 ** t["beta"]
         assert p.multiplier_ci[0] <= true <= p.multiplier_ci[1], (p.source, p.target, p.multiplier_ci, true)
+    for p in pairs:  # the reference cell measured, with its own interval from the D_E bootstrap
+        t = PAIRS[(p.source, p.target)]
+        true = 1 + t["k"] * 1e4 ** (t["alpha"] - 1) * 1e7 ** t["beta"]
+        assert p.measured_method == "interpolated" and p.measured_ci[0] <= p.measured <= p.measured_ci[1]
+        assert p.measured_ci[0] > 1 and abs(np.log(p.measured / true)) < 0.2, (p.source, p.target, p.measured, true)
     table = pd.read_csv(out / "pairs.csv")
-    assert len(table) == 6 and {"alpha_lo", "alpha_hi", "multiplier", "beta_identified"} <= set(table.columns)
+    assert len(table) == 6 and {"alpha_lo", "alpha_hi", "multiplier", "beta_identified", "measured_multiplier",
+                                "measured_lo", "measured_hi"} <= set(table.columns)
     text = path.read_text()
     assert "## Asymmetry" in text and "de ↔ en" in text and "## Checks against the literature" in text
+    assert "In 6 of 6 pairs the measured interval excludes 1" in text
     for name in ("alpha", "multiplier"):
         assert (out / "plots" / f"{name}.png").exists() and (out / "plots" / f"{name}.pdf").exists()
     assert json.loads((out / "atlas.json").read_text())["pairs"][0]["source"] in {"de", "en", "py"}

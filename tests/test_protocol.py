@@ -99,3 +99,15 @@ def test_grids():
     assert protocol.log_grid(1e4, 1e5, per_decade=3) == [1e4, 2e4, 5e4, 1e5]
     assert protocol.scratch_grid_for([1e4, 1e5], corpus_chars=3.1e7) == [1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7]
     assert protocol.scratch_grid_for([1e4, 1e6], corpus_chars=3.1e7)[-1] == 3e7  # as far as the corpus allows
+
+
+def test_a_budget_axis_trains_one_pretraining_per_size_and_budget_and_shares_the_scratch_curves():
+    cells = protocol.expand(protocol.sweep_dimensions(
+        ["regime=scratch,finetune", "model=n13k,n3k", "pretrain.tokens=4e6,2e6,1e6",
+         "data.finetune_chars=1e4,3e4", "data.scratch_chars=1e4,1e5,1e6"]))
+    by = {r: [c for c in cells if c.regime == r] for r in ("pretrain", "scratch", "finetune")}
+    assert len(by["pretrain"]) == 2 * 3  # one per (size, budget)
+    assert len(by["scratch"]) == 2 * 3  # per size and D: every budget shares them
+    assert not any("pretrain.tokens" in line for c in by["scratch"] for line in c.rest)
+    assert len(by["finetune"]) == 2 * 3 * 2  # per budget
+    assert cells.index(by["pretrain"][0]) == 0 and all(c.regime == "pretrain" for c in cells[:6])

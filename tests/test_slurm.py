@@ -113,18 +113,25 @@ def test_a_multirun_on_slurm_survives_killed_jobs_and_the_rerun_resumes_them(slu
     # three cells that train for a while; two are killed from outside once they have a checkpoint
     cmd = base + ["sweep=killed", "data.finetune_chars=1e4,2e4,3e4", "optim.max_steps=3000", "optim.patience=40",
                   "hydra.launcher.array_parallelism=3"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    runs = out / "sweeps" / "killed" / "runs"
-    deadline = time.time() + 600
-    while time.time() < deadline and len(list(runs.glob("*/checkpoints/last.ckpt"))) < 2:
-        assert proc.poll() is None, proc.communicate()[0][-4000:]
-        time.sleep(0.5)
-    graceful, hard = sorted(p.parents[1] for p in runs.glob("*/checkpoints/last.ckpt"))[:2]
-    launch = _launch_dir(out, "killed")
-    array = _array_id(launch)
-    subprocess.run(["scancel", f"{array}_{_task_of(launch, graceful)}"], env=slurm, check=True)
-    os.kill(json.loads((launch / str(_task_of(launch, hard)) / JOB_FILE).read_text())["pid"], signal.SIGKILL)
-    text, _ = proc.communicate(timeout=900)
+    # `with` kills the launcher if an assertion fails first: a launcher left polling a stopped cluster
+    # would outlive the test
+    with subprocess.Popen(cmd, cwd=ROOT, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as proc:
+        try:
+            runs = out / "sweeps" / "killed" / "runs"
+            deadline = time.time() + 600
+            while time.time() < deadline and len(list(runs.glob("*/checkpoints/last.ckpt"))) < 2:
+                assert proc.poll() is None, proc.communicate()[0][-4000:]
+                time.sleep(0.5)
+            graceful, hard = sorted(p.parents[1] for p in runs.glob("*/checkpoints/last.ckpt"))[:2]
+            launch = _launch_dir(out, "killed")
+            array = _array_id(launch)
+            subprocess.run(["scancel", f"{array}_{_task_of(launch, graceful)}"], env=slurm, check=True)
+            os.kill(json.loads((launch / str(_task_of(launch, hard)) / JOB_FILE).read_text())["pid"], signal.SIGKILL)
+            text, _ = proc.communicate(timeout=900)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, text[-4000:]
     assert "sweep killed: 1 done, 0 skipped, 1 failed, 1 interrupted" in text, text[-4000:]
     stopped, killed = records.read_result(graceful), records.read_result(hard)

@@ -6,7 +6,13 @@ Public entry points:
   predict(result, n, finetune_chars)  D_T, multiplier, fraction and loss with intervals
 """
 
-from transfer_lab.analysis.collect import Collection, collect_local, latest_sweep, output_root, records_to_table
+from transfer_lab.analysis.collect import (
+           Collection,
+           collect_local,
+           latest_sweep,
+           output_root,
+           records_to_table,
+)
 from transfer_lab.analysis.predict import predict
 from transfer_lab.analysis.result import ANCHORS, AnalysisResult
 from transfer_lab.analysis.sweep_analysis import run_analysis

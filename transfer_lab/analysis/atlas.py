@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.analysis import collect
-from transfer_lab.analysis.report import markdown_to_html, md_table
+from transfer_lab.analysis.report import markdown_to_html
+from transfer_lab.analysis.report_format import md_table
 from transfer_lab.analysis.sweep_analysis import run_analysis
+from transfer_lab.analysis.transfer_fit import measured_multiplier
 from transfer_lab.errors import ResultsError
 
 
@@ -40,6 +42,9 @@ class PairResult:
     multiplier_ci: tuple = (float("nan"), float("nan"))
     d_t: float = float("nan")  # at the reference
     d_t_ci: tuple = (float("nan"), float("nan"))
+    measured: float = float("nan")  # the multiplier measured at the reference cell (not the law's)
+    measured_ci: tuple = (float("nan"), float("nan"))  # from the D_E bootstrap (or the law's, model-based)
+    measured_method: str = ""  # interpolated | model-based
     identified: dict = field(default_factory=dict)  # alpha/beta: interval excludes 0 and is ≤ 0.5 wide
     at_bounds: list = field(default_factory=list)  # k/alpha/beta the fit pinned to a bound: no estimate
     messages: list = field(default_factory=list)
@@ -97,6 +102,7 @@ def analyse_pairs(runs: list, sweep: str, ref_n: float | None, ref_d_f: float | 
             if fit is None:
                 fit, law = res.fit("unified"), "unified"
             result.messages = [m for m in res.messages if "transfer-gap" not in m]
+            result.measured, result.measured_ci, result.measured_method = measured_multiplier(res, ref["N"], ref["D_F"])
             if fit is not None:
                 result.law, result.n_points = law, fit.n_points
                 result.params = {k: fit.params[k] for k in ("k", "alpha", "beta")}
@@ -192,6 +198,24 @@ def literature_checks(pairs: list[PairResult]) -> list[str]:
     return lines
 
 
+def measured_cells(pairs: list[PairResult], ref: dict) -> list[str]:
+    """The reference cell measured, pair by pair: its own interval says whether transfer is there,
+    whatever the law's exponents."""
+    have = [p for p in pairs if np.isfinite(p.measured)]
+    above = [p for p in have if p.measured_ci[0] > 1]
+    out = [f"## The reference cell, measured (N = {ref['N']:.3g}, D_F = {ref['D_F']:.3g})", "",
+           f"The multiplier measured at the reference cell (its D_E inverted through the target's from-scratch curve), "
+           f"with its own interval from the D_E bootstrap (both regimes redrawn), beside the law's prediction. In "
+           f"{len(above)} of {len(have)} pairs the measured interval excludes 1: transfer is measured there, even "
+           "where the law's exponents are not identified.", ""]
+    rows = [[f"{p.source} → {p.target}", f"{_g(p.measured)} {_iv(p.measured_ci)}", p.measured_method,
+             "yes" if p.measured_ci[0] > 1 else "no", f"{_g(p.multiplier)} {_iv(p.multiplier_ci)}",
+             "yes" if p.identified.get("alpha") and p.identified.get("beta") else "no"]
+            for p in sorted(have, key=lambda p: -p.measured)]
+    return out + md_table(["source → target", "measured multiplier", "D_E", "excludes 1", "law's multiplier",
+                           "α and β identified"], rows)
+
+
 def _estimate(p: PairResult, name: str) -> str:
     if name in p.at_bounds:  # the fit ran into the edge of the allowed range: the data do not hold it
         return f"at its bound ({_g(p.params.get(name))}): not estimated"
@@ -210,6 +234,8 @@ def write_atlas(pairs: list[PairResult], ref: dict, sweep: str, out: Path, setti
                      **{f"{k}_lo": p.ci.get(k, (np.nan, np.nan))[0] for k in ("k", "alpha", "beta")},
                      **{f"{k}_hi": p.ci.get(k, (np.nan, np.nan))[1] for k in ("k", "alpha", "beta")},
                      "multiplier": p.multiplier, "multiplier_lo": p.multiplier_ci[0], "multiplier_hi": p.multiplier_ci[1],
+                     "measured_multiplier": p.measured, "measured_lo": p.measured_ci[0],
+                     "measured_hi": p.measured_ci[1], "measured_method": p.measured_method,
                      "D_T": p.d_t, "D_T_lo": p.d_t_ci[0], "D_T_hi": p.d_t_ci[1],
                      "alpha_identified": p.identified.get("alpha", False),
                      "beta_identified": p.identified.get("beta", False), "at_bounds": ";".join(p.at_bounds)})
@@ -236,11 +262,14 @@ def write_atlas(pairs: list[PairResult], ref: dict, sweep: str, out: Path, setti
               "pairs compare whatever the tokenizer does to each corpus:", ""]
         L += md_table(["corpus", "characters per token"], chars_per_token)
     L += ["## Checks against the literature", ""] + literature_checks(pairs) + [""]
+    L += measured_cells(pairs, ref)
     L += ["## Pairs", ""]
-    L += md_table(["source → target", "law", "points (interp./model)", "k", "α", "β", "multiplier", "D_T"],
+    L += md_table(["source → target", "law", "points (interp./model)", "k", "α", "β", "multiplier (law)",
+                   "multiplier (measured)", "D_T (law)"],
                   [[f"{p.source} → {p.target}", p.law, f"{p.n_points} ({p.interpolated_points}/{p.model_based_points})",
                     *[_estimate(p, name) for name in ("k", "alpha", "beta")],
-                    f"{_g(p.multiplier)} {_iv(p.multiplier_ci)}", f"{_g(p.d_t)} {_iv(p.d_t_ci)}"] for p in pairs])
+                    f"{_g(p.multiplier)} {_iv(p.multiplier_ci)}", f"{_g(p.measured)} {_iv(p.measured_ci)}",
+                    f"{_g(p.d_t)} {_iv(p.d_t_ci)}"] for p in pairs])
     L += ["## Asymmetry (A → B against B → A)", "",
           "Transfer is directed: the multiplier of A → B over that of B → A, and the difference of α.", ""]
     by = {(p.source, p.target): p for p in pairs}

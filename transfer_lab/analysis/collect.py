@@ -24,7 +24,8 @@ FIT_REGIMES = ("scratch", "finetune")
 LOSS_COLUMNS = {"per_char": "loss_per_char", "per_token": "loss_per_token"}
 
 COLUMNS = ["run_key", "sweep", "regime", "status", "N", "total_params", "n_layer", "n_embd", "n_head", "D_F", "D_F_tokens",
-           "pretrain_key", "pretrain_chars", "pretrain_tokens", "pretrain_flops",
+           "pretrain_key", "pretrain_budget", "pretrain_budget_tokens", "pretrain_chars", "pretrain_tokens",
+           "pretrain_flops", "pretrain_epochs", "pretrain_rule",
            "loss_per_token", "loss_per_char", "bits_per_char", "loss", "steps", "tokens_seen",
            "train_flops", "tokenizer", "val_set", "source_corpus", "target_corpus", "target_corpus_chars",
            "experiment", "seed",
@@ -34,7 +35,7 @@ NOT_CONVERGED_FIX = ("its loss is not an early-stopping point: raise optim.max_s
                      "point inside warm-up, lower finetune.lr / optim.warmup_steps, and re-run the cell")
 # what makes two runs the same point of a fit; runs of one cell with other settings (an edited
 # config re-run under the same sweep name) are not averaged: the newest one is kept
-CELL = ("regime", "N", "D_F", "seed", "pretrain_tokens", "pretrain_chars", "target_corpus")
+CELL = ("regime", "N", "D_F", "seed", "pretrain_budget", "target_corpus")
 
 
 @dataclass
@@ -107,6 +108,9 @@ def _row(r: records.RunResult) -> dict:
         "D_F": _num(r.finetune_chars), "D_F_tokens": _num(r.finetune_tokens),
         "pretrain_key": r.pretrain_key, "pretrain_chars": _num(r.pretrain_chars),
         "pretrain_tokens": _num(r.pretrain_tokens), "pretrain_flops": _num(r.pretrain_flops),
+        "pretrain_budget": _num(_nominal_budget(r)[1]), "pretrain_budget_tokens": _num(_nominal_budget(r)[0]),
+        "pretrain_epochs": _num(r.pretrain_epochs if r.regime != "pretrain" else r.epochs_seen),
+        "pretrain_rule": r.pretrain_on_plateau,
         "loss_per_token": _num(r.best_val_loss), "loss_per_char": _num(r.best_val_loss_per_char),
         "bits_per_char": _num(r.best_val_bits_per_char), "steps": r.steps, "tokens_seen": r.tokens_seen,
         "train_flops": _num(r.train_flops), "tokenizer": r.tokenizer or "", "val_set": r.val_set or "",
@@ -120,6 +124,23 @@ def _row(r: records.RunResult) -> dict:
             "ended at its step cap (max_steps) without early stopping"
             if r.converged is None and r.regime != "pretrain" and r.stop_reason == "max_steps" else ""),
     }
+
+
+def _nominal_budget(r: records.RunResult) -> tuple[float | None, float | None]:
+    """(tokens, characters) of the pre-training budget a run was planned with: the study's axis.
+    Records from before budgets were recorded: the config's pretrain.tokens (or chars), converted at
+    the consumed characters per token; else what was consumed."""
+    if r.pretrain_budget_chars is not None:
+        return r.pretrain_budget_tokens, r.pretrain_budget_chars
+    if r.regime == "pretrain":
+        return r.tokens_seen or None, r.chars_seen or None
+    planned = (r.config or {}).get("pretrain", {}) if isinstance(r.config, dict) else {}
+    per_token = r.pretrain_chars / r.pretrain_tokens if r.pretrain_chars and r.pretrain_tokens else None
+    if planned.get("tokens") and per_token:
+        return float(planned["tokens"]), float(planned["tokens"]) * per_token
+    if planned.get("chars") and per_token:
+        return float(planned["chars"]) / per_token, float(planned["chars"])
+    return r.pretrain_tokens, r.pretrain_chars
 
 
 def _cell(row: dict) -> tuple:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.analysis import checks, collect
-from transfer_lab.analysis.report import md_table
+from transfer_lab.analysis.report_format import md_table
 from transfer_lab.errors import ConfigError
 
 CELL = ["regime", "source", "target", "N", "D_F"]

@@ -7,7 +7,15 @@ import math
 from omegaconf import DictConfig
 
 from transfer_lab.errors import ConfigError
-from transfer_lab.study.validate import MAX_SEED, as_float, as_int, choice, flag, get, optional_float
+from transfer_lab.study.validate import (
+    MAX_SEED,
+    as_float,
+    as_int,
+    choice,
+    flag,
+    get,
+    optional_float,
+)
 
 ANALYZE_ACTIONS = ("fit", "plan", "compare", "atlas", "collect", "predict")  # analysis/actions.py
 ANALYZE_SOURCES = ("local", "wandb", "wandb_offline")

@@ -15,6 +15,7 @@ law. method="kaplan" inverts the from-scratch Kaplan fit at every point instead 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -162,30 +163,37 @@ def add_effective_data(table: pd.DataFrame, curves: dict[float, ScratchCurve], l
     return t
 
 
-def bootstrap_transferred(table: pd.DataFrame, rows: pd.DataFrame, n_boot: int, seed: int, run_noise: float,
-                          grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
-    """ln D_T of `rows` (fine-tuned runs, interpolated) in `n_boot` replicates that redraw both
-    regimes. Fine-tuned runs: resampled whole (multinomial weights). From-scratch runs: their
-    D grid is a fixed design, so each N's curve keeps its D values; at a D with several seeds the
-    seeds are resampled, a single run's ln loss is perturbed by `run_noise`; the curve is then
-    rebuilt (isotonic, PCHIP) and every loss inverted again. A noisy scratch curve moves every D_E
-    at its N together, which the exponent β reads; holding the curve fixed would hide that.
-    Returns (Y, W), each (n_boot, len(rows)); W = 0 where a replicate cannot invert the loss."""
+def bootstrap_effective_data(table: pd.DataFrame, rows: pd.DataFrame, n_boot: int, seed: int,
+                             scratch_sigma: Callable[[float], float],
+                             finetune_sigma: Callable[[float], float | None] | None = None,
+                             grid: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """D_E of `rows` (fine-tuned runs) in `n_boot` replicates that redraw both regimes.
+
+    Fine-tuned runs: resampled whole (multinomial weights), and their ln loss perturbed by
+    `finetune_sigma(N)` where seed noise was measured (None: left as measured). From-scratch runs:
+    their D grid is a fixed design, so each N's curve keeps its D values; at a D with several seeds
+    the seeds are resampled, a single run's ln loss is perturbed by `scratch_sigma(N)`; the curve is
+    rebuilt (isotonic, PCHIP) and every loss inverted again. A noisy scratch curve moves every D_E at
+    its N together, which the exponent β reads; holding the curve fixed would hide that.
+    Returns (D_E, counts), each (n_boot, len(rows)); D_E is NaN where a replicate cannot invert."""
     rng = np.random.default_rng(seed)
     n = len(rows)
     counts = np.zeros((n_boot, n))
     np.add.at(counts, (np.repeat(np.arange(n_boot), n), rng.integers(0, n, (n_boot, n)).ravel()), 1.0)
     d_e = np.full((n_boot, n), np.nan)
     scratch = table[(table["regime"] == "scratch") & ~table["excluded"]]
-    loss, d_f, sizes = rows["loss"].to_numpy(float), rows["D_F"].to_numpy(float), rows["N"].to_numpy(float)
+    measured, sizes = rows["loss"].to_numpy(float), rows["N"].to_numpy(float)
+    spread = np.array([(finetune_sigma(s) or 0.0) if finetune_sigma is not None else 0.0 for s in sizes])
+    loss = measured[None, :] * np.exp(rng.normal(0.0, 1.0, (n_boot, n)) * spread[None, :])
     for size, grp in scratch.groupby("N"):
         at = np.flatnonzero(sizes == float(size))
         by_d = [np.log(g["loss"].to_numpy(float)) for _, g in grp.groupby("D_F")]
         if not len(at) or len(by_d) < 2:
             continue
+        sigma = scratch_sigma(float(size))
         log_d = np.log(np.sort(grp["D_F"].unique().astype(float)))
         draws = np.column_stack([
-            runs[rng.integers(0, len(runs), n_boot)] if len(runs) > 1 else runs[0] + rng.normal(0, run_noise, n_boot)
+            runs[rng.integers(0, len(runs), n_boot)] if len(runs) > 1 else runs[0] + rng.normal(0, sigma, n_boot)
             for runs in by_d])  # (n_boot, number of D): one redrawn ln loss per D
         dense = np.linspace(log_d[0], log_d[-1], grid)
         for b in range(n_boot):
@@ -193,8 +201,19 @@ def bootstrap_transferred(table: pd.DataFrame, rows: pd.DataFrame, n_boot: int, 
             if fitted[0] <= fitted[-1]:
                 continue
             values = PchipInterpolator(log_d, fitted)(dense)
-            inside = (loss[at] >= fitted[-1]) & (loss[at] <= fitted[0])
-            d_e[b, at[inside]] = np.exp(np.interp(-loss[at[inside]], -values, dense))
+            lb = loss[b, at]
+            inside = (lb >= fitted[-1]) & (lb <= fitted[0])
+            d_e[b, at[inside]] = np.exp(np.interp(-lb[inside], -values, dense))
+    return d_e, counts
+
+
+def bootstrap_transferred(table: pd.DataFrame, rows: pd.DataFrame, n_boot: int, seed: int,
+                          scratch_sigma: Callable[[float], float],
+                          finetune_sigma: Callable[[float], float | None] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """ln D_T of `rows` in the replicates of bootstrap_effective_data, as (Y, W) for fit_law's
+    bootstrap_targets: W = 0 where a replicate cannot invert the loss (or D_T ≤ 0)."""
+    d_e, counts = bootstrap_effective_data(table, rows, n_boot, seed, scratch_sigma, finetune_sigma)
     with np.errstate(invalid="ignore", divide="ignore"):
-        y = np.log(d_e - d_f)
+        y = np.log(d_e - rows["D_F"].to_numpy(float)[None, :])
     return y, np.where(np.isfinite(y), counts, 0.0)

@@ -142,7 +142,7 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
     if unidentified and len(saturated) * 2 >= ft["N"].nunique():
         # D_T falling with D_F is not noise around a power law: the fine-tune data is no longer small
         # next to the pre-training data, and more D_F only adds points past the turn
-        tokens, chars = _largest(ft, "pretrain_tokens", np.nan), _largest(ft, "pretrain_chars", np.nan)
+        tokens, chars = _largest(ft, "pretrain_budget_tokens", np.nan), _largest(ft, "pretrain_budget", np.nan)
         plan.findings.append(
             f"α's interval [{alpha[0]:.3g}, {alpha[1]:.3g}]: D_T falls at the largest D_F at N = "
             f"{', '.join(f'{n:.3g}' for n in saturated)}: transfer saturates as D_F nears the pre-training data "

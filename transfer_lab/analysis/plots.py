@@ -33,8 +33,84 @@ def _colors(ns):
 
 
 def _rows(res):
+    """Usable scratch and fine-tuned runs; with several pre-training budgets, the fine-tunes of the
+    largest (the headline's; the budget plots show the others)."""
     t = res.table[~res.table["excluded"]]
-    return t[t["regime"] == "scratch"], t[t["regime"] == "finetune"]
+    ft = t[t["regime"] == "finetune"]
+    if ft["pretrain_budget"].nunique() > 1:
+        ft = ft[ft["pretrain_budget"] == res.main_budget]
+    return t[t["regime"] == "scratch"], ft
+
+
+def transfer_vs_budget(res, out: Path):
+    """D_T and the multiplier against the pre-training budget p, one line per N, a panel per D_F."""
+    study = res.budgets
+    if study is None or not len(study.transferred):
+        return None
+    dt = study.transferred
+    d_fs = sorted(dt["D_F"].unique())
+    col = _colors(dt["N"].unique())
+    fig, axes = plt.subplots(2, len(d_fs), figsize=(3.2 * len(d_fs), 6), squeeze=False)
+    for j, d_f in enumerate(d_fs):
+        for n, g in dt[dt["D_F"] == d_f].groupby("N"):
+            g = g.sort_values("budget")
+            axes[0, j].plot(g["budget"], g["D_T"].where(g["D_T"] > 0), "-o", ms=3, color=col[n], label=f"N={n:.2g}")
+            axes[1, j].plot(g["budget"], g["multiplier"], "-o", ms=3, color=col[n])
+        axes[0, j].set(xscale="log", yscale="log", title=f"D_F = {d_f:.2g}", ylabel="D_T (chars)" if j == 0 else None)
+        axes[1, j].set(xscale="log", yscale="log", xlabel="pre-training budget p (chars)",
+                       ylabel="multiplier (D_F + D_T)/D_F" if j == 0 else None)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle("What pre-training buys, by budget (D_T ≤ 0 not drawn)")
+    fig.tight_layout()
+    return _save(fig, out, "transfer_vs_budget", res)
+
+
+def exponents_vs_budget(res, out: Path):
+    """α and β of the transfer and unified laws at each budget, with their intervals."""
+    study = res.budgets
+    if study is None:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for law, marker, shift in (("transfer", "o", 0.97), ("unified", "s", 1.03)):
+        for ax, name in zip(axes, ("alpha", "beta")):
+            pts = [(e["budget"], e[law].params[name], e[law].ci.get(name, (np.nan, np.nan)))
+                   for e in study.per_budget if e.get(law) is not None and e[law].ok]
+            if not pts:
+                continue
+            b, v, ci = zip(*pts)
+            lo, hi = np.array([c[0] for c in ci]), np.array([c[1] for c in ci])
+            ax.errorbar(np.array(b) * shift, v, yerr=[np.array(v) - lo, hi - np.array(v)], fmt=marker, ms=4,
+                        capsize=2, label=law)
+    for ax, symbol in zip(axes, ("α", "β")):
+        ax.axhline(0, color="grey", lw=0.6)
+        ax.set(xscale="log", xlabel="pre-training budget p (chars)", ylabel=symbol, title=f"{symbol} by budget")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out, "exponents_vs_budget", res)
+
+
+def held_out(res, out: Path):
+    """Held-out runs: the prediction with its interval against the measured value (loss and D_T)."""
+    study = res.budgets
+    if study is None or not len(study.held_out):
+        return None
+    held = study.held_out
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, (value, pred, ci, label) in zip(axes, (("loss", "loss_predicted", "loss_ci", "loss (nats/char)"),
+                                                   ("D_T", "D_T_predicted", "D_T_ci", "D_T (chars)"))):
+        for what, g in held.groupby("held_out"):
+            lo, hi = np.array([c[0] for c in g[ci]]), np.array([c[1] for c in g[ci]])
+            p = g[pred].to_numpy(float)
+            ax.errorbar(g[value], p, yerr=[np.clip(p - lo, 0, None), np.clip(hi - p, 0, None)], fmt="o", ms=4,
+                        capsize=2, label=what)
+        lim = [np.nanmin(held[[value, pred]].to_numpy(float)), np.nanmax(held[[value, pred]].to_numpy(float))]
+        ax.plot(lim, lim, color="grey", lw=0.6)
+        ax.set(xlabel=f"measured {label}", ylabel=f"predicted {label}", title=f"held out: {value}")
+        if value == "D_T":
+            ax.set(xscale="log", yscale="log")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return _save(fig, out, "held_out", res)
 
 
 def loss_vs_data(res, out: Path, loss_label: str):
@@ -162,5 +238,8 @@ def make_all(res, out: Path, loss_label: str = "loss (nats/char)") -> list[tuple
     figs = [("Loss vs target data", loss_vs_data(res, out, loss_label)), ("D_T vs D_F", dt_vs_df(res, out)),
             ("Effective data multiplier", multiplier(res, out)),
             ("Loss vs compute", loss_vs_compute(res, out, loss_label)),
-            ("Predicted vs observed (log space)", predicted_vs_observed(res, out))]
+            ("Predicted vs observed (log space)", predicted_vs_observed(res, out)),
+            ("What pre-training buys, by budget", transfer_vs_budget(res, out)),
+            ("α and β by pre-training budget", exponents_vs_budget(res, out)),
+            ("Held-out runs: predicted vs measured", held_out(res, out))]
     return [(t, p) for t, p in figs if p is not None]

@@ -12,22 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from transfer_lab.analysis.budgets import better_buy
+from transfer_lab.analysis.report_budgets import budget_sections, noise_section
+from transfer_lab.analysis.report_format import fmt as _g
+from transfer_lab.analysis.report_format import md_table
 from transfer_lab.analysis.result import ANCHORS, AnalysisResult
-
-
-def _g(x, digits=3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "—"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    return f"{x:.{digits}g}"
-
-
-def md_table(header: list[str], rows: list[list]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        out.append("| " + " | ".join(str(c).replace("|", "/") for c in r) + " |")
-    return out + [""]
 
 
 def all_fits(res: AnalysisResult):
@@ -87,13 +76,11 @@ def _decision_rows(res):
             pred = _g(1 + dt / r["D_F"])
         buy = "gap law not fitted: measured only"
         g = gaps.get(f"N={r['N']:.3g}")
-        if g is not None and np.isfinite(r.get("pretrain_chars", np.nan)):
-            x = {"P_m": np.array([r["pretrain_chars"], 2 * r["pretrain_chars"], r["pretrain_chars"]]) / 1e6,
-                 "D_m": np.array([r["D_F"], r["D_F"], 2 * r["D_F"]]) / 1e6}
-            base, more_p, more_f = np.exp(g.evaluate(x))
-            buy = (f"pre-training (2× p: −{_g(base - more_p)}; 2× D_F: −{_g(base - more_f)})" if base - more_p > base - more_f
-                   else f"target data (2× D_F: −{_g(base - more_f)}; 2× p: −{_g(base - more_p)})")
-        rows.append([_g(r["N"]), _g(r["D_F"]), _g(r["pretrain_chars"]), _g(r["loss"], 4), _g(r["multiplier"]), pred,
+        if g is not None and np.isfinite(r.get("pretrain_budget", np.nan)):
+            b = better_buy(g, r["pretrain_budget"], r["D_F"], res.settings["ci"])
+            buy = (f"{b['verdict']} (2× p: −{_g(b['gain_p'])} {_iv(b['gain_p_ci'])}; 2× D_F: −{_g(b['gain_f'])} "
+                   f"{_iv(b['gain_f_ci'])})")
+        rows.append([_g(r["N"]), _g(r["D_F"]), _g(r["pretrain_budget"]), _g(r["loss"], 4), _g(r["multiplier"]), pred,
                      r["flags"], buy])
     return rows
 
@@ -114,7 +101,7 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     L += [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
           f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}.", ""]
     L += ["## Headline", ""] + headline(res) + [""]
-    L += ["## Measurement checks", ""] + measurement_checks(res) + [""]
+    L += ["## Measurement checks", ""] + measurement_checks(res) + [""] + noise_section(res)
     if res.messages:
         L += ["## Messages (what could not be computed)", ""] + [f"- {m}" for m in res.messages] + [""]
     if res.notes:
@@ -132,6 +119,7 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
           [f"- per-D_F logistic fits on {a['n_dfs']} D_F values: median β = {_g(a['beta'])}; N*(D_F) ∝ D_F^γ with "
            f"γ = {_g(a['gamma'])}; implied α = 1 − γβ = {_g(a['alpha_implied'])}, implied k = {_g(a['k_implied'])}"]
           ) if a else ["- not computed (no fine-tuned points in the transfer fit)"]
+    L += [""] + budget_sections(res)
     L += ["", "## Decision table", "", "Measured multiplier (D_F + D_T)/D_F, the transfer law's prediction, and, "
           "where the transfer-gap law is fitted at that N, which of doubling pre-training data p or doubling "
           "target data D_F lowers the loss more.", ""]
@@ -258,6 +246,10 @@ def measurement_checks(res: AnalysisResult) -> list[str]:
                 "inside its N's from-scratch loss range.", ""]
         out += md_table(["N", "scratch D", "scratch loss", "fine-tuned loss", "D_E interpolated / model-based"], rows)
     return out
+
+
+def _iv(interval) -> str:
+    return f"[{_g(interval[0])}, {_g(interval[1])}]"
 
 
 def _ci(ci, name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,10 @@ class AnalysisResult:
     violations: list = field(default_factory=list)  # checks.Violation: curves that rise with data
     agreement: dict = field(default_factory=dict)  # k/alpha/beta: interpolated and unified intervals overlap
     unidentified: list = field(default_factory=list)  # exponents the data cannot pin down, and why
+    noise: Any = None  # checks.NoiseModel: seed noise measured per regime and N
+    residual_noise: float | None = None  # RMS log residual of the smooth from-scratch law
+    noise_effect: dict = field(default_factory=dict)  # k/alpha/beta: (interval with the residual, with measured noise)
+    budgets: Any = None  # budgets.BudgetStudy where the sweep has several pre-training budgets
 
     def fit(self, name: str) -> FitResult | None:
         f = self.fits.get(name)
@@ -40,7 +45,7 @@ def data_of(rows: pd.DataFrame, target: str | None = None) -> dict[str, np.ndarr
     """The arrays the law specs read (see specs.py for the keys)."""
     n = rows["N"].to_numpy(float)
     d = rows["D_F"].to_numpy(float)
-    p = rows["pretrain_chars"].to_numpy(float) if "pretrain_chars" in rows else np.full(len(rows), np.nan)
+    p = rows["pretrain_budget"].to_numpy(float) if "pretrain_budget" in rows else np.full(len(rows), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         x = {"N": n, "D": d, "P": p, "N_m": n / 1e6, "D_m": d / 1e6, "P_m": p / 1e6,
              "lnN": np.log(n), "lnD": np.log(d), "lnL": np.log(rows["loss"].to_numpy(float)),

@@ -88,7 +88,7 @@ def gap_spec(x) -> LawSpec:
                    params=[Param("log10_A", -8, 8, (-1.0, 0.0, 1.0), log10=True, report="A"),
                            Param("alpha", 1e-3, 3, (0.1, 0.5)), Param("G", 0, 100, (0.0, 0.3 * lmin, lmin)),
                            Param("beta", 1e-3, 3, (0.1, 0.3)), Param("E", 0, lmin, (0.0, 0.5 * lmin))],
-                   model=model, target="lnL", holdout="D", needs_distinct={"P": 2, "D": 2}, inputs=("P_m", "D_m"))
+                   model=model, target="lnL", holdout="D", needs_distinct={"P": 3, "D": 2}, inputs=("P_m", "D_m"))
 
 
 def rectified_spec(x) -> LawSpec:

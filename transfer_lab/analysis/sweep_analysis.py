@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis import checks, collect, effective_data, specs
+from transfer_lab.analysis import budgets, checks, collect, effective_data, specs
 from transfer_lab.analysis.fitting import FitResult, fit_law
 from transfer_lab.analysis.result import AnalysisResult, data_of
+from transfer_lab.analysis.transfer_fit import measure_noise, transfer_fit
 from transfer_lab.errors import ResultsError
 
 
@@ -26,7 +27,7 @@ def _table_from(source) -> tuple[str, pd.DataFrame, list[str]]:
 
 
 def _main_budget(ft: pd.DataFrame) -> float:
-    budgets = ft["pretrain_chars"].dropna().unique() if len(ft) else []
+    budgets = ft["pretrain_budget"].dropna().unique() if len(ft) else []
     return float(np.max(budgets)) if len(budgets) else float("nan")
 
 
@@ -69,7 +70,7 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
 
     # 2. unified law, jointly on scratch and the fine-tuned runs at the main pre-training budget
     res.main_budget = _main_budget(ft)
-    other = (table["regime"] == "finetune") & table["pretrain_chars"].notna() & (table["pretrain_chars"] != res.main_budget)
+    other = (table["regime"] == "finetune") & table["pretrain_budget"].notna() & (table["pretrain_budget"] != res.main_budget)
     ftm = ft[~other.loc[ft.index]]
     if len(scratch) and len(ftm):
         both = pd.concat([scratch, ftm])
@@ -104,16 +105,12 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
         if (ftm["D_T"] > 0).sum() == 0 and ftm["D_T"].notna().any():
             res.messages.append("every fine-tuned point has D_T ≤ 0 (ossification: pre-training hurt at "
                                 "these sizes); the transfer law cannot be fitted")
-        xt = data_of(fit_rows)
-        smooth = [f.rms_log * np.sqrt(f.n_points / (f.n_points - f.n_params))
-                  for f in (res.fit("kaplan"), res.fit("chinchilla")) if f is not None and f.n_points > f.n_params]
-        noise, source = checks.run_noise(table[~table["excluded"] & (table["regime"] == "scratch")],
-                                         min(smooth) if smooth else None)
-        res.settings["scratch_run_noise"], res.settings["scratch_run_noise_from"] = noise, source
-        boot = (effective_data.bootstrap_transferred(table, fit_rows, n_bootstrap, seed, noise)
-                if n_bootstrap > 0 and method == "interp" and len(fit_rows) else None)
-        res.fits["transfer"] = fit_law(specs.transfer_spec(), xt, run_keys=list(fit_rows["run_key"]),
-                                       bootstrap_targets=boot, **fit_kw)
+        measure_noise(res, table)
+        res.fits["transfer"] = transfer_fit(res, fit_rows, fit_kw)
+        if res.noise.measured and res.fit("transfer") is not None:  # the same runs with the residual as noise
+            before = transfer_fit(res, fit_rows, fit_kw, measured_noise=False)
+            res.noise_effect = {name: (before.ci.get(name), res.fits["transfer"].ci.get(name))
+                                for name in ("k", "alpha", "beta") if before.ok}
         _fit_appc(res, fit_rows, fit_kw)
     res.agreement = _agreement(res.fit("transfer"), res.fit("unified"))
     t2 = time.perf_counter()
@@ -122,16 +119,14 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
     res.group_fits["rectified"] = [
         fit_law(specs.rectified_spec(data_of(g)), data_of(g), group=f"N={n:.3g}", run_keys=list(g["run_key"]), **fit_kw)
         for n, g in ftm.groupby("N")]
-    ftall = table[(table["regime"] == "finetune") & ~table["excluded"]]
-    budgets = ftall["pretrain_chars"].dropna().unique()
-    if len(budgets) < 2:
-        res.messages.append(f"transfer-gap law not fitted: it needs fine-tuned runs from several pre-training "
-                            f"budgets and this sweep has {len(budgets)} (add pre-training budgets to the sweep)")
-        res.group_fits["gap"] = []
+    res.budgets = budgets.analyse(res, fit_kw, curves, law, kap.theta if kap else None) if len(ft) else None
+    if res.budgets is None:
+        n_budgets = ft["pretrain_budget"].nunique()
+        res.messages.append(f"transfer-gap law not fitted: it needs fine-tuned runs at several pre-training budgets "
+                            f"and this sweep has {n_budgets} (sweep pretrain.tokens=a,b,c)")
     else:
-        res.group_fits["gap"] = [
-            fit_law(specs.gap_spec(data_of(g)), data_of(g), group=f"N={n:.3g}", run_keys=list(g["run_key"]), **fit_kw)
-            for n, g in ftall[ftall["pretrain_chars"].notna()].groupby("N")]
+        res.messages += res.budgets.messages
+    res.group_fits["gap"] = res.budgets.gap if res.budgets is not None else []
     t3 = time.perf_counter()
 
     for name, f in res.fits.items():

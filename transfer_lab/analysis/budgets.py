@@ -1,0 +1,188 @@
+"""What a sweep with several pre-training budgets p adds to its analysis.
+
+  per budget  the transfer law (interpolated D_E) and the unified law at each budget: how α and β
+              move with p (a finding, not a nuisance)
+  D_T vs p    the measured D_T and multiplier per (N, D_F, p), and what each doubling of p buys
+  gap law     Barnett 2024, L(p, f) = (A·p^−α + G)·f^−β + E, per N on ≥ 3 budgets: the transfer gap G
+  better buy  at the largest budget: does doubling p or doubling D_F lower the fine-tuned loss more,
+              and by how much (intervals from the gap law's bootstrap)
+  held out    predict, then verify: the gap law fitted without the largest budget predicts it; the
+              unified law fitted without the largest N predicts it; each measured loss and D_T is
+              checked against its interval
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from transfer_lab.analysis import specs
+from transfer_lab.analysis.effective_data import KaplanBlock, ScratchCurve
+from transfer_lab.analysis.fitting import FitResult, fit_law
+from transfer_lab.analysis.result import AnalysisResult, data_of
+from transfer_lab.analysis.transfer_fit import transfer_fit
+
+MIN_GAP_BUDGETS = 3  # Barnett's law has a p-power and a floor G: two budgets cannot tell them apart
+OTHER_BUDGET = "other_pretrain_budget"
+
+
+@dataclass
+class BudgetStudy:
+    budgets: list[float]  # nominal pre-training budgets, characters of the source
+    per_budget: list[dict] = field(default_factory=list)  # budget, transfer (FitResult), unified (FitResult)
+    transferred: pd.DataFrame = field(default_factory=pd.DataFrame)  # measured D_T per (N, D_F, budget)
+    doubling: pd.DataFrame = field(default_factory=pd.DataFrame)  # D_T(2p)/D_T(p) per (N, D_F)
+    gap: list[FitResult] = field(default_factory=list)  # per N
+    better_buy: pd.DataFrame = field(default_factory=pd.DataFrame)
+    held_out: pd.DataFrame = field(default_factory=pd.DataFrame)
+    messages: list[str] = field(default_factory=list)
+
+
+def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
+    s = np.asarray(samples, float)
+    s = s[np.isfinite(s)]
+    if not len(s):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(s, [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100])
+    return float(lo), float(hi)
+
+
+def _clean(rows: pd.DataFrame) -> pd.DataFrame:
+    """Fine-tuned rows whose only flag is belonging to another budget than the headline's."""
+    flags = rows["flags"].str.replace(f";{OTHER_BUDGET}", "", regex=False)
+    return rows[flags == "ok"]
+
+
+def analyse(res: AnalysisResult, fit_kw: dict, curves: dict[float, ScratchCurve], law: KaplanBlock | None,
+            kaplan_theta) -> BudgetStudy | None:
+    t = res.table
+    ft = t[(t["regime"] == "finetune") & ~t["excluded"] & t["pretrain_budget"].notna()]
+    budgets = sorted(float(b) for b in ft["pretrain_budget"].unique())
+    if len(budgets) < 2:
+        return None
+    study = BudgetStudy(budgets=budgets)
+    scratch = t[(t["regime"] == "scratch") & ~t["excluded"]]
+    for budget in budgets:
+        at = ft[ft["pretrain_budget"] == budget]
+        entry = {"budget": budget, "transfer": transfer_fit(res, _clean(at), fit_kw)}
+        if len(scratch) and len(at):
+            both = pd.concat([scratch, at])
+            xu = data_of(both)
+            entry["unified"] = fit_law(specs.unified_spec(xu, kaplan_theta), xu, run_keys=list(both["run_key"]),
+                                       group=f"p={budget:.3g}", **fit_kw)
+        study.per_budget.append(entry)
+    study.transferred = (ft.groupby(["N", "D_F", "pretrain_budget"])
+                         .agg(D_T=("D_T", "mean"), multiplier=("multiplier", "mean"), loss=("loss", "mean"),
+                              seeds=("loss", "size"))
+                         .reset_index().rename(columns={"pretrain_budget": "budget"}))
+    study.doubling = _doubling(study.transferred)
+    _gap(study, ft, fit_kw, res.settings["ci"])
+    _held_out(study, res, ft, scratch, fit_kw, curves, law, kaplan_theta)
+    return study
+
+
+def _doubling(dt: pd.DataFrame) -> pd.DataFrame:
+    """Per (N, D_F): the geometric mean over consecutive budgets of D_T(p2)/D_T(p1), per doubling of p."""
+    rows = []
+    for (n, d_f), g in dt[dt["D_T"] > 0].groupby(["N", "D_F"]):
+        g = g.sort_values("budget")
+        if len(g) < 2:
+            continue
+        doublings = np.log2(g["budget"].iloc[-1] / g["budget"].iloc[0])
+        factor = (g["D_T"].iloc[-1] / g["D_T"].iloc[0]) ** (1 / doublings)
+        rows.append({"N": n, "D_F": d_f, "from": g["budget"].iloc[0], "to": g["budget"].iloc[-1],
+                     "D_T_from": g["D_T"].iloc[0], "D_T_to": g["D_T"].iloc[-1], "per_doubling": factor})
+    return pd.DataFrame(rows)
+
+
+def _gap(study: BudgetStudy, ft: pd.DataFrame, fit_kw: dict, ci: float) -> None:
+    if len(study.budgets) < MIN_GAP_BUDGETS:
+        study.messages.append(f"transfer-gap law not fitted: it needs fine-tuned runs at ≥ {MIN_GAP_BUDGETS} "
+                              f"pre-training budgets, this sweep has {len(study.budgets)}")
+        return
+    study.gap = [fit_law(specs.gap_spec(data_of(g)), data_of(g), group=f"N={n:.3g}", run_keys=list(g["run_key"]),
+                         **fit_kw) for n, g in ft.groupby("N")]
+    top = study.budgets[-1]
+    rows = []
+    for fit in study.gap:
+        if not fit.ok:
+            continue
+        n = float(fit.group.split("=")[1])
+        for d_f in sorted(ft.loc[(ft["N"] == n) & (ft["pretrain_budget"] == top), "D_F"].unique()):
+            rows.append({"N": n, "D_F": d_f, "budget": top, **better_buy(fit, top, d_f, ci)})
+    study.better_buy = pd.DataFrame(rows)
+
+
+def better_buy(fit: FitResult, budget: float, d_f: float, ci: float) -> dict:
+    """From a gap-law fit at one N: the loss at (p, D_F), what doubling p and doubling D_F each remove
+    (with intervals from the fit's bootstrap) and which is the better buy (the interval of their
+    difference excludes 0), else indistinguishable."""
+    x = {"P_m": np.array([budget, 2 * budget, budget]) / 1e6, "D_m": np.array([d_f, d_f, 2 * d_f]) / 1e6}
+    best = np.exp(fit.evaluate(x))
+    has_boot = fit.boot_theta is not None and len(fit.boot_theta)
+    boot = np.exp(fit.evaluate(x, boot=True)) if has_boot else best[None]
+    gain_p, gain_f = boot[:, 0] - boot[:, 1], boot[:, 0] - boot[:, 2]
+    diff = _interval(gain_p - gain_f, ci)
+    verdict = "pre-train more" if diff[0] > 0 else "collect target data" if diff[1] < 0 else "indistinguishable"
+    return {"loss": best[0], "gain_p": best[0] - best[1], "gain_p_ci": _interval(gain_p, ci),
+            "gain_f": best[0] - best[2], "gain_f_ci": _interval(gain_f, ci), "verdict": verdict}
+
+
+def _invert(loss: np.ndarray, n: float, curves: dict[float, ScratchCurve], law: KaplanBlock | None) -> np.ndarray:
+    """D_E of each loss at N: the scratch curve where it covers the loss, else the law (model-based)."""
+    curve = curves.get(float(n))
+    out = []
+    for value in np.atleast_1d(loss):
+        d_e = curve.invert(float(value)) if curve is not None else np.nan
+        if np.isnan(d_e) and law is not None:
+            d_e = law.invert(float(value), n)[0]
+        out.append(d_e)
+    return np.array(out)
+
+
+def _held_out(study: BudgetStudy, res: AnalysisResult, ft: pd.DataFrame, scratch: pd.DataFrame, fit_kw: dict,
+              curves, law, kaplan_theta) -> None:
+    ci, rows = res.settings["ci"], []
+    measured = study.transferred
+    top = study.budgets[-1]
+    if len(study.budgets) - 1 >= MIN_GAP_BUDGETS:  # the largest budget from the smaller ones (gap law)
+        for n, g in ft.groupby("N"):
+            smaller = data_of(g[g["pretrain_budget"] < top])
+            fit = fit_law(specs.gap_spec(smaller), smaller, group=f"N={n:.3g}", **fit_kw)
+            if not fit.ok:
+                continue
+            for r in measured[(measured["N"] == n) & (measured["budget"] == top)].itertuples():
+                x = {"P_m": np.array([top / 1e6]), "D_m": np.array([r.D_F / 1e6])}
+                loss = float(np.exp(fit.evaluate(x))[0])
+                boot = np.exp(fit.evaluate(x, boot=True))[:, 0] if fit.boot_theta is not None else np.array([loss])
+                d_t = _invert(np.array([loss]), n, curves, law) - r.D_F
+                d_t_boot = _invert(boot[:: max(1, len(boot) // 200)], n, curves, law) - r.D_F
+                rows.append(_verified("largest budget, from the smaller ones (gap law)", n, top, r, loss,
+                                      _interval(boot, ci), float(d_t[0]), _interval(d_t_boot, ci)))
+    sizes = sorted(ft["N"].unique())
+    main = ft[ft["pretrain_budget"] == top]
+    if len(sizes) >= 3:  # the largest N from the smaller ones (unified law, at the largest budget)
+        held = sizes[-1]
+        train = pd.concat([scratch[scratch["N"] < held], main[main["N"] < held]])
+        fit = fit_law(specs.unified_spec(data_of(train), kaplan_theta), data_of(train), **fit_kw)
+        if fit.ok:
+            for r in measured[(measured["N"] == held) & (measured["budget"] == top)].itertuples():
+                x = {"lnN": np.log([held]), "lnD": np.log([r.D_F]), "pre": np.ones(1)}
+                loss = float(np.exp(fit.evaluate(x))[0])
+                boot = np.exp(fit.evaluate(x, boot=True))[:, 0] if fit.boot_theta is not None else np.array([loss])
+                thetas = fit.theta[None] if fit.boot_theta is None else np.vstack([fit.theta[None], fit.boot_theta])
+                d_t = 10 ** thetas[:, 4] * r.D_F ** thetas[:, 5] * held ** thetas[:, 6]
+                rows.append(_verified("largest N, from the smaller ones (unified law)", held, top, r, loss,
+                                      _interval(boot, ci), float(d_t[0]), _interval(d_t[1:], ci)))
+    study.held_out = pd.DataFrame(rows)
+
+
+def _verified(what: str, n: float, budget: float, measured, loss: float, loss_ci, d_t: float, d_t_ci) -> dict:
+    def inside(value, interval):
+        return bool(np.isfinite(value) and interval[0] <= value <= interval[1])
+
+    return {"held_out": what, "N": n, "budget": budget, "D_F": measured.D_F, "loss_predicted": loss,
+            "loss_ci": loss_ci, "loss": measured.loss, "loss_inside": inside(measured.loss, loss_ci),
+            "D_T_predicted": d_t, "D_T_ci": d_t_ci, "D_T": measured.D_T, "D_T_inside": inside(measured.D_T, d_t_ci)}
