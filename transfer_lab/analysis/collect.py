@@ -27,7 +27,7 @@ COLUMNS = ["run_key", "sweep", "regime", "status", "N", "total_params", "n_layer
            "pretrain_key", "pretrain_budget", "pretrain_budget_tokens", "pretrain_chars", "pretrain_tokens",
            "pretrain_flops", "pretrain_epochs", "pretrain_rule",
            "loss_per_token", "loss_per_char", "bits_per_char", "loss", "steps", "tokens_seen",
-           "train_flops", "tokenizer", "val_set", "source_corpus", "target_corpus", "target_corpus_chars",
+           "train_flops", "tokenizer", "val_set", "source_corpus", "source_mix", "target_corpus", "target_corpus_chars",
            "experiment", "seed",
            "stop_reason", "converged", "not_converged_why", "best_step", "lr", "lr_decays", "wall_time_s",
            "finished_at", "excluded", "reason"]
@@ -35,7 +35,7 @@ NOT_CONVERGED_FIX = ("its loss is not an early-stopping point: raise optim.max_s
                      "point inside warm-up, lower finetune.lr / optim.warmup_steps, and re-run the cell")
 # what makes two runs the same point of a fit; runs of one cell with other settings (an edited
 # config re-run under the same sweep name) are not averaged: the newest one is kept
-CELL = ("regime", "N", "D_F", "seed", "pretrain_budget", "target_corpus")
+CELL = ("regime", "N", "D_F", "seed", "pretrain_budget", "source_mix", "target_corpus")
 
 
 @dataclass
@@ -114,7 +114,8 @@ def _row(r: records.RunResult) -> dict:
         "loss_per_token": _num(r.best_val_loss), "loss_per_char": _num(r.best_val_loss_per_char),
         "bits_per_char": _num(r.best_val_bits_per_char), "steps": r.steps, "tokens_seen": r.tokens_seen,
         "train_flops": _num(r.train_flops), "tokenizer": r.tokenizer or "", "val_set": r.val_set or "",
-        "source_corpus": r.source_corpus, "target_corpus": r.target_corpus, "seed": r.seed,
+        "source_corpus": r.source_corpus, "source_mix": mix_label(source_weights_of(r)),
+        "target_corpus": r.target_corpus, "seed": r.seed,
         "stop_reason": r.stop_reason, "error": r.error, "finished_at": r.finished_at, "best_step": r.best_step,
         "lr": _num((r.schedule or {}).get("lr")), "lr_decays": r.lr_decays, "wall_time_s": _num(r.wall_time_s),
         # records older than the verdict: a run that ended at its step cap did not early-stop
@@ -124,6 +125,24 @@ def _row(r: records.RunResult) -> dict:
             "ended at its step cap (max_steps) without early stopping"
             if r.converged is None and r.regime != "pretrain" and r.stop_reason == "max_steps" else ""),
     }
+
+
+def source_weights_of(r: records.RunResult) -> dict[str, float]:
+    """{corpus: weight} (summing to 1) a fine-tune's model was pre-trained on; {} for from-scratch runs.
+    Records from before weights were recorded: the config's data.source."""
+    if r.regime == "scratch" or not r.source_corpus:
+        return {}
+    weights = r.source_weights or ((r.config or {}).get("data") or {}).get("source") or r.source_corpus
+    weights = weights if isinstance(weights, dict) else {str(weights): 1.0}
+    total = sum(float(w) for w in weights.values())
+    return {str(name): float(w) / total for name, w in sorted(weights.items())}
+
+
+def mix_label(weights: dict[str, float]) -> str | None:
+    """'english' for one corpus, 'code_nonpython 25% + english 75%' for a mixture (names sorted)."""
+    if len(weights) == 1:
+        return next(iter(weights))
+    return " + ".join(f"{name} {w:.0%}" for name, w in weights.items()) or None
 
 
 def _nominal_budget(r: records.RunResult) -> tuple[float | None, float | None]:

@@ -172,7 +172,8 @@ def _target_run(settings: JobSettings, key: str, run_line: str, run_dir: Path, r
                 started: float) -> str:
     result = base_result(settings, key, run_data, shape)
     result.lineage = run_line
-    result.source_corpus = result.source_corpus if settings.regime == "finetune" else None
+    if settings.regime != "finetune":  # a from-scratch run has no source
+        result.source_corpus, result.source_weights = None, {}
     target = run_data.target
     result.target_corpus, result.val_set = settings.data.target, target.id
     result.target_corpus_chars = target.train.n_chars

@@ -46,7 +46,8 @@ class RunResult:
     status: str = STATUS_RUNNING
     error: str | None = None
     # data
-    source_corpus: str | None = None  # pre-training corpus (finetune and pretrain regimes)
+    source_corpus: str | None = None  # pre-training corpus (finetune and pretrain regimes); a mixture joins names by +
+    source_weights: dict[str, Any] = field(default_factory=dict)  # {corpus: weight}, summing to 1 (a mixture's axis)
     target_corpus: str | None = None  # corpus trained on for scratch/finetune
     target_corpus_chars: int | None = None  # its training characters: the largest D a study can ask for
     experiment: str | None = None  # conf/experiment choice the run was launched with

@@ -42,7 +42,8 @@ def base_result(settings: JobSettings, key: str, run_data: RunData, shape: Model
                      experiment=settings.experiment,
                      n_layer=shape.n_layer, n_embd=shape.n_embd, n_head=shape.n_head, n_ctx=settings.model.n_ctx,
                      vocab_size=shape.vocab_size, non_embedding_params=non_embedding, total_params=total,
-                     seed=settings.seed, source_corpus="+".join(settings.data.sources), config=settings.config)
+                     seed=settings.seed, source_corpus="+".join(settings.data.sources), source_weights=dict(settings.data.sources),
+                     config=settings.config)
 
 
 def module_kwargs(settings: JobSettings, shape: ModelShape, schedule: Schedule, init_from: str | None = None) -> dict:

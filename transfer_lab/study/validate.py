@@ -142,8 +142,7 @@ def validate_config(cfg: DictConfig) -> None:
             as_float(cfg, "pretrain.max_epochs", 0.0, math.inf, example="pretrain.max_epochs=4")
         source = get(cfg, "data.source")
         if OmegaConf.is_dict(source):
-            for name in source:
-                as_float(cfg, f"data.source.{name}", 0.0, math.inf, example=f"data.source.{name}=0.5")
+            _check_mixture(cfg, source)
         elif not isinstance(source, str) or not source:
             raise ConfigError(f"data.source={source!r} must name a corpus or map corpora to weights; "
                               "e.g. data.source=english")
@@ -159,6 +158,19 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 PATH_KEYS = ("output_root", "data_dir", "cache_dir", "pretrained_dir", "sweep_dir")
+
+
+def _check_mixture(cfg: DictConfig, source: DictConfig) -> None:
+    """A pre-training mixture {corpus: weight}: two or more corpora, each weight positive (so their sum
+    is; they are normalised to sum to 1). A corpus at weight 0 is not in the mixture: drop it."""
+    names = list(source)
+    if len(names) < 2:
+        only = names[0] if names else "english"
+        raise ConfigError(f"data.source={OmegaConf.to_container(source)} is a mixture of {len(names)} corpus; "
+                          f"name it alone (data.source={only}) or mix two or more, e.g. "
+                          f"data.source={{{only}:0.5,code_nonpython:0.5}}")
+    for name in names:
+        as_float(cfg, f"data.source.{name}", 0.0, math.inf, example=f"data.source.{name}=0.5")
 
 
 def _check_paths(cfg: DictConfig) -> None:
