@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup apt-lists data check-hub slurm-cluster demo train fit plan predict atlas study budget-study test test-fast bench clean-venv
+.PHONY: help setup apt-lists data check-hub slurm-cluster demo train fit plan predict atlas study budget-study mix test test-fast bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -69,14 +69,23 @@ study: setup ## the CPU text->python study (~90 min on 2 cores, resumable), its 
 	$(PY) train.py -m experiment=text2python_cpu $(ARGS)
 	$(PY) analyze.py sweep=text2python_cpu paths.report_dir=docs/results/text2python_cpu html=false pdf=false
 
-budget-study: setup ## pre-training as a measured axis: 4 sizes x 5 budgets, seeds, the plateau rule (~3 h on 2 cores, resumable)
+budget-study: setup ## pre-training as a measured axis: 3 sizes x 4 budgets, seeds, the plateau rule (resumable; reuses the atlas's runs)
 	$(PY) -m transfer_lab.prepare experiment=pretrain_budget_cpu
 	$(PY) train.py -m experiment=pretrain_budget_cpu $(ARGS)
-	# seed noise, per regime and size, on the cheap cells: the smallest budget, D and D_F up to 1e5
-	$(PY) train.py -m experiment=pretrain_budget_cpu pretrain.tokens=3e6 seed=1,2 \
-	    data.finetune_chars=1e4,3e4,1e5 data.scratch_chars=1e4,3e4,1e5 $(ARGS)
+	# seed noise, per regime and size, on the cheap cells: the smallest budget, D and D_F up to 3e4
+	$(PY) train.py -m experiment=pretrain_budget_cpu pretrain.tokens=2e6 seed=1,2 \
+	    data.finetune_chars=1e4,3e4 data.scratch_chars=1e4,3e4,1e5 $(ARGS)
 	$(PY) train.py -m experiment=pretrain_rule_cpu $(ARGS)
 	$(PY) analyze.py sweep=pretrain_budget_cpu paths.report_dir=docs/results/pretrain_budget_cpu html=false pdf=false
+
+mix: setup ## the best pre-training mix for Python: ratios, a 3-source simplex, held-out runs at the predictions (reuses the atlas's runs)
+	$(PY) -m transfer_lab.prepare experiment=mix_text_code_python
+	$(PY) train.py -m experiment=mix_text_code_python $(ARGS)
+	$(PY) train.py -m experiment=mix_simplex_python $(ARGS)
+	# predict, then verify: the analysis writes the held-out runs (experiment=mix_verify) that test it
+	$(PY) analyze.py action=mix paths.report_dir=docs/results/mix
+	PYTHON=$(PY) sh docs/results/mix/verify.sh
+	$(PY) analyze.py action=mix paths.report_dir=docs/results/mix
 
 predict: setup ## predicted D_T and loss, e.g. make predict ARGS='predict.n=1e6 predict.finetune_chars=1e6'
 	$(PY) analyze.py action=predict $(if $(SWEEP),sweep=$(SWEEP)) $(ARGS)

@@ -127,3 +127,54 @@ def make_budget_runs(sweep="budgets", ns=(1e5, 1e6, 1e7), budgets=(1e7, 3e7, 1e8
                                        pretrain_tokens=int(b / 3), pretrain_budget_chars=int(b),
                                        pretrain_budget_tokens=int(b / 3)))
     return runs
+
+
+# the truth: transfer peaks at this mixture; on the english-code edge (german 0) at r = 0.6 code, since
+# (0.7 − r)² + (r − 0.5)² is least there
+MIX_OPTIMUM = {"code_nonpython": 0.5, "english": 0.3, "german": 0.2}
+EDGE_OPTIMUM_R = 0.6
+SHAPES = {1e5: (2, 64, 2), 1e6: (4, 144, 4), 1e7: (8, 320, 8)}
+
+
+def mix_transfer(weights: dict, optimum: dict = MIX_OPTIMUM, width: float = 0.6) -> dict:
+    """Transfer whose k peaks at the `optimum` mixture: k·exp(−|w − w*|²/width²)."""
+    names = set(weights) | set(optimum)
+    distance = sum((weights.get(s, 0.0) - optimum.get(s, 0.0)) ** 2 for s in names)
+    return {**TRANSFER, "k": TRANSFER["k"] * 3 * np.exp(-distance / width ** 2)}
+
+
+def make_mix_runs(sweep="mix", ns=(1e5, 1e6, 1e7), ratios=(0.0, 0.25, 0.5, 0.75, 1.0),
+                  finetune_ds=(1e4, 3e4, 1e5), scratch_ds=tuple(np.geomspace(1e4, 1e11, 12)), noise=0.002, seed=0,
+                  simplex=(), verify=()) -> list[records.RunResult]:
+    """A mix study: the Python curve per N, fine-tunes from english/code_nonpython mixtures at every ratio
+    (truth: MIX_OPTIMUM), `simplex` mixtures {source: weight} at the smallest N and held-out `verify`
+    runs [(N, weights)] launched as experiment=mix_verify, each at every D_F."""
+    rng = np.random.default_rng(seed)
+    runs = []
+
+    def finetune(n, w, experiment):
+        w = {s: v / sum(w.values()) for s, v in sorted(w.items()) if v > 0}
+        label = "+".join(f"{s}{v:.2f}" for s, v in w.items())
+        for d in finetune_ds:
+            loss = float(finetune_loss(n, d, mix_transfer(w)) * np.exp(rng.normal(0, noise)))
+            runs.append(result(sweep, f"ft-{experiment}-N{n:.0e}-{label}-D{d:.0e}", "finetune", n, d, loss,
+                               source_corpus="+".join(w), source_weights=w, experiment=experiment,
+                               pretrain_key=f"pre-N{n:.0e}-{label}", **_shape(n)))
+
+    for n in ns:
+        for d in scratch_ds:
+            loss = float(scratch_loss(n, d) * np.exp(rng.normal(0, noise)))
+            runs.append(result(sweep, f"scratch-N{n:.0e}-D{d:.2e}", "scratch", n, d, loss, source_corpus=None,
+                               experiment="mix_text_code_python", **_shape(n)))
+        for r in ratios:
+            finetune(n, {"english": 1 - r, "code_nonpython": r}, "mix_text_code_python")
+    for w in simplex:
+        finetune(ns[0], w, "mix_simplex_python")
+    for n, w in verify:
+        finetune(n, w, "mix_verify")
+    return runs
+
+
+def _shape(n: float) -> dict:
+    n_layer, n_embd, n_head = SHAPES.get(n, (1, 16, 2))
+    return {"n_layer": n_layer, "n_embd": n_embd, "n_head": n_head}

@@ -1,6 +1,8 @@
 """The study protocol: which jobs a multirun launches, counted on the plan (nothing trains here)."""
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,20 @@ def test_a_budget_axis_trains_one_pretraining_per_size_and_budget_and_shares_the
     assert not any("pretrain.tokens" in line for c in by["scratch"] for line in c.rest)
     assert len(by["finetune"]) == 2 * 3 * 2  # per budget
     assert cells.index(by["pretrain"][0]) == 0 and all(c.regime == "pretrain" for c in cells[:6])
+
+
+def test_the_mix_study_plans_its_jobs_and_reuses_the_atlas_runs_it_shares():
+    """r = 0 and r = 1 are atlas pairs (english→python, code_nonpython→python) and the Python curve is the
+    atlas's: the same run keys, so a sweep finds them done (test_run_keys checks the recorded keys are
+    the code's)."""
+    recorded = json.loads((Path(__file__).parent / "data" / "run_keys.json").read_text())
+    atlas = {row["run_key"] for row in recorded["atlas"]}
+    mix = recorded["mix_text_code_python"]
+    regime = lambda row: next(o for o in row["overrides"] if o.startswith("regime=")).split("=")[1]  # noqa: E731
+    assert Counter(map(regime, mix)) == {"pretrain": 3 * 5, "scratch": 3 * 4, "finetune": 3 * 5 * 3}
+    reused = Counter(regime(row) for row in mix if row["run_key"] in atlas)
+    assert reused == {"pretrain": 3 * 2, "scratch": 3 * 4, "finetune": 3 * 2 * 3}  # the two pure sources
+    simplex = recorded["mix_simplex_python"]
+    assert Counter(map(regime, simplex)) == {"pretrain": 11, "scratch": 4, "finetune": 11 * 3}
+    shared = {row["run_key"] for row in mix} | atlas
+    assert sum(row["run_key"] not in shared for row in simplex) == 8 + 8 * 3  # only the random mixtures train

@@ -66,3 +66,37 @@ def test_cells_and_keys_are_unchanged(recorded):
                     changed.append(f"{experiment} [{' '.join(row['overrides'])}]: {now}")
     GlobalHydra.instance().clear()
     assert not changed, f"{len(changed)} cells changed key: " + "; ".join(changed[:3])
+
+
+def record(experiments: list[str]) -> None:
+    """Add new experiments' cells and keys to the fixture (the current code's keys, from now on kept):
+    python tests/test_run_keys.py EXPERIMENT..."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from transfer_lab.study import protocol
+    from transfer_lab.study.job_settings import identity_of
+    from transfer_lab.study.keys import pretrain_key, run_key, run_lineage
+
+    fixture = json.loads(FIXTURE.read_text())
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for experiment in experiments:
+            first = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+            params = OmegaConf.to_container(first.hydra.sweeper.params) or {}
+            lines = protocol.experiment_params(params, [f"experiment={experiment}"]) + [f"experiment={experiment}"]
+            rows = []
+            for cell in protocol.expand(protocol.sweep_dimensions(lines)):
+                identity = identity_of(compose("train", overrides=cell.overrides))
+                row = {"overrides": cell.overrides, "run_key": run_key(identity)}
+                if cell.regime != "pretrain":
+                    row["lineage"] = run_lineage(identity)
+                if cell.regime != "scratch":
+                    row["pretrain_key"] = pretrain_key(identity)
+                rows.append(row)
+            fixture[experiment] = rows
+    FIXTURE.write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+    record(sys.argv[1:])

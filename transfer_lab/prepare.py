@@ -51,12 +51,16 @@ def swept_corpora() -> list[str]:
     """Corpora a multirun of this experiment sweeps over (data.source / data.target, e.g. an atlas)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     params = HydraConfig.get().sweeper.get("params") or {}
     names = []
     for key in ("data.source", "data.target"):
         value = params.get(key)
-        if isinstance(value, str):
-            names += [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # a, b, {a: 0.5, c: 0.5}: the corpora of every value, mixtures included
+            override = OverridesParser.create().parse_override(f"{key}={value}")
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+            names += [str(n) for v in values for n in (v if isinstance(v, dict) else [v])]
     return list(dict.fromkeys(names))
 
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from transfer_lab.analysis import collect
+from transfer_lab.analysis.config_checks import ANALYZE_ACTIONS as ACTIONS
 from transfer_lab.errors import ConfigError
 
-ACTIONS = ("fit", "plan", "compare", "atlas", "collect", "predict")
 SOURCES = ("local", "wandb", "wandb_offline")
 
 
@@ -70,6 +70,23 @@ def run_cli(cfg) -> None:
                                 float(_get(cfg, "fit.ci", 0.95)), float(_get(cfg, "checks.monotone_tolerance", 0.003)),
                                 html=bool(_get(cfg, "html", True)))
         print(f"atlas {sweep}: {len(pairs)} ordered pairs → {path}")
+        return
+    if action == "mix":
+        from transfer_lab.analysis.mixing import load_mix
+        from transfer_lab.analysis.report_mix import recommendation, write_mix
+        root = collect.output_root(_get(cfg, "paths.output_root"))
+        sweep = _get(cfg, "sweep") or "mix_text_code_python"
+        out = Path(_get(cfg, "paths.report_dir") or collect.sweep_dir(root, sweep) / "mix")
+        seed, ci = int(_get(cfg, "fit.seed", 0)), float(_get(cfg, "fit.ci", 0.95))
+        study = load_mix(root, sweep, n_boot, seed, ci, float(_get(cfg, "checks.monotone_tolerance", 0.003)),
+                         _get(cfg, "mix.reference_n"), _get(cfg, "mix.reference_finetune_chars"))
+        path = write_mix(study, out, " ".join(["python analyze.py", *sys.argv[1:]]),
+                         {"n_bootstrap": n_boot, "seed": seed, "ci": ci})
+        sentence, narrow = recommendation(study)
+        print(sentence)
+        if narrow:
+            print(f"to narrow it: {narrow}")
+        print(f"report → {path}; the runs that test it: {out / 'verify.sh'}")
         return
     if action == "compare":
         from transfer_lab.analysis.compare import run_compare

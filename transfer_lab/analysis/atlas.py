@@ -85,36 +85,38 @@ def analyse_pairs(runs: list, sweep: str, ref_n: float | None, ref_d_f: float | 
     out = []
     for s in corpora:
         for t in corpora:
-            if s == t:
-                continue
-            pair = [r for r in done if r.target_corpus == t and (r.regime == "scratch" or r.source_corpus == s)]
-            result = PairResult(source=s, target=t, law="none")
-            if not any(r.regime == "finetune" for r in pair):
-                result.messages.append("no fine-tuned runs")
-                out.append(result)
-                continue
-            res = run_analysis(collect.records_to_table(pair, f"{s}->{t}"), n_bootstrap=n_bootstrap, seed=seed, ci=ci,
-                               monotone_tolerance=monotone_tolerance)
-            ft = res.table[(res.table["regime"] == "finetune") & ~res.table["excluded"]]
-            result.interpolated_points = int((ft["D_E_method"] == "interpolated").sum())
-            result.model_based_points = int(ft["flags"].str.contains("model_based", na=False).sum())
-            fit, law = res.fit("transfer"), "transfer"
-            if fit is None:
-                fit, law = res.fit("unified"), "unified"
-            result.messages = [m for m in res.messages if "transfer-gap" not in m]
-            result.measured, result.measured_ci, result.measured_method = measured_multiplier(res, ref["N"], ref["D_F"])
-            if fit is not None:
-                result.law, result.n_points = law, fit.n_points
-                result.params = {k: fit.params[k] for k in ("k", "alpha", "beta")}
-                result.ci = {k: fit.ci.get(k, (float("nan"),) * 2) for k in ("k", "alpha", "beta")}
-                result.at_bounds = [k for k in ("k", "alpha", "beta")
-                                    if k in fit.at_bounds or f"log10_{k}" in fit.at_bounds]
-                result.identified = {k: _identified(result.ci[k]) and k not in result.at_bounds
-                                     for k in ("alpha", "beta")}
-                result.multiplier, result.multiplier_ci, result.d_t, result.d_t_ci = _at_reference(
-                    fit, ref["N"], ref["D_F"], ci)
-            out.append(result)
+            if s != t:
+                pair = [r for r in done if r.target_corpus == t and (r.regime == "scratch" or r.source_corpus == s)]
+                out.append(analyse_pair(pair, s, t, ref, n_bootstrap, seed, ci, monotone_tolerance))
     return out, ref
+
+
+def analyse_pair(runs: list, source: str, target: str, ref: dict, n_bootstrap: int, seed: int = 0,
+                 ci: float = 0.95, monotone_tolerance: float = 0.003) -> PairResult:
+    """One source → target as its own study: `runs` are the target's from-scratch runs and the fine-tunes
+    from that source (a corpus, or a mixture: analyze.py action=mix)."""
+    result = PairResult(source=source, target=target, law="none")
+    if not any(r.regime == "finetune" for r in runs):
+        result.messages.append("no fine-tuned runs")
+        return result
+    res = run_analysis(collect.records_to_table(runs, f"{source}->{target}"), n_bootstrap=n_bootstrap, seed=seed,
+                       ci=ci, monotone_tolerance=monotone_tolerance)
+    ft = res.table[(res.table["regime"] == "finetune") & ~res.table["excluded"]]
+    result.interpolated_points = int((ft["D_E_method"] == "interpolated").sum())
+    result.model_based_points = int(ft["flags"].str.contains("model_based", na=False).sum())
+    fit, law = res.fit("transfer"), "transfer"
+    if fit is None:
+        fit, law = res.fit("unified"), "unified"
+    result.messages = [m for m in res.messages if "transfer-gap" not in m]
+    result.measured, result.measured_ci, result.measured_method = measured_multiplier(res, ref["N"], ref["D_F"])
+    if fit is not None:
+        result.law, result.n_points = law, fit.n_points
+        result.params = {k: fit.params[k] for k in ("k", "alpha", "beta")}
+        result.ci = {k: fit.ci.get(k, (float("nan"),) * 2) for k in ("k", "alpha", "beta")}
+        result.at_bounds = [k for k in ("k", "alpha", "beta") if k in fit.at_bounds or f"log10_{k}" in fit.at_bounds]
+        result.identified = {k: _identified(result.ci[k]) and k not in result.at_bounds for k in ("alpha", "beta")}
+        result.multiplier, result.multiplier_ci, result.d_t, result.d_t_ci = _at_reference(fit, ref["N"], ref["D_F"], ci)
+    return result
 
 
 def _matrix(pairs: list[PairResult], corpora: list[str], value) -> pd.DataFrame:

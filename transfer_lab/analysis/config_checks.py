@@ -17,7 +17,7 @@ from transfer_lab.study.validate import (
     optional_float,
 )
 
-ANALYZE_ACTIONS = ("fit", "plan", "compare", "atlas", "collect", "predict")  # analysis/actions.py
+ANALYZE_ACTIONS = ("fit", "plan", "compare", "atlas", "mix", "collect", "predict")  # analysis/actions.py
 ANALYZE_SOURCES = ("local", "wandb", "wandb_offline")
 ANALYZE_LOSSES = ("per_char", "per_token")
 ANALYZE_METHODS = ("interp", "kaplan")
@@ -48,6 +48,9 @@ def validate_analyze_config(cfg: DictConfig) -> None:
     optional_float(cfg, "atlas.reference_n", 0.0, math.inf, "atlas.reference_n=1e4 (or null: the largest N)")
     optional_float(cfg, "atlas.reference_finetune_chars", 0.0, math.inf,
                     "atlas.reference_finetune_chars=1e4 (or null: the smallest D_F)")
+    optional_float(cfg, "mix.reference_n", 0.0, math.inf, "mix.reference_n=7.7e4 (or null: the largest N)")
+    optional_float(cfg, "mix.reference_finetune_chars", 0.0, math.inf,
+                    "mix.reference_finetune_chars=1e4 (or null: the smallest D_F)")
     optional_float(cfg, "predict.n", 0.0, math.inf, "predict.n=1e6")
     optional_float(cfg, "predict.finetune_chars", 0.0, math.inf, "predict.finetune_chars=1e6")
     for key in ("plots", "pdf", "html", "wandb.enabled"):

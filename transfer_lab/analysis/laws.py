@@ -83,3 +83,41 @@ def data_for_n_trade(alpha, beta, n_factor=10.0):
 def kaplan_log_loss(log_n, log_d, log_n_c, log_d_c, alpha_n, alpha_d):
     """ln L of Kaplan's law from natural logs of N, D, N_c, D_c (no overflow for large N_c)."""
     return alpha_d * np.logaddexp((log_n_c - log_n) * alpha_n / alpha_d, log_d_c - log_d)
+
+
+# Mixing laws: the data transferred D_T as a function of the pre-training mixture, at one (N, D_F).
+# Two sources: r is the second source's weight; several: one weight array per source (summing to 1).
+def mix_exponential(r, c, k, t):
+    """Ye et al. 2024's form (Data Mixing Laws, for loss there): y(r) = c + k·exp(t·r). Monotone in r:
+    its best mixture is always a pure source."""
+    return c + k * np.exp(t * np.asarray(r, float))
+
+
+def mix_log_quadratic(r, a, b, q):
+    """ln y(r) = a + b·r + q·r²: the simplest law whose best mixture can lie inside (q < 0 for D_T)."""
+    r = np.asarray(r, float)
+    return np.exp(a + b * r + q * r * r)
+
+
+def simplex_exponential(w, c, k, t):
+    """Ye et al.'s form over a simplex: y(w) = c + k·exp(Σ_j t_j·w_j); `w` one weight array per source,
+    `t` one coefficient each (one can be 0: Σ w = 1 folds a common shift of t into k)."""
+    return c + k * np.exp(sum(t_j * w_j for t_j, w_j in zip(t, w)))
+
+
+def simplex_log_quadratic(w, linear, pairs):
+    """Scheffé's quadratic mixture model in log space: ln y = Σ_j b_j·w_j + Σ_{j<l} b_jl·w_j·w_l; `w` one weight
+    array per source, `pairs` the b_jl in the order of itertools.combinations(range(len(w)), 2)."""
+    cross = [w[j] * w[m] for j in range(len(w)) for m in range(j + 1, len(w))]
+    return np.exp(sum(b * w_j for b, w_j in zip(linear, w)) + sum(b * x for b, x in zip(pairs, cross)))
+
+
+def mixture_dt_arithmetic(weights, pure_dt):
+    """The atlas as a prior: a mixture transfers the weighted mean of its pure sources' D_T."""
+    return np.sum(np.asarray(weights, float) * np.asarray(pure_dt, float), axis=-1)
+
+
+def mixture_dt_geometric(weights, pure_dt):
+    """The atlas as a prior, in log space: exp(Σ w_j·ln D_T_j) (needs every D_T_j > 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.exp(np.sum(np.asarray(weights, float) * np.log(np.asarray(pure_dt, float)), axis=-1))

@@ -1,12 +1,16 @@
-"""The six laws as LawSpecs: fitted parameters, bounds, start grids and log-space models.
+"""The laws as LawSpecs: fitted parameters, bounds, start grids and log-space models (the six
+scaling laws, then the mixing laws of analyze.py action=mix).
 
 Targets are natural logs (ln L, ln D_T, ln fraction). Positive scale constants are fitted as
 log10 values; N and D enter Chinchilla, gap and rectified laws in millions (rescaled so the
 optimiser converges). Data keys: N, D, P (raw counts), N_m, D_m, P_m (millions), lnN, lnD,
-pre (1 = fine-tuned from a pre-trained model, 0 = from scratch), lnL, lnDT, lnfrac.
+pre (1 = fine-tuned from a pre-trained model, 0 = from scratch), lnL, lnDT, lnfrac; mixing laws:
+r (the second source's weight) or W (rows of source weights, one column per source).
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 
@@ -123,3 +127,84 @@ def nstar_spec() -> LawSpec:
     return LawSpec(name="appc_nstar", title="App. C: N*(D_F) = c·D_F^γ",
                    params=[Param("log10_c", -60, 60, (0.0, 5.0)), Param("gamma", -10, 10, (0.5, 2.0, 4.0))],
                    model=model, target="lnNstar", holdout="D", needs_distinct={"D": 2}, inputs=("lnD",))
+
+
+# Mixing laws (analyze.py action=mix): ln D_T of the fine-tuned model against the pre-training mixture,
+# at one (N, D_F). Few points per fit (5 ratios, or ~14 mixtures on a simplex): few parameters.
+def _level(x) -> tuple[float, float]:
+    """(median ln D_T, largest D_T) of the data: where the start grids sit."""
+    return float(np.median(x["lnDT"])), float(np.exp(np.max(x["lnDT"])))
+
+
+def mix_line_spec(x) -> LawSpec:
+    level, _ = _level(x)
+
+    def model(t, d):
+        return np.log(laws.mix_log_quadratic(d["r"], t[0], t[1], 0.0))
+
+    return LawSpec(name="mix_line", title="ln D_T(r) = a + b·r (geometric between the pure sources)", model=model,
+                   target="lnDT", inputs=("r",),
+                   params=[Param("a", -50, 50, (level,)), Param("b", -50, 50, (-1.0, 0.0, 1.0))])
+
+
+def mix_quadratic_spec(x) -> LawSpec:
+    level, _ = _level(x)
+
+    def model(t, d):
+        return np.log(laws.mix_log_quadratic(d["r"], t[0], t[1], t[2]))
+
+    return LawSpec(name="mix_quadratic", title="ln D_T(r) = a + b·r + q·r²", model=model, target="lnDT", inputs=("r",),
+                   params=[Param("a", -50, 50, (level,)), Param("b", -50, 50, (-1.0, 0.0, 1.0)),
+                           Param("q", -50, 50, (-1.0, 0.0, 1.0))])
+
+
+def mix_exponential_spec(x) -> LawSpec:
+    level, top = _level(x)
+
+    def model(t, d):
+        return np.log(laws.mix_exponential(d["r"], t[0], 10 ** t[1], t[2]))
+
+    return LawSpec(name="mix_exponential", title="Ye et al.'s form: D_T(r) = c + k·exp(t·r)", model=model,
+                   target="lnDT", inputs=("r",),
+                   params=[Param("c", 0, top, (0.0, 0.3 * top)),
+                           Param("log10_k", -5, 25, (level / LN10 - 1, level / LN10), log10=True, report="k"),
+                           Param("t", -30, 30, (-2.0, -0.5, 0.5, 2.0))])
+
+
+def simplex_linear_spec(x, sources: list[str]) -> LawSpec:
+    level, _ = _level(x)
+
+    def model(t, d):
+        return np.log(laws.simplex_log_quadratic([d["W"][:, j] for j in range(len(sources))], t, []))
+
+    return LawSpec(name="simplex_linear", title="ln D_T(w) = Σ b_j·w_j (geometric between the pure sources)",
+                   model=model, target="lnDT", params=[Param(f"b_{s}", -50, 50, (level,)) for s in sources])
+
+
+def simplex_quadratic_spec(x, sources: list[str]) -> LawSpec:
+    level, _ = _level(x)
+    q = len(sources)
+    pairs = list(itertools.combinations(range(q), 2))
+
+    def model(t, d):
+        return np.log(laws.simplex_log_quadratic([d["W"][:, j] for j in range(q)], t[:q], t[q:]))
+
+    return LawSpec(name="simplex_quadratic", title="Scheffé: ln D_T(w) = Σ b_j·w_j + Σ b_jl·w_j·w_l", model=model,
+                   target="lnDT",
+                   params=[Param(f"b_{s}", -50, 50, (level,)) for s in sources]
+                   + [Param(f"b_{sources[j]}_{sources[m]}", -50, 50, (-1.0, 0.0, 1.0)) for j, m in pairs])
+
+
+def simplex_exponential_spec(x, sources: list[str]) -> LawSpec:
+    level, top = _level(x)
+    q = len(sources)
+
+    def model(t, d):  # the first source's t is 0
+        w = [d["W"][:, j] for j in range(q)]
+        return np.log(laws.simplex_exponential(w, t[0], 10 ** t[1], [0.0, *t[2:]]))
+
+    return LawSpec(name="simplex_exponential", title="Ye et al.'s form: D_T(w) = c + k·exp(Σ t_j·w_j)", model=model,
+                   target="lnDT",
+                   params=[Param("c", 0, top, (0.0, 0.3 * top)),
+                           Param("log10_k", -5, 25, (level / LN10 - 1, level / LN10), log10=True, report="k")]
+                   + [Param(f"t_{s}", -30, 30, (-1.0, 0.0, 1.0)) for s in sources[1:]])

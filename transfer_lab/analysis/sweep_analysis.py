@@ -80,7 +80,7 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
 
     # 3. effective data: interpolated inside each N's scratch range, model-based (unified law) outside
     curves = effective_data.scratch_curves(table)
-    law = _inversion_law(res, method)
+    law = inversion_law(res, method)
     table = effective_data.add_effective_data(table, curves, law, method, low_data_fraction if law else None, ci)
     if len(ft) and law is None and low_data_fraction is not None:
         res.notes.append("low-data regime not checked: no from-scratch law fitted (needed for D(N))")
@@ -164,7 +164,7 @@ def _check_measurement(res: AnalysisResult, floor: float) -> None:
                             f"add seeds: analyze.py action=plan)")
 
 
-def _inversion_law(res: AnalysisResult, method: str) -> effective_data.KaplanBlock | None:
+def inversion_law(res: AnalysisResult, method: str) -> effective_data.KaplanBlock | None:
     """The law that inverts losses outside the scratch range: the unified law's from-scratch part
     (fitted with the fine-tuned runs), else the Kaplan fit; method=kaplan: the Kaplan fit."""
     fit = None if method == "kaplan" else res.fit("unified")

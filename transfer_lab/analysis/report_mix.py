@@ -1,0 +1,308 @@
+"""The mix study's report: mix.md, table.csv, fits.json, plots, and verify.sh (the held-out runs that
+test its predictions). Reads a MixStudy (analysis/mixing.py); computes nothing but the commands."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transfer_lab.analysis import plots
+from transfer_lab.analysis.mixing import STEP, VERIFY_EXPERIMENT, MixStudy, weight_columns
+from transfer_lab.analysis.report_format import fmt, md_table
+
+plt = plots.plt
+# Hernandez et al. 2021, text → Python and 50% text + 50% non-Python code → Python
+PAPER = {0.0: {"k": 1.9e4, "alpha": 0.18, "beta": 0.38}, 0.5: {"k": 2.1e5, "alpha": 0.096, "beta": 0.38}}
+
+
+def _iv(ci, digits: int = 3, pct: bool = False) -> str:
+    if ci is None or not all(np.isfinite(ci)):
+        return ""
+    return f"[{ci[0]:.0%}, {ci[1]:.0%}]" if pct else f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e3:.3g}k" if n < 1e6 else f"{n / 1e6:.3g}M"
+
+
+def _chars(d: float) -> str:
+    """1e4, 3e4: the way the grids are written."""
+    mantissa, exponent = f"{d:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _source_arg(mixtures: list[dict]) -> str:
+    """data.source=... for a multirun over mixtures (a pure source by its name)."""
+    def one(w):
+        w = {s: round(v, 2) for s, v in w.items() if v > 1e-9}
+        return next(iter(w)) if len(w) == 1 else "{" + ",".join(f"{s}:{v:g}" for s, v in w.items()) + "}"
+    return shlex.quote("data.source=" + ",".join(one(w) for w in mixtures))
+
+
+def _train(study: MixStudy, experiment: str, n: float, mixtures: list[dict]) -> str:
+    layers, width, heads = study.shapes[n]
+    return (f"python train.py -m experiment={experiment} model.n_layer={layers} model.n_embd={width} "
+            f"model.n_head={heads} {_source_arg(mixtures)}")
+
+
+def recommendation(study: MixStudy) -> tuple[str, str]:
+    """(the sentence a researcher acts on, the command that would narrow its interval)."""
+    cell = study.cell(study.ref["N"], study.ref["D_F"])
+    if cell is None or study.axis is None:
+        return "no recommendation: " + ("; ".join(study.messages) or "the reference cell has no mixing law"), ""
+    a, b = study.axis
+    r, (lo, hi) = cell.best[b], cell.best_ci[b]
+    where = f"for {study.target} at N = {_size(cell.n)} with {_chars(cell.d_f)} target characters"
+    worth = (f"worth {fmt(cell.gain, 2)}× {_iv(cell.gain_ci, 2)} the data {a} alone transfers "
+             f"(D_T = {fmt(cell.d_t)} {_iv(cell.d_t_ci)} characters)")
+    if r <= 1e-9 and lo <= 1e-9 and hi <= STEP:
+        text = f"{where}, pre-train on {a} alone: every mixture with {b} is predicted to transfer less"
+    else:
+        text = f"{where}, pre-train on {r:.0%} {_iv((lo, hi), pct=True)} {b} (the rest {a}): {worth}"
+    if cell.model_based:
+        text += f"; {cell.model_based} of its {cell.fit.n_points} points have a model-based D_E"
+    trained = set(np.round(study.table.loc[np.isclose(study.table["N"], cell.n), f"w_{b}"].dropna(), 2))
+    candidates = sorted({round(round(v / STEP) * STEP, 2) for v in (lo, (lo + r) / 2, r, (r + hi) / 2, hi)} - trained)
+    if not candidates:
+        return text, "every 5% ratio inside the interval is trained; repeat them with seed=1,2 to narrow it"
+    return text, _train(study, study.experiment, cell.n, [{a: 1 - c, b: c} for c in candidates])
+
+
+def verify_commands(study: MixStudy) -> list[str]:
+    """The held-out runs that test the predictions: r* at the reference size (unless on the grid), and the
+    simplex's predicted best with a spread of its mixtures at the next size up."""
+    out = []
+    cell = study.cell(study.ref["N"], study.ref["D_F"])
+    t = study.table
+    if cell is not None:
+        a, b = study.axis
+        r = round(round(cell.best[b] / STEP) * STEP, 2)
+        on_grid = np.isclose(t.loc[np.isclose(t["N"], cell.n), f"w_{b}"].dropna(), r).any()
+        if not on_grid:
+            out.append(_train(study, VERIFY_EXPERIMENT, cell.n, [{a: 1 - r, b: r}]))
+    simplex = study.simplex
+    best = simplex.get("best", {}).get(study.ref["D_F"]) if simplex else None
+    bigger = sorted(n for n in study.shapes if n > simplex.get("N", np.inf)) if simplex else []
+    if best is not None and bigger:
+        small = t[np.isclose(t["N"], simplex["N"]) & np.isclose(t["D_F"], study.ref["D_F"])]
+        small = small.groupby("source_mix").first().sort_values("D_T", ascending=False)
+        spread = small.iloc[[0, len(small) // 2, len(small) - 1]] if len(small) >= 3 else small
+        mixtures = [{s: round(round(best.best[s] / STEP) * STEP, 2) for s in simplex["sources"]}]
+        mixtures += [{s: row[f"w_{s}"] for s in simplex["sources"]} for _, row in spread.iterrows()]
+        mixtures += [{s: 1.0} for s in simplex["sources"]]  # the pure sources (atlas pairs where it ran)
+        mixtures = [{s: w for s, w in m.items() if w > 1e-9} for m in mixtures]
+        unique = list({json.dumps(m, sort_keys=True): m for m in mixtures}.values())
+        out.append(_train(study, VERIFY_EXPERIMENT, bigger[0], unique))
+    return out
+
+
+def _transfer_laws(study: MixStudy) -> list[str]:
+    b = study.axis[1]
+    rows = []
+    for p in study.transfer_laws:
+        share = next((v for v in (study.table.loc[study.table["source_mix"] == p.source, f"w_{b}"]).dropna()), np.nan)
+        paper = PAPER.get(round(share, 2), {})
+        rows.append([p.source, p.law, *[f"{fmt(p.params.get(k))} {_iv(p.ci.get(k))}" if p.params else "not fitted"
+                                       for k in ("k", "alpha", "beta")],
+                     *[fmt(paper.get(k)) if paper else "" for k in ("k", "alpha", "beta")]])
+    return md_table(["pre-trained on", "law", "k", "α", "β", "paper k", "paper α", "paper β"], rows)
+
+
+def _cells_table(study: MixStudy) -> list[str]:
+    t = study.table.sort_values(["N", "D_F", "source_mix"])
+    return md_table(["N", "D_F", "pre-trained on", "D_T (characters)", "multiplier", "D_E", "held out"],
+                    [[_size(r["N"]), _chars(r['D_F']), r["source_mix"], f"{fmt(r['D_T'])} {_iv((r['D_T_lo'], r['D_T_hi']))}",
+                      fmt(1 + r["D_T"] / r["D_F"]), r["D_E_method"] or "none", "yes" if r["held_out"] else ""]
+                     for _, r in t.iterrows()])
+
+
+def _best_rows(study: MixStudy) -> list[str]:
+    b = study.axis[1]
+    return md_table(["N", "D_F", f"r* ({b} share)", "D_T at r*", "gain over r = 0", "replicates at an end",
+                     "model-based points"],
+                    [[_size(c.n), _chars(c.d_f), f"{c.best[b]:.0%} {_iv(c.best_ci[b], pct=True)}",
+                      f"{fmt(c.d_t)} {_iv(c.d_t_ci)}", f"{fmt(c.gain, 2)}× {_iv(c.gain_ci, 2)}", f"{c.at_edge:.0%}",
+                      f"{c.model_based} of {c.fit.n_points}"] for c in study.cells])
+
+
+def _moves(study: MixStudy) -> list[str]:
+    lines = []
+    for m in study.moves:
+        fixed = f"D_F = {_chars(m['at'])}" if m["along"] == "N" else f"N = {_size(m['at'])}"
+        span = (f"{_size(m['from'])} → {_size(m['to'])}" if m["along"] == "N" else f"{_chars(m['from'])} → {_chars(m['to'])}")
+        verdict = "moves" if m["moves"] else "does not move detectably"
+        lines.append(f"- along {m['along']} ({span}) at {fixed}: r* shifts by {m['shift']:+.0%} "
+                     f"{_iv(m['ci'], pct=True)}: it {verdict}")
+    return lines
+
+
+def _simplex(study: MixStudy) -> list[str]:
+    s = study.simplex
+    if not s:
+        return ["No mixtures of three or more sources yet (python train.py -m experiment=mix_simplex_python).", ""]
+    L = [f"{s['mixtures']} mixtures of {', '.join(s['sources'])} at N = {_size(s['N'])}. Mixing laws of ln D_T by "
+         "leave-one-mixture-out error (the pure sources are never left out: predicting them would extrapolate):", ""]
+    L += md_table(["law", "RMSE of ln D_T"], [[k + (" (chosen)" if k == s["law"] else ""), fmt(v)]
+                                              for k, v in s["selection"].items()])
+    L += ["", "Predicted best mixture per D_F (bootstrap intervals per share):", ""]
+    L += md_table(["D_F", *s["sources"], "D_T there", "gain over " + s["sources"][0]],
+                  [[_chars(d_f), *[f"{c.best[x]:.0%} {_iv(c.best_ci[x], pct=True)}" for x in s["sources"]],
+                    f"{fmt(c.d_t)} {_iv(c.d_t_ci)}", f"{fmt(c.gain, 2)}× {_iv(c.gain_ci, 2)}"]
+                   for d_f, c in sorted(s["best"].items())])
+    L += ["", "Does the small-size ranking hold at a larger size? (held-out runs there; Spearman's ρ of D_T over "
+          "the mixtures measured at both sizes)", ""]
+    if not s["ranking"]:
+        L += ["Not measured yet: run the simplex line of verify.sh.", ""]
+        return L
+    L += md_table(["N", "D_F", "mixtures", "Spearman ρ (p)", "predicted best", "its rank at N", "best at N"],
+                  [[_size(r["N"]), _chars(r['D_F']), r["mixtures"], f"{r['spearman']:.2f} ({r['p_value']:.2g})",
+                    r["predicted_best"], f"{r['predicted_best_rank']} of {r['of']}" if r["predicted_best_rank"] else
+                    "not trained", f"{r['best_at_N']} ({fmt(r['best_D_T'])})"] for r in s["ranking"]])
+    return L + [""]
+
+
+def _prior(study: MixStudy) -> list[str]:
+    p = study.prior
+    if p is None or p.empty:
+        return ["No mixture has all its pure sources measured at the same (N, D_F).", ""]
+    L = ["Each mixture's D_T predicted from its pure sources' D_T alone (the atlas's pairs, no mixed run): "
+         "their weighted mean (arithmetic) and weighted geometric mean.", ""]
+    rows = []
+    for name in ("arithmetic", "geometric"):
+        ok = p[np.isfinite(p[name]) & (p["D_T"] > 0)]
+        err = np.abs(np.log(ok[name] / ok["D_T"]))
+        inside = ((ok["D_T_lo"] <= ok[name]) & (ok[name] <= ok["D_T_hi"])).sum()
+        bias = np.exp(np.median(np.log(ok[name] / ok["D_T"]))) if len(ok) else np.nan
+        rows.append([name, len(ok), f"{np.exp(np.median(err)):.2f}×" if len(ok) else "", f"{fmt(bias, 2)}×",
+                     f"{inside} of {int(ok['D_T_lo'].notna().sum())}"])
+    L += md_table(["prior", "mixtures × cells", "median error (factor)", "median prediction/measured",
+                   "inside the measured D_T interval"], rows)
+    return L + [""]
+
+
+def _verified(study: MixStudy) -> list[str]:
+    if not study.verified:
+        return ["No held-out run at r* yet: run verify.sh (or r* is a grid ratio, measured already).", ""]
+    return md_table(["N", "D_F", "r", "measured D_T", "predicted (interval)", "inside", "grid's best (D_T)"],
+                    [[_size(v["N"]), _chars(v['D_F']), f"{v['r']:.0%}", f"{fmt(v['D_T'])} ({v['method']})",
+                      f"{fmt(v['predicted'])} {_iv(v['interval'])}", "yes" if v["inside"] else "**no**",
+                      f"{v['grid_best']} ({fmt(v['grid_best_D_T'])})"] for v in study.verified]) + [""]
+
+
+def _plot_ratio_curves(study: MixStudy, out: Path) -> Path | None:
+    if not study.cells:
+        return None
+    b = study.axis[1]
+    d_fs = sorted({c.d_f for c in study.cells})
+    colors = plots._colors({c.n for c in study.cells})
+    fig, axes = plt.subplots(1, len(d_fs), figsize=(4.2 * len(d_fs), 3.6), sharey=True, squeeze=False)
+    on = study.table[study.table[[f"w_{c}" for c in weight_columns(study.table) if c not in study.axis]].sum(axis=1) == 0]
+    r = np.linspace(0, 1, 101)
+    for ax, d_f in zip(axes[0], d_fs):
+        for c in (c for c in study.cells if c.d_f == d_f):
+            rows = on[np.isclose(on["N"], c.n) & np.isclose(on["D_F"], d_f)]
+            for held, marker in ((False, "o"), (True, "D")):
+                g = rows[rows["held_out"] == held]
+                err = np.abs(np.vstack([g["D_T"] - g["D_T_lo"], g["D_T_hi"] - g["D_T"]]).astype(float))
+                ax.errorbar(g[f"w_{b}"], g["D_T"], yerr=np.nan_to_num(err), fmt=marker, color=colors[c.n],
+                            mfc="none" if held else colors[c.n], ms=5, capsize=2,
+                            label=f"N={_size(c.n)}" + (" held out" if held else "") if len(g) else None)
+            ax.plot(r, np.exp(c.fit.evaluate({"r": r})), color=colors[c.n], lw=1)
+            ax.axvspan(*c.best_ci[b], color=colors[c.n], alpha=0.08)
+        ax.set(xscale="linear", yscale="log", xlabel=f"share of {b} in pre-training (r)", title=f"D_F = {_chars(d_f)}")
+    axes[0][0].set_ylabel("D_T (characters)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Data transferred against the mixture ({study.law}; shaded: r* interval)", fontsize=10)
+    return _save(fig, out, "mix_ratio")
+
+
+def _plot_prior(study: MixStudy, out: Path) -> Path | None:
+    p = study.prior
+    if p is None or p.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(4.4, 4))
+    for name, marker in (("arithmetic", "o"), ("geometric", "s")):
+        ax.scatter(p["D_T"], p[name], marker=marker, s=18, label=f"{name} mean of the pure sources")
+    lims = np.nanpercentile(np.r_[p["D_T"], p["arithmetic"]].astype(float), [0, 100])
+    ax.plot(lims, lims, "k--", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="measured D_T of the mixture", ylabel="predicted from the atlas")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "mix_atlas_prior")
+
+
+def _save(fig, out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{name}.png"
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
+def write_mix(study: MixStudy, out: Path, command: str, settings: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    sentence, narrow = recommendation(study)
+    verify = verify_commands(study)
+    t = study.table
+    L = [f"# Pre-training mixtures for {study.target}: sweep `{study.sweep}`", "",
+         f"Command: `{command}`. {len(t)} fine-tuned cells ({int(t['held_out'].sum())} held out: "
+         f"experiment={VERIFY_EXPERIMENT}, in no fit); D_T in characters of {study.target}, through one from-scratch "
+         f"curve per N (interpolated; model-based through the Kaplan fit outside it, labelled). Intervals: "
+         f"{settings['n_bootstrap']} replicates, {settings['ci']:.0%} percentile.", "",
+         "## Recommendation", "", sentence + ".", ""]
+    if narrow:
+        L += ["To narrow it:", "", f"    {narrow}", ""]
+    if study.axis is not None:
+        a, b = study.axis
+        L += [f"## The paper's two experiments: {a} → {study.target} and {a} + {b} → {study.target}", "",
+              "Hernandez et al. found k = 1.9e4, α = 0.18, β = 0.38 from text and k = 2.1e5, α = 0.096, β = 0.38 "
+              "from 50% text + 50% non-Python code (at 40M-parameter-and-up sizes, D_F in characters of Python):", ""]
+        L += _transfer_laws(study) + [""]
+        L += ["## The mixing law", "", f"Per (N, D_F), ln D_T against r; leave-one-ratio-out error over the interior "
+              "ratios:", ""]
+        L += md_table(["law", "RMSE of ln D_T"], [[k + (" (chosen)" if k == study.law else ""), fmt(v)]
+                                                  for k, v in study.selection.items()])
+        L += ["", f"Run noise in the bootstrap: the chosen law's pooled residual, {fmt(study.noise.get(study.law))} "
+              "in ln D_T.", "", "## The best ratio per (N, D_F)", ""] + _best_rows(study) + [""]
+        L += ["Does r* move with N or with D_F? (paired replicate differences)", ""] + _moves(study) + [""]
+        L += ["![ratio](plots/mix_ratio.png)", "", "## Verified: held-out runs at r*", ""] + _verified(study)
+    L += ["## Three or more sources", ""] + _simplex(study)
+    L += ["## The atlas as a prior", ""] + _prior(study) + ["![prior](plots/mix_atlas_prior.png)", ""]
+    L += ["## Every cell", ""] + _cells_table(study) + [""]
+    if study.messages:
+        L += ["## Messages", ""] + [f"- {m}" for m in study.messages] + [""]
+    L += ["## Runs that test the predictions (verify.sh)", ""] + ([f"    {c}" for c in verify] or ["none needed"])
+    (out / "mix.md").write_text("\n".join(L) + "\n", encoding="utf-8")
+    _plot_ratio_curves(study, out / "plots")
+    _plot_prior(study, out / "plots")
+    t.drop(columns=[c for c in ("error",) if c in t]).to_csv(out / "table.csv", index=False)
+    script = ["#!/bin/sh", f"# written by `{command}`: held-out runs (experiment={VERIFY_EXPERIMENT}) that test its "
+              "predictions", "set -e"] + [c.replace("python ", '"${PYTHON:-python}" ', 1) for c in verify]
+    (out / "verify.sh").write_text("\n".join(script) + "\n", encoding="utf-8")
+    (out / "fits.json").write_text(json.dumps(_fits(study, sentence, narrow, verify, settings), indent=1,
+                                              default=_plain), encoding="utf-8")
+    return out / "mix.md"
+
+
+def _plain(x):
+    return float(x) if isinstance(x, (np.floating, np.integer)) else str(x)
+
+
+def _fits(study: MixStudy, sentence: str, narrow: str, verify: list[str], settings: dict) -> dict:
+    def law(c):
+        return {"N": c.n, "D_F": c.d_f, "law": c.fit.law, "params": c.fit.params, "best": c.best, "best_ci": c.best_ci,
+                "D_T": c.d_t, "D_T_ci": c.d_t_ci, "gain": c.gain, "gain_ci": c.gain_ci, "at_edge": c.at_edge,
+                "model_based_points": c.model_based, "points": c.fit.n_points}
+    s = study.simplex
+    return {"sweep": study.sweep, "target": study.target, "axis": study.axis, "reference": study.ref,
+            "settings": settings, "recommendation": sentence, "narrow": narrow, "verify": verify,
+            "selection": study.selection, "law": study.law, "noise": study.noise, "cells": [law(c) for c in study.cells],
+            "moves": study.moves, "verified": study.verified,
+            "transfer_laws": [{"pretrained_on": p.source, "law": p.law, "params": p.params, "ci": p.ci}
+                              for p in study.transfer_laws],
+            "simplex": {k: v for k, v in s.items() if k != "best"} | {"best": {str(d): law(c) for d, c in
+                                                                             s.get("best", {}).items()}} if s else {},
+            "atlas_prior": pd.DataFrame(study.prior).to_dict(orient="records") if study.prior is not None else []}
