@@ -53,4 +53,29 @@ def test_two_atlases_compare_cell_by_ordered_pair(tmp_path):
     assert "| finetune | c | a |" in md and "| scratch | — | b |" in md
     health = md.split("## Health")[1].split("## Best")[0]
     assert "| old | 7 | 0 | 0 | 0 |" in health  # each pair's curves are checked alone, not one target against another
-    assert "- finetune, 3 cells:" in md and "largest +2.00%" in md and "(finetune, c, a, 100000, 10000)" in md
+    assert "- finetune, 3 cells:" in md and "largest +2.00%" in md and "(finetune, c, a, 1e+09, 100000, 10000)" in md
+
+
+def test_the_plateau_rule_compares_at_the_same_budget_not_across_budgets(tmp_path):
+    """A budget study (rule: continue) and a rule sweep (anneal, stop) at its largest budget: each
+    fine-tune cell is (N, D_F, budget), so the rules meet only where the budgets are equal."""
+    budgets = syn.make_budget_runs("budgets", ns=(1e5, 1e6), budgets=(1e7, 1e8), finetune_ds=(1e4, 1e5), replicates=1)
+    for r in budgets:
+        r.pretrain_on_plateau = "continue" if r.regime == "finetune" else None
+    rules = []
+    for rule, factor in (("anneal", 0.99), ("stop", 1.03)):
+        for r in syn.make_budget_runs("rules", ns=(1e5, 1e6), budgets=(1e8,), finetune_ds=(1e4, 1e5), replicates=1):
+            if r.regime == "finetune":
+                r.run_key, r.pretrain_on_plateau = f"{r.run_key}-{rule}", rule
+                r.best_val_loss_per_char *= factor
+                rules.append(r)
+    syn.write_runs(tmp_path, "budgets", budgets)
+    syn.write_runs(tmp_path, "rules", rules)
+    tables = {name: collect_local(tmp_path, name).table for name in ("budgets", "rules")}
+    md, wide = cmp.compare(tables, "pretrain_rule", 0.003)
+    at_1e8 = wide[(wide["regime"] == "finetune") & (wide["budget"] == "1e+08")]
+    assert len(at_1e8) == 4 and at_1e8[["pretrain_rule=anneal", "pretrain_rule=continue",
+                                        "pretrain_rule=stop"]].notna().all().all()
+    at_1e7 = wide[(wide["regime"] == "finetune") & (wide["budget"] == "1e+07")]
+    assert len(at_1e7) == 4 and at_1e7["pretrain_rule=stop"].isna().all()  # no rule run there: not averaged in
+    assert "| regime | pre-training budget | N | D |" in md and "pretrain_rule=anneal: 4" in md

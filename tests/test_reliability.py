@@ -316,7 +316,6 @@ def test_a_full_disk_fails_one_run_stops_the_sweep_with_its_summary_and_the_reru
            "sweep=full", "optim.max_steps=60", *paths(out, data_dir, cache_dir)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    runs = out / "sweeps" / "full" / "runs"
     first = _wait_for(lambda: next((p for p in run_folders(out, "full").values() if _status(p) == "done"), None), proc,
                       what="a first finished run")
     finished = (first / records.RESULTS_FILE).read_bytes()

@@ -6,8 +6,11 @@
   compare.sweeps=[finetune_lr] compare.by=lr one sweep: each cell's best loss per value of `by`
 
 Written as compare.md and compare.csv in the report folder. Cells are (regime, source, target,
-N, D): the source and target columns show where they vary (an atlas); losses are bits per
-character on each sweep's own fixed validation set.
+pre-training budget, N, D): the source, target and budget columns show where they vary (an atlas,
+a budget study); losses are bits per character on each sweep's own fixed validation set.
+
+  compare.sweeps=[pretrain_budget_cpu,pretrain_rule_cpu] compare.by=pretrain_rule
+                                             the pre-training's plateau rule, cell by cell
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ from transfer_lab.analysis import checks, collect
 from transfer_lab.analysis.report_format import md_table
 from transfer_lab.errors import ConfigError
 
-CELL = ["regime", "source", "target", "N", "D_F"]
+CELL = ["regime", "source", "target", "budget", "N", "D_F"]
 
 
 def _cells(table: pd.DataFrame) -> pd.DataFrame:
-    """The table with its cell columns: a scratch run has no source ('—', which pivots keep)."""
+    """The table with its cell columns: a scratch run has no source nor budget ('—', which pivots keep)."""
     table = table.copy()
-    table["source"] = table["source_corpus"].fillna("—").astype(str)
+    table["source"] = table["source_mix"].fillna("—").astype(str)
+    table["budget"] = table["pretrain_budget"].map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
     table["target"] = table["target_corpus"].fillna("—").astype(str)
     return table
 
@@ -67,7 +71,7 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
         tables = common_cells(tables)
     lines = ["# Comparison: " + ", ".join(f"`{n}`" for n in tables), ""]
     if by is None and len(tables) > 1:
-        lines += ["On the cells (regime, source, target, N, D) that every sweep has.", ""]
+        lines += ["On the cells (regime, source, target, budget, N, D) that every sweep has.", ""]
     rows, found_all = [], {}
     for name, t in tables.items():
         row, found = _health(name, t, tolerance)
@@ -100,16 +104,19 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
             ("; the lowest in each row in bold" if by else "")
     lines += ["## " + title, ""]
     pairs = _has_pairs(long)
+    budgets = long.loc[long["regime"] == "finetune", "budget"].nunique() > 1
     table_rows = []
-    for (regime, source, target, n, d), vals in wide.iterrows():
-        ok = valid.loc[(regime, source, target, n, d)]
+    for (regime, source, target, budget, n, d), vals in wide.iterrows():
+        ok = valid.loc[(regime, source, target, budget, n, d)]
         best = np.nanmin(ok.to_numpy(float)) if by and ok.notna().any() else None
         cells = []
         for group, v in vals.items():
             text = ("**%.4f**" if best is not None and ok[group] == best else "%.4f") % v if np.isfinite(v) else "—"
-            cells.append(text + ("†" if (regime, source, target, n, d, group) in unconverged.index else ""))
-        table_rows.append([regime, *([source, target] if pairs else []), f"{n:.3g}", f"{d:.3g}", *cells])
-    lines += md_table(["regime", *(["source", "target"] if pairs else []), "N", "D", *groups], table_rows)
+            cells.append(text + ("†" if (regime, source, target, budget, n, d, group) in unconverged.index else ""))
+        table_rows.append([regime, *([source, target] if pairs else []), *([budget] if budgets else []), f"{n:.3g}",
+                           f"{d:.3g}", *cells])
+    lines += md_table(["regime", *(["source", "target"] if pairs else []), *(["pre-training budget"] if budgets else []),
+                       "N", "D", *groups], table_rows)
     if len(unconverged):
         lines.append("† not converged (reached the step ceiling, or best point inside warm-up): not a measurement, "
                      "never the best of its row.")

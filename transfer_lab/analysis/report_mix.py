@@ -261,7 +261,7 @@ def write_mix(study: MixStudy, out: Path, command: str, settings: dict) -> Path:
               "Hernandez et al. found k = 1.9e4, α = 0.18, β = 0.38 from text and k = 2.1e5, α = 0.096, β = 0.38 "
               "from 50% text + 50% non-Python code (at 40M-parameter-and-up sizes, D_F in characters of Python):", ""]
         L += _transfer_laws(study) + [""]
-        L += ["## The mixing law", "", f"Per (N, D_F), ln D_T against r; leave-one-ratio-out error over the interior "
+        L += ["## The mixing law", "", "Per (N, D_F), ln D_T against r; leave-one-ratio-out error over the interior "
               "ratios:", ""]
         L += md_table(["law", "RMSE of ln D_T"], [[k + (" (chosen)" if k == study.law else ""), fmt(v)]
                                                   for k, v in study.selection.items()])
