@@ -91,7 +91,7 @@ predict: setup ## predicted D_T and loss, e.g. make predict ARGS='predict.n=1e6 
 	$(PY) analyze.py action=predict $(if $(SWEEP),sweep=$(SWEEP)) $(ARGS)
 
 test: setup ## run every test (real small corpora, W&B offline, subprocess and kill tests)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=25 $(ARGS)
 
 test-fast: setup ## the tests without the slow subprocess/kill ones
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

@@ -51,6 +51,9 @@ def test_atlas_recovers_each_directed_pair_and_writes_its_report(tmp_path):
     assert (bare / "atlas.md").exists() and not (bare / "atlas.html").exists()
 
 
+SMALL = ["model=n3k", "data.finetune_chars=1e4", "data.scratch_chars=1e4"]  # every cell is composed: keep them few
+
+
 @pytest.mark.parametrize("argv,named", [
     (["data.source=english,klingon"], "klingon"),  # an unknown corpus
     (["data.source=english", "data.target=english"], "two corpora"),  # a single corpus: no pair
@@ -64,7 +67,7 @@ def test_a_bad_atlas_is_one_line_before_anything_trains(argv, named, capsys):
     from transfer_lab.study.launch_checks import check_sweep_cells
 
     with pytest.raises(SystemExit) as exit_info:
-        check_sweep_cells(["-m", "experiment=atlas", *argv])
+        check_sweep_cells(["-m", "experiment=atlas", *SMALL, *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and named in err[0], err
 

@@ -47,28 +47,28 @@ def _wait_for(predicate, proc, timeout: float = 300.0, what: str = ""):
 @pytest.mark.slow
 def test_a_second_launch_skips_the_run_the_first_is_training_and_never_overwrites_it(tmp_path, data_dir, cache_dir):
     out = tmp_path / "out"
-    # a run that keeps training (it never plateaus: patience 1000) until its 3,000-step ceiling
+    # a run that keeps training (it never plateaus: patience 1000, a 100,000-step ceiling) until it is stopped
     cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=3e4", "sweep=twice",
-           "optim.max_steps=3000", "optim.patience=1000", *paths(out, data_dir, cache_dir)]
+           "optim.max_steps=100000", "optim.patience=1000", *paths(out, data_dir, cache_dir)]
     first = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     runs = out / "sweeps" / "twice" / "runs"
     _wait_for(lambda: any(runs.glob("*/checkpoints/last.ckpt")), first, what="the first launch's first checkpoint")
-    second = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    first_out, _ = first.communicate(timeout=600)
-    assert first.returncode == 0, first_out[-3000:]
-    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
-    assert "sweep twice: 1 done, 0 skipped, 0 failed" in first_out
-    assert "sweep twice: 0 done, 0 skipped, 0 failed, 1 running in another launch" in second.stdout
     (run,) = run_folders(out, "twice").values()
-    result = records.read_result(run)
-    assert result.status == "done" and result.steps == 3000
+    second = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert first.poll() is None, "the first launch was still training while the second ran"
+    first.send_signal(signal.SIGTERM)
+    first_out, _ = first.communicate(timeout=300)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    assert "sweep twice: 0 done, 0 skipped, 0 failed, 1 running in another launch" in second.stdout
+    assert first.returncode == 143, first_out[-3000:]
+    assert "sweep twice: 0 done, 0 skipped, 0 failed, 1 interrupted" in first_out
+    result = records.read_result(run)  # the first launch's own record: the second wrote nothing over it
+    assert result.status == "interrupted" and (run / "checkpoints" / "last.ckpt").exists()
     steps = val_steps(run)
-    assert steps == sorted(set(steps)), "validation points written twice"
+    assert steps and steps == sorted(set(steps)), "validation points written twice"
     launches = sorted(p.name for p in (out / "sweeps" / "twice" / "hydra").iterdir())
     assert len(launches) == 2, f"two launches share a Hydra folder: {launches}"
-    third = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert "sweep twice: 0 done, 1 skipped, 0 failed" in third.stdout, third.stdout[-2000:]
 
 
 @pytest.mark.slow
@@ -106,6 +106,23 @@ def test_a_finished_record_is_never_replaced_by_an_unfinished_one(tmp_path):
 
 # --- 2. signals ---------------------------------------------------------------------------------------
 
+def test_a_killed_launchs_half_written_job_file_is_removed_by_the_next_launch(tmp_path):
+    from transfer_lab.study.interrupts import JOB_FILE, remove_torn_job_files
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs: a writer a SIGKILL ended
+    killed, live = tmp_path / "2026-12-01_15-06-52_1" / "1", tmp_path / "2026-12-01_15-07-00_2" / "0"
+    for folder in (killed, live):
+        folder.mkdir(parents=True)
+        (folder / JOB_FILE).write_text("{}")
+    torn = killed / f".{JOB_FILE}.{gone.pid}-644c2bbf.tmp"
+    writing = live / f".{JOB_FILE}.{os.getpid()}-0a1b2c3d.tmp"  # a live writer about to rename it
+    torn.write_text("{")
+    writing.write_text("{")
+    remove_torn_job_files(tmp_path)
+    assert not torn.exists() and writing.exists() and (killed / JOB_FILE).exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_launch_resumes_it(
@@ -132,6 +149,8 @@ def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_laun
     stopped = folders[0]
     assert f"stopped by {name}" in records.read_result(stopped).error
     assert all((p / "checkpoints" / "last.ckpt").exists() for p in folders)
+    if signum != signal.SIGTERM:
+        return  # the resume below does not depend on which signal stopped the run: SIGTERM's variant checks it
 
     again = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]

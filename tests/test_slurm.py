@@ -101,16 +101,8 @@ def test_a_multirun_on_slurm_survives_killed_jobs_and_the_rerun_resumes_them(slu
     out = tmp_path / "out"
     base = [sys.executable, "train.py", "-m", *LAUNCHER, *SCRATCH, "regime=scratch", *paths(out, data_dir, cache_dir)]
 
-    # a small multirun: two cells, both done, as SLURM's accounting also says
-    quick = subprocess.run(base + ["sweep=quick", "data.finetune_chars=1e4,2e4", "optim.max_steps=60"], cwd=ROOT,
-                           env=slurm, capture_output=True, text=True, timeout=900)
-    assert quick.returncode == 0, (quick.stdout + quick.stderr)[-4000:]
-    assert "sweep quick: 2 done, 0 skipped, 0 failed" in quick.stdout
-    assert all(records.read_result(p).status == "done" for p in run_folders(out, "quick").values())
-    states = _sacct(slurm, _array_id(_launch_dir(out, "quick")))
-    assert sorted(states.values()) == ["COMPLETED", "COMPLETED"], states
-
-    # three cells that train for a while; two are killed from outside once they have a checkpoint
+    # three cells that train for a while; two are killed from outside once they have a checkpoint, the
+    # third finishes (COMPLETED in SLURM's accounting)
     cmd = base + ["sweep=killed", "data.finetune_chars=1e4,2e4,3e4", "optim.max_steps=3000", "optim.patience=40",
                   "hydra.launcher.array_parallelism=3"]
     # `with` kills the launcher if an assertion fails first: a launcher left polling a stopped cluster

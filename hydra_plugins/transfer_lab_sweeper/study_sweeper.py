@@ -55,6 +55,7 @@ class StudySweeper(BasicSweeper):
         self._command_line = list(arguments)
         launch_dir = Path(str(self.config.hydra.sweep.dir))
         interrupts.watch(launch_dir)  # a stop request marks it, and reaches the jobs running
+        interrupts.remove_torn_job_files(launch_dir.parent)  # a killed launch's half-written job files
         lines = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         batches = self.split_arguments(parser.parse_overrides(lines), self.max_batch_size)

@@ -87,6 +87,25 @@ def note_job(job_dir: Path | None, **fields) -> None:
         pass
 
 
+def remove_torn_job_files(launches_dir: Path) -> None:
+    """Job-file temps that a SIGKILL left in earlier launches' folders (`.job.json.<pid>-<hex>.tmp`),
+    where their writer is gone: a live writer's temp is about to be renamed, so it stays."""
+    for tmp in Path(launches_dir).glob(f"*/*/.{JOB_FILE}.*.tmp"):
+        pid = tmp.name[len(JOB_FILE) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def read_job(job_dir: Path) -> dict:
     try:
         job = json.loads((Path(job_dir) / JOB_FILE).read_text())
