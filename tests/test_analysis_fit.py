@@ -103,7 +103,7 @@ def test_gap_law_is_fitted_with_several_budgets(tmp_path):
         assert f.params["G"] == pytest.approx(truth["g"], rel=0.3)
     assert "better buy" in (tmp_path / "rep" / "report.md").read_text()
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert any(f"{verdict} (2× p: −" in text for verdict in ("pre-train more", "collect target data", "indistinguishable"))
+    assert any(f"{verdict} (loss removed by 2× p: " in text for verdict in ("pre-train more", "collect target data", "indistinguishable"))
 
 
 def test_huber_option_resists_an_outlier():

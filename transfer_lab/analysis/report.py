@@ -78,8 +78,8 @@ def _decision_rows(res):
         g = gaps.get(f"N={r['N']:.3g}")
         if g is not None and np.isfinite(r.get("pretrain_budget", np.nan)):
             b = better_buy(g, r["pretrain_budget"], r["D_F"], res.settings["ci"])
-            buy = (f"{b['verdict']} (2× p: −{_g(b['gain_p'])} {_iv(b['gain_p_ci'])}; 2× D_F: −{_g(b['gain_f'])} "
-                   f"{_iv(b['gain_f_ci'])})")
+            buy = (f"{b['verdict']} (loss removed by 2× p: {_g(b['gain_p'])} {_iv(b['gain_p_ci'])}; "
+                   f"by 2× D_F: {_g(b['gain_f'])} {_iv(b['gain_f_ci'])})")
         rows.append([_g(r["N"]), _g(r["D_F"]), _g(r["pretrain_budget"]), _g(r["loss"], 4), _g(r["multiplier"]), pred,
                      r["flags"], buy])
     return rows

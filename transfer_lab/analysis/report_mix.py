@@ -67,8 +67,9 @@ def recommendation(study: MixStudy) -> tuple[str, str]:
         text += f"; {cell.model_based} of its {cell.fit.n_points} points have a model-based D_E"
     trained = set(np.round(study.table.loc[np.isclose(study.table["N"], cell.n), f"w_{b}"].dropna(), 2))
     candidates = sorted({round(round(v / STEP) * STEP, 2) for v in (lo, (lo + r) / 2, r, (r + hi) / 2, hi)} - trained)
-    if not candidates:
-        return text, "every 5% ratio inside the interval is trained; repeat them with seed=1,2 to narrow it"
+    if not candidates:  # the interval's ratios are all trained: seeds, not ratios, narrow it
+        inside = sorted(c for c in trained if lo - 1e-9 <= c <= hi + 1e-9)
+        return text, _train(study, study.experiment, cell.n, [{a: 1 - c, b: c} for c in inside]) + " seed=1,2"
     return text, _train(study, study.experiment, cell.n, [{a: 1 - c, b: c} for c in candidates])
 
 
