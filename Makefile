@@ -72,6 +72,8 @@ study: setup ## the CPU text->python study (~90 min on 2 cores, resumable), its 
 budget-study: setup ## pre-training as a measured axis: 3 sizes x 4 budgets, seeds, the plateau rule (resumable; reuses the atlas's runs)
 	$(PY) -m transfer_lab.prepare experiment=pretrain_budget_cpu
 	$(PY) train.py -m experiment=pretrain_budget_cpu $(ARGS)
+	# the headline (largest) budget's D_F span widened to 2 decades: 3e3-3e5, its 3.2e7 source characters ≥ 100× D_F
+	$(PY) train.py -m experiment=pretrain_budget_cpu pretrain.tokens=1.6e7 regime=finetune data.finetune_chars=3e3,3e5 $(ARGS)
 	# seed noise, per regime and size, on the cheap cells: the smallest budget, D and D_F up to 3e4
 	$(PY) train.py -m experiment=pretrain_budget_cpu pretrain.tokens=2e6 seed=1,2 \
 	    data.finetune_chars=1e4,3e4 data.scratch_chars=1e4,3e4,1e5 $(ARGS)

@@ -89,40 +89,52 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
     frames = []
     for name, t in tables.items():
         done = t[t["regime"].isin(collect.FIT_REGIMES) & (t["status"] == "done")].copy()
-        done["group"] = name if by is None else done[by].map(lambda v: f"{by}={v:g}" if isinstance(v, float) else f"{by}={v}")
+        done["group"] = name if by is None else done[by].map(lambda v: _by_label(by, v))
         done["bits_per_char"] = done["loss_per_char"] / math.log(2)
         frames.append(done)
     long = pd.concat(frames)
-    wide = long.pivot_table(index=CELL, columns="group", values="bits_per_char", aggfunc="mean").sort_index()
+    # pivoted on a setting, runs are paired seed by seed: a seed's difference is not the setting's
+    cell = CELL + (["seed"] if by not in (None, "seed") else [])
+    wide = long.pivot_table(index=cell, columns="group", values="bits_per_char", aggfunc="mean").sort_index()
     # a run that did not converge is shown (marked †) but is no measurement: it never wins a row
     valid = long[long["converged"] != False].pivot_table(  # noqa: E712 - True/False/None
-        index=CELL, columns="group", values="bits_per_char", aggfunc="mean").reindex(index=wide.index, columns=wide.columns)
-    unconverged = long[long["converged"] == False].groupby(CELL + ["group"]).size()  # noqa: E712
+        index=cell, columns="group", values="bits_per_char", aggfunc="mean").reindex(index=wide.index, columns=wide.columns)
+    unconverged = long[long["converged"] == False].groupby(cell + ["group"]).size()  # noqa: E712
     groups = list(dict.fromkeys(long["group"] if by is None else long.sort_values(by)["group"]))
     wide = wide[groups]
+    single = 0
+    if by:  # a cell measured at one value of `by` compares nothing (a scratch run has no pre-training rule)
+        compared = wide.notna().sum(axis=1) >= 2
+        single = int((~compared).sum())
+        wide, valid = wide[compared], valid[compared]
+        groups = [g for g in groups if wide[g].notna().any()]
+        wide, valid = wide[groups], valid[groups]
     title = "Best validation loss (bits/char) per cell" + (f", by {by}" if by else "") + \
             ("; the lowest in each row in bold" if by else "")
     lines += ["## " + title, ""]
     pairs = _has_pairs(long)
     budgets = long.loc[long["regime"] == "finetune", "budget"].nunique() > 1
+    seeds = "seed" in cell and wide.index.get_level_values("seed").nunique() > 1
     table_rows = []
-    for (regime, source, target, budget, n, d), vals in wide.iterrows():
-        ok = valid.loc[(regime, source, target, budget, n, d)]
+    for key, vals in wide.iterrows():
+        (regime, source, target, budget, n, d), seed = key[:6], key[6:]
+        ok = valid.loc[key]
         best = np.nanmin(ok.to_numpy(float)) if by and ok.notna().any() else None
         cells = []
         for group, v in vals.items():
             text = ("**%.4f**" if best is not None and ok[group] == best else "%.4f") % v if np.isfinite(v) else "—"
-            cells.append(text + ("†" if (regime, source, target, budget, n, d, group) in unconverged.index else ""))
+            cells.append(text + ("†" if (*key, group) in unconverged.index else ""))
         table_rows.append([regime, *([source, target] if pairs else []), *([budget] if budgets else []), f"{n:.3g}",
-                           f"{d:.3g}", *cells])
+                           f"{d:.3g}", *([f"{seed[0]:g}"] if seeds else []), *cells])
     lines += md_table(["regime", *(["source", "target"] if pairs else []), *(["pre-training budget"] if budgets else []),
-                       "N", "D", *groups], table_rows)
+                       "N", "D", *(["seed"] if seeds else []), *groups], table_rows)
     if len(unconverged):
         lines.append("† not converged (reached the step ceiling, or best point inside warm-up): not a measurement, "
                      "never the best of its row.")
     if by:
-        wins = valid.idxmin(axis=1).value_counts()
-        lines.append("Lowest loss, cells per value: " + ", ".join(f"{g}: {wins.get(g, 0)}" for g in groups) + ".")
+        wins = valid.dropna(how="all").idxmin(axis=1).value_counts()
+        lines.append(f"Lowest loss, among the {len(wide)} cells measured at two or more values, cells per value: "
+                     + ", ".join(f"{g}: {wins.get(g, 0)}" for g in groups) + f"; {single} cells with one value left out.")
     elif len(groups) == 2:
         a, b = groups
         both = wide.dropna()
@@ -134,7 +146,33 @@ def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -
             lines.append(f"- {regime}, {len(part)} cells: 10th / 50th / 90th percentile {q[0.1]:+.2%} / {q[0.5]:+.2%} / "
                          f"{q[0.9]:+.2%}; higher by more than 0.5% in {int((part > 0.005).sum())}, "
                          f"largest {part.max():+.2%} ({', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in part.idxmax())}).")
+    if by:
+        lines += _pretrainings(tables, by)
     return "\n".join(lines) + "\n", wide.reset_index()
+
+
+def _pretrainings(tables: dict[str, pd.DataFrame], by: str) -> list[str]:
+    """The pre-trainings themselves, by `by`: their loss on the source's validation set (a longer or
+    differently stopped pre-training is first of all a better or worse model of its source)."""
+    pre = pd.concat([t[(t["regime"] == "pretrain") & (t["status"] == "done")] for t in tables.values()])
+    if pre.empty or pre[by].nunique() < 2:
+        return []
+    pre = pre.assign(group=pre[by].map(lambda v: _by_label(by, v)), bits_per_char=pre["loss_per_char"] / math.log(2))
+    wide = pre.pivot_table(index=["source", "budget", "N", "seed"], columns="group", values="bits_per_char")
+    wide = wide[wide.notna().sum(axis=1) >= 2]
+    wide = wide.loc[:, wide.notna().any()]
+    if wide.empty:
+        return []
+    rows = [[source, budget, f"{n:.3g}", f"{seed:g}", *(f"{v:.4f}" if np.isfinite(v) else "—" for v in vals)]
+            for (source, budget, n, seed), vals in wide.iterrows()]
+    return ["", f"## The pre-trainings: loss on the source's validation set (bits/char), by {by}", "",
+            *md_table(["source", "pre-training budget", "N", "seed", *wide.columns], rows)]
+
+
+def _by_label(by: str, value) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return f"{by}=unrecorded"  # a record from before the setting existed
+    return f"{by}={value:g}" if isinstance(value, float) else f"{by}={value}"
 
 
 def run_compare(root: Path, out: Path, sweeps: list[str], by: str | None, tolerance: float) -> Path:
