@@ -90,9 +90,12 @@ def main() -> None:
     lines = ["# Interval coverage on synthetic sweeps", "",
              f"{args.draws} draws per noise level of a paper-like sweep ({len(GRID['ns'])} sizes 1e5-1e7; from scratch "
              f"at {len(GRID['scratch_ds'])} D over 1e4-1e11; fine-tuned at {len(GRID['finetune_ds'])} D_F over 1e4-1e6; "
-             f"one seed; noise: the standard deviation of ln loss of every run), each analysed with {args.bootstrap} "
-             "bootstrap resamples. Command: `python bench/interval_coverage.py "
-             f"--draws {args.draws} --noise {' '.join(str(n) for n in args.noise)} --bootstrap {args.bootstrap}`.", ""]
+             "noise: the standard deviation of ln loss of every run), each analysed with "
+             f"{args.bootstrap} bootstrap resamples. Designs: 1 seed per cell (the bootstrap perturbs single runs by the "
+             "from-scratch law's residual), or 3 seeds of the cheap cells (fine-tunes and from-scratch runs at D ≤ 1e5: "
+             "the bootstrap uses the measured seed noise). Command: "
+             f"`python bench/interval_coverage.py --draws {args.draws} --noise {' '.join(str(n) for n in args.noise)} "
+             f"--replicates {' '.join(str(r) for r in args.replicates)} --bootstrap {args.bootstrap}`.", ""]
     lines += table(results, args.draws)
     text = "\n".join(lines) + "\n"
     print(text)

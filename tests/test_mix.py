@@ -92,3 +92,17 @@ def test_the_report_says_what_to_pre_train_on_and_how_to_check_it(study, tmp_pat
     # repeats the grid's pure sources at N = 1e5 under other keys, so the newest of each pair is kept
     assert len(collect.load_local(root / "sweeps" / "mix")[0]) == len(s.table) + 36 + 6
     assert "6 fine-tuned runs left out (6 superseded)" in s.messages[0]
+
+
+def test_an_r_star_on_the_grid_is_its_own_measurement_and_seeds_narrow_a_trained_interval(study):
+    import copy
+
+    from transfer_lab.analysis.report_mix import _on_grid
+
+    s = copy.deepcopy(study[1])
+    cell = s.cell(s.ref["N"], s.ref["D_F"])
+    cell.best["code_nonpython"], cell.best_ci["code_nonpython"] = 0.0, (0.0, 1.0)  # as on the real 2-core grid
+    text = _on_grid(s)
+    assert text.startswith("r* = 0% at N = 10M, D_F = 1e4 is a ratio the grid trained") and "measured D_T there" in text
+    _, narrow = recommendation(s)  # every ratio inside [0%, 100%] is trained: seeds, not ratios, narrow it
+    assert narrow.endswith(" seed=1,2") and "english,{english:0.75,code_nonpython:0.25}" in narrow

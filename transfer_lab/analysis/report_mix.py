@@ -187,11 +187,31 @@ def _prior(study: MixStudy) -> list[str]:
 
 def _verified(study: MixStudy) -> list[str]:
     if not study.verified:
-        return ["No held-out run at r* yet: run verify.sh (or r* is a grid ratio, measured already).", ""]
+        return [_on_grid(study) or "No held-out run at r* yet: run verify.sh.", ""]
     return md_table(["N", "D_F", "r", "measured D_T", "predicted (interval)", "inside", "grid's best (D_T)"],
                     [[_size(v["N"]), _chars(v['D_F']), f"{v['r']:.0%}", f"{fmt(v['D_T'])} ({v['method']})",
                       f"{fmt(v['predicted'])} {_iv(v['interval'])}", "yes" if v["inside"] else "**no**",
                       f"{v['grid_best']} ({fmt(v['grid_best_D_T'])})"] for v in study.verified]) + [""]
+
+
+def _on_grid(study: MixStudy) -> str | None:
+    """Where the reference cell's r* is a ratio the grid trained, that run is its measurement."""
+    cell = study.cell(study.ref["N"], study.ref["D_F"])
+    if cell is None or study.axis is None:
+        return None
+    b = study.axis[1]
+    r = round(round(cell.best[b] / STEP) * STEP, 2)
+    t = study.table
+    t = t[t[[f"w_{c}" for c in weight_columns(t) if c not in study.axis]].fillna(0).sum(axis=1) == 0]  # the two sources only
+    rows = t[np.isclose(t["N"], cell.n) & np.isclose(t["D_F"], cell.d_f) & np.isclose(t[f"w_{b}"].fillna(-1), r)]
+    if rows.empty:
+        return None
+    m = rows.iloc[0]
+    inside = cell.d_t_ci[0] <= m["D_T"] <= cell.d_t_ci[1]
+    return (f"r* = {r:.0%} at N = {_size(cell.n)}, D_F = {_chars(cell.d_f)} is a ratio the grid trained, so no held-out "
+            f"run is needed: measured D_T there {fmt(m['D_T'])} {_iv((m['D_T_lo'], m['D_T_hi']))}, the mixing law's "
+            f"{fmt(cell.d_t)} {_iv(cell.d_t_ci)} ({'inside' if inside else 'outside'} its interval). The held-out runs "
+            "of verify.sh test the simplex's prediction at the next size (below).")
 
 
 def _plot_ratio_curves(study: MixStudy, out: Path) -> Path | None:
