@@ -4,12 +4,13 @@ the simplex's best and ranking, the atlas prior's arithmetic, and the report a r
 
 from __future__ import annotations
 
+import analysis_synth as syn
 import numpy as np
 import pytest
 
-import analysis_synth as syn
 from transfer_lab.analysis import collect, laws
-from transfer_lab.analysis.mixing import load_mix, simplex_grid
+from transfer_lab.analysis.mix_fitting import simplex_grid
+from transfer_lab.analysis.mixing import load_mix
 from transfer_lab.analysis.report_mix import recommendation, verify_commands, write_mix
 
 SIMPLEX = [{"english": 1}, {"code_nonpython": 1}, {"german": 1},

@@ -14,10 +14,12 @@ curve and fine-tunes from models pre-trained on mixtures of sources (each record
    and the gain D_T(r*)/D_T(0). Cells with D_T ≤ 0 (ossified) cannot enter a log-space law.
 3. Held out: runs launched with experiment=mix_verify enter no fit; each is compared with the
    interval the law predicted for it.
-4. Three or more sources, RegMix-style: mixtures on the simplex at the smallest size; mixing models
-   chosen by leave-one-out; the predicted best mixture, and whether the small-size ranking holds at a
-   larger size (held-out runs there).
+4. Three or more sources, RegMix-style (analysis/mix_simplex.py): mixtures on the simplex at the
+   smallest size; mixing models chosen by leave-one-out; the predicted best mixture, and whether the
+   small-size ranking holds at a larger size (held-out runs there).
 5. The atlas as a prior: a mixture's D_T predicted from its pure sources' D_T alone.
+
+The fitting machinery the two-source and simplex laws share is analysis/mix_fitting.py.
 """
 
 from __future__ import annotations
@@ -29,39 +31,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from transfer_lab.analysis import collect, effective_data, laws, specs
 from transfer_lab.analysis.atlas import PairResult, analyse_pair
-from transfer_lab.analysis.fitting import FitResult, fit_law
+from transfer_lab.analysis.fitting import fit_law
+from transfer_lab.analysis.mix_fitting import (
+    MixLaw,
+    best_on,
+    loo_rmse,
+    mix_data,
+    pooled_noise,
+    prediction_interval,
+    refit,
+    weight_columns,
+)
+from transfer_lab.analysis.mix_simplex import fit_simplex
 from transfer_lab.analysis.sweep_analysis import inversion_law, run_analysis
 from transfer_lab.errors import ResultsError
 
 VERIFY_EXPERIMENT = "mix_verify"  # conf/experiment/mix_verify.yaml: runs that test a prediction, never fitted
 R_GRID = np.round(np.linspace(0.0, 1.0, 101), 2)  # r* is read on this grid
-STEP = 0.05  # mixtures are trained at multiples of 5%
 TWO_SOURCE_LAWS = {"mix_exponential": specs.mix_exponential_spec, "mix_quadratic": specs.mix_quadratic_spec,
                    "mix_line": specs.mix_line_spec}
-SIMPLEX_LAWS = {"simplex_exponential": specs.simplex_exponential_spec,
-                "simplex_quadratic": specs.simplex_quadratic_spec, "simplex_linear": specs.simplex_linear_spec}
-
-
-@dataclass
-class MixLaw:
-    """The chosen mixing law at one (N, D_F): its fit, r* (or the best mixture) and D_T there."""
-
-    n: float
-    d_f: float
-    fit: FitResult
-    best: dict  # {source: weight} of the predicted best mixture
-    best_ci: dict  # {source: (lo, hi)}
-    at_edge: float  # share of bootstrap replicates whose best lies on the simplex's boundary
-    d_t: float
-    d_t_ci: tuple
-    model_based: int  # of the fit's points, how many D_E were model-based (outside the from-scratch curve)
-    gain: float = float("nan")  # D_T(best)/D_T(first source alone)
-    gain_ci: tuple = (float("nan"), float("nan"))
-    boot_best: np.ndarray | None = None  # (B, q) replicate best mixtures
 
 
 @dataclass
@@ -88,10 +79,6 @@ class MixStudy:
 
     def cell(self, n: float, d_f: float) -> MixLaw | None:
         return next((c for c in self.cells if np.isclose(c.n, n) and np.isclose(c.d_f, d_f)), None)
-
-
-def weight_columns(table: pd.DataFrame) -> list[str]:
-    return sorted(c[2:] for c in table.columns if c.startswith("w_"))
 
 
 def load_mix(root, sweep: str, n_bootstrap: int, seed: int, ci: float, monotone_tolerance: float,
@@ -135,7 +122,9 @@ def load_mix(root, sweep: str, n_bootstrap: int, seed: int, ci: float, monotone_
                               "(python train.py -m experiment=mix_text_code_python)")
     else:
         _two_sources(study, scratch + fine, n_bootstrap, seed, ci, monotone_tolerance)
-    _simplex(study, n_bootstrap, seed, ci)
+    study.simplex = fit_simplex(study.table, n_bootstrap, seed, ci)
+    if study.simplex:
+        study.noise[study.simplex["law"]] = study.simplex["noise"]
     _intervals(study, n_bootstrap, seed, ci)
     study.prior = _atlas_prior(study.table)
     return study
@@ -199,75 +188,6 @@ def _cells(rows: pd.DataFrame):
         yield float(n), float(d_f), g.groupby("r" if "r" in g else "source_mix")
 
 
-def _data(g: pd.DataFrame, columns: list[str] | None = None) -> dict:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        data = {"lnDT": np.log(g["D_T"].to_numpy(float))}  # D_T ≤ 0: NaN, left out of the fit
-    if columns is None:
-        data["r"] = g["r"].to_numpy(float)
-    else:
-        data["W"] = g[[f"w_{c}" for c in columns]].to_numpy(float)
-    return data
-
-
-def _loo_rmse(builders: dict, groups: list[tuple[dict, np.ndarray]], ci: float, *spec_args) -> dict:
-    """Leave one point out (the `held` mask's points, one at a time) of every group, per law: RMSE of ln D_T."""
-    errors = {name: [] for name in builders}
-    for data, held in groups:
-        for i in np.flatnonzero(held):
-            if not np.isfinite(data["lnDT"][i]):
-                continue
-            keep = np.arange(len(data["lnDT"])) != i
-            train = {k: v[keep] for k, v in data.items()}
-            test = {k: v[i:i + 1] for k, v in data.items()}
-            for name, build in builders.items():
-                fit = fit_law(build(train, *spec_args), train, n_bootstrap=0, ci=ci)
-                errors[name].append(fit.evaluate(test)[0] - test["lnDT"][0] if fit.ok else np.nan)
-    return {name: float(np.sqrt(np.nanmean(np.square(e)))) if np.isfinite(e).any() else float("nan")
-            for name, e in ((k, np.array(v, float)) for k, v in errors.items())}
-
-
-def _pooled_noise(fits: list[FitResult]) -> float:
-    fits = [f for f in fits if f.ok]
-    dof = sum(f.n_points - f.n_params for f in fits)
-    if dof <= 0:
-        return float("nan")
-    return float(np.sqrt(sum(np.sum((f.predicted - f.observed) ** 2) for f in fits) / dof))
-
-
-def _refit(build, data: dict, sigma: float, n_bootstrap: int, seed: int, ci: float, *spec_args) -> FitResult:
-    """The law with a parametric bootstrap: replicates redraw every point's ln D_T around the fit by `sigma`."""
-    spec = build(data, *spec_args)
-    fit = fit_law(spec, data, n_bootstrap=0, ci=ci)
-    if not fit.ok or not n_bootstrap:
-        return fit
-    rng = np.random.default_rng(seed)
-    keep = np.isfinite(data[spec.target])
-    y = np.full((n_bootstrap, keep.size), np.nan)
-    y[:, keep] = fit.predicted[None, :] + rng.normal(0.0, sigma, (n_bootstrap, int(keep.sum())))
-    return fit_law(spec, data, ci=ci, bootstrap_targets=(y, np.ones_like(y)))
-
-
-def _best_on(fit: FitResult, grid: np.ndarray, sources: list[str], n: float, d_f: float, ci: float, data_key: str,
-             model_based: int) -> MixLaw:
-    """The grid mixture of most predicted D_T, its interval from the replicates, and the gain over the
-    first source alone."""
-    x = {data_key: grid[:, 1] if data_key == "r" else grid}
-    q = [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100]
-    pred = fit.evaluate(x)
-    best = int(np.argmax(pred))
-    boot = fit.evaluate(x, boot=True) if fit.boot_theta is not None and len(fit.boot_theta) else pred[None]
-    picks = np.argmax(np.where(np.isfinite(boot), boot, -np.inf), axis=1)
-    boot_best = grid[picks]
-    first = 0  # grid row 0 is the first source alone
-    gain = np.exp(boot[np.arange(len(boot)), picks] - boot[:, first])
-    return MixLaw(n=n, d_f=d_f, fit=fit, best=dict(zip(sources, map(float, grid[best]))),
-                  best_ci={s: tuple(float(v) for v in np.percentile(boot_best[:, j], q)) for j, s in enumerate(sources)},
-                  at_edge=float(np.mean((boot_best <= 1e-9).any(axis=1))), d_t=float(np.exp(pred[best])),
-                  d_t_ci=tuple(float(v) for v in np.exp(np.percentile(boot[np.arange(len(boot)), picks], q))),
-                  model_based=model_based, gain=float(np.exp(pred[best] - pred[first])),
-                  gain_ci=tuple(float(v) for v in np.percentile(gain, q)), boot_best=boot_best)
-
-
 def _two_sources(study: MixStudy, records: list, n_bootstrap: int, seed: int, ci: float, tolerance: float) -> None:
     a, b = study.axis
     on = _on_axis(study.table, study.axis)
@@ -277,21 +197,21 @@ def _two_sources(study: MixStudy, records: list, n_bootstrap: int, seed: int, ci
         g = by_r.agg(D_T=("D_T", "mean"), model_based=("D_E_method", lambda m: int((m != "interpolated").sum())))
         g = g.reset_index()
         if (g["D_T"] > 0).sum() >= 4:
-            groups.append(((n, d_f), _data(g), ((g["r"] > 0) & (g["r"] < 1)).to_numpy(), int(g["model_based"].sum())))
+            groups.append(((n, d_f), mix_data(g), ((g["r"] > 0) & (g["r"] < 1)).to_numpy(), int(g["model_based"].sum())))
     if not groups:
         study.messages.append(f"no (N, D_F) has ≥ 4 ratios of {a} and {b} with D_T > 0: the ratio curve cannot be "
                               "fitted")
         return
-    study.selection = _loo_rmse(TWO_SOURCE_LAWS, [(d, h) for _, d, h, _ in groups], ci)
+    study.selection = loo_rmse(TWO_SOURCE_LAWS, [(d, h) for _, d, h, _ in groups], ci)
     study.law = min(study.selection, key=lambda k: (np.nan_to_num(study.selection[k], nan=np.inf)))
     build = TWO_SOURCE_LAWS[study.law]
     plain = [fit_law(build(d), d, n_bootstrap=0, ci=ci) for _, d, _, _ in groups]
-    study.noise[study.law] = sigma = _pooled_noise(plain)
+    study.noise[study.law] = sigma = pooled_noise(plain)
     grid = np.column_stack([1 - R_GRID, R_GRID])
     for i, ((n, d_f), data, _, model_based) in enumerate(groups):
-        fit = _refit(build, data, sigma, n_bootstrap, seed + i, ci)
+        fit = refit(build, data, sigma, n_bootstrap, seed + i, ci)
         if fit.ok:
-            study.cells.append(_best_on(fit, grid, [a, b], n, d_f, ci, "r", model_based))
+            study.cells.append(best_on(fit, grid, [a, b], n, d_f, ci, "r", model_based))
     study.moves = _moves(study)
     study.verified = _verify_two(study, on[on["held_out"]], sigma, ci)
     pairs = {}
@@ -328,21 +248,13 @@ def _moves(study: MixStudy) -> list[dict]:
     return out
 
 
-def _prediction_interval(fit: FitResult, x: dict, sigma: float, ci: float, seed: int = 0) -> tuple[float, float, float]:
-    """(predicted D_T, lo, hi) for a new run at x: the law's replicates plus a new run's noise."""
-    rng = np.random.default_rng(seed)
-    boot = fit.evaluate(x, boot=True)[:, 0]
-    lo, hi = np.exp(np.percentile(boot + rng.normal(0.0, sigma, boot.shape), [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100]))
-    return float(np.exp(fit.evaluate(x)[0])), float(lo), float(hi)
-
-
 def _verify_two(study: MixStudy, held: pd.DataFrame, sigma: float, ci: float) -> list[dict]:
     out = []
     for _, row in held.iterrows():
         cell = study.cell(row["N"], row["D_F"])
         if cell is None:
             continue
-        d_t, lo, hi = _prediction_interval(cell.fit, {"r": np.array([row["r"]])}, sigma, ci)
+        d_t, lo, hi = prediction_interval(cell.fit, {"r": np.array([row["r"]])}, sigma, ci)
         grid = study.table[~study.table["held_out"] & np.isclose(study.table["N"], row["N"])
                            & np.isclose(study.table["D_F"], row["D_F"])]
         best = grid.loc[grid["D_T"].idxmax()] if grid["D_T"].notna().any() else None
@@ -350,68 +262,6 @@ def _verify_two(study: MixStudy, held: pd.DataFrame, sigma: float, ci: float) ->
                     "predicted": d_t, "interval": (lo, hi), "inside": bool(lo <= row["D_T"] <= hi),
                     "grid_best": None if best is None else best["source_mix"],
                     "grid_best_D_T": None if best is None else float(best["D_T"])})
-    return out
-
-
-def simplex_grid(q: int, step: float = STEP) -> np.ndarray:
-    """Every mixture of q sources at multiples of `step` (rows sum to 1)."""
-    m = round(1 / step)
-    rows = [c for c in itertools.product(range(m + 1), repeat=q - 1) if sum(c) <= m]
-    return np.array([[m - sum(c), *c] for c in rows], float) / m
-
-
-def _simplex(study: MixStudy, n_bootstrap: int, seed: int, ci: float) -> None:
-    t = study.table
-    cols = weight_columns(t)
-    support = (t[[f"w_{c}" for c in cols]] > 0).sum(axis=1)
-    wide = t[(support >= 3) & ~t["held_out"]]
-    if wide.empty:
-        return
-    n_small = float(wide["N"].min())
-    at = t[np.isclose(t["N"], n_small) & ~t["held_out"]]
-    # every source mixed at that size; english (the reference) first
-    sources = sorted((c for c in cols if (at[f"w_{c}"] > 0).any()), key=lambda s: (s != "english", s))
-    groups = []
-    for d_f, g in at.groupby("D_F"):
-        g = g.groupby("source_mix").agg(D_T=("D_T", "mean"), **{f"w_{c}": (f"w_{c}", "first") for c in sources},
-                                        model_based=("D_E_method", lambda m: int((m != "interpolated").sum())))
-        g = g.reset_index()
-        groups.append((float(d_f), _data(g, sources), (g[[f"w_{c}" for c in sources]].max(axis=1) < 1).to_numpy(),
-                       int(g["model_based"].sum())))
-    selection = _loo_rmse(SIMPLEX_LAWS, [(d, h) for _, d, h, _ in groups], ci, sources)
-    law = min(selection, key=lambda k: np.nan_to_num(selection[k], nan=np.inf))
-    build = SIMPLEX_LAWS[law]
-    sigma = _pooled_noise([fit_law(build(d, sources), d, n_bootstrap=0, ci=ci) for _, d, _, _ in groups])
-    grid = simplex_grid(len(sources))
-    best = {}
-    for i, (d_f, data, _, model_based) in enumerate(groups):
-        fit = _refit(build, data, sigma, n_bootstrap, seed + 100 + i, ci, sources)
-        if fit.ok:
-            best[d_f] = _best_on(fit, grid, sources, n_small, d_f, ci, "W", model_based)
-    study.noise[law] = sigma
-    study.simplex = {"N": n_small, "sources": sources, "selection": selection, "law": law, "best": best,
-                     "mixtures": int(at["source_mix"].nunique()), "ranking": _ranking(t, n_small, best)}
-
-
-def _ranking(t: pd.DataFrame, n_small: float, best: dict) -> list[dict]:
-    """Mixtures measured at the small size and at a larger one (held-out runs there): does the order of
-    their D_T hold, and where does the predicted best land?"""
-    out = []
-    for n_big in sorted(t.loc[t["N"] > n_small, "N"].unique()):
-        for d_f in sorted(best):
-            small = t[np.isclose(t["N"], n_small) & np.isclose(t["D_F"], d_f)].groupby("source_mix")["D_T"].mean()
-            big_rows = t[np.isclose(t["N"], n_big) & np.isclose(t["D_F"], d_f)]
-            big = big_rows.groupby("source_mix")["D_T"].mean()
-            both = small.index.intersection(big.index)
-            if len(both) < 4 or not big_rows["held_out"].any():
-                continue
-            rho = spearmanr(small[both], big[both])
-            predicted = collect.mix_label({s: w for s, w in sorted(best[d_f].best.items()) if w > 0})
-            out.append({"N_small": n_small, "N": float(n_big), "D_F": d_f, "mixtures": len(both),
-                        "spearman": float(rho.statistic), "p_value": float(rho.pvalue), "predicted_best": predicted,
-                        "predicted_best_rank": int((big > big[predicted]).sum()) + 1 if predicted in big.index else None,
-                        "of": len(big), "best_at_N": big.idxmax(), "best_D_T": float(big.max()),
-                        "predicted_best_D_T": float(big[predicted]) if predicted in big.index else float("nan")})
     return out
 
 

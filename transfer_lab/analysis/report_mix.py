@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.analysis import plots
-from transfer_lab.analysis.mixing import STEP, VERIFY_EXPERIMENT, MixStudy, weight_columns
+from transfer_lab.analysis.mix_fitting import STEP, weight_columns
+from transfer_lab.analysis.mixing import VERIFY_EXPERIMENT, MixStudy
 from transfer_lab.analysis.report_format import fmt, md_table
 
 plt = plots.plt
