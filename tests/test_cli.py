@@ -24,7 +24,7 @@ def train(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedPro
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_design_card_sweep_runs_every_cell_then_skips_them(tmp_path, data_dir):
+def test_design_card_sweep_runs_every_cell(tmp_path, data_dir):
     # the card's `-m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6`, at test size; the demo's own
     # scratch grid reaches 3e6 characters, more than the test corpus holds, so the test gives its own
     card = ["-m", "model.n_layer=1,2", "data.finetune_chars=1e4,2e4", "data.scratch_chars=3e4"]
@@ -40,10 +40,7 @@ def test_design_card_sweep_runs_every_cell_then_skips_them(tmp_path, data_dir):
     assert all(r.status == "done" for r in runs)
     pretrained = [p for p in (tmp_path / "outputs/pretrained").iterdir() if p.is_dir()]
     assert len(pretrained) == 2, "one pre-training per size, not one per D_F"
-
-    again = train(tmp_path, data_dir, *card)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "sweep demo: 0 done, 8 skipped, 0 failed" in again.stdout
+    # the same command again skips finished cells: test_faults.py (a re-run after SIGKILL) checks it
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path, data_dir):

@@ -103,7 +103,7 @@ def test_a_multirun_on_slurm_survives_killed_jobs_and_the_rerun_resumes_them(slu
 
     # three cells that train for a while; two are killed from outside once they have a checkpoint, the
     # third finishes (COMPLETED in SLURM's accounting)
-    cmd = base + ["sweep=killed", "data.finetune_chars=1e4,2e4,3e4", "optim.max_steps=3000", "optim.patience=40",
+    cmd = base + ["sweep=killed", "data.finetune_chars=1e4,2e4,3e4", "optim.max_steps=3000", "optim.patience=20",
                   "hydra.launcher.array_parallelism=3"]
     # `with` kills the launcher if an assertion fails first: a launcher left polling a stopped cluster
     # would outlive the test
