@@ -79,6 +79,8 @@ budget-study: setup ## pre-training as a measured axis: 3 sizes x 4 budgets, see
 	    data.finetune_chars=1e4,3e4 data.scratch_chars=1e4,3e4,1e5 $(ARGS)
 	$(PY) train.py -m experiment=pretrain_rule_cpu $(ARGS)
 	$(PY) analyze.py sweep=pretrain_budget_cpu paths.report_dir=docs/results/pretrain_budget_cpu html=false pdf=false
+	$(PY) analyze.py action=compare 'compare.sweeps=[pretrain_budget_cpu,pretrain_rule_cpu]' compare.by=pretrain_rule \
+	    paths.report_dir=docs/results/pretrain_budget_cpu/rule
 
 mix: setup ## the best pre-training mix for Python: ratios, a 3-source simplex, held-out runs at the predictions (reuses the atlas's runs)
 	$(PY) -m transfer_lab.prepare experiment=mix_text_code_python
