@@ -35,6 +35,20 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
+def orphaned(tmp: Path) -> bool:
+    """A temp of temp_path() whose writing process is gone (SIGKILL mid-write): nobody will rename it."""
+    pid = Path(tmp).name.rsplit(".", 2)[-2].split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0 delivers nothing: it only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive
+        return False
+    return False
+
+
 def replace_into(tmp: Path, path: Path) -> None:
     """Give a finished temp file the umask's mode, flush it to disk and rename it over `path`."""
     os.chmod(tmp, file_mode())

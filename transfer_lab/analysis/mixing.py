@@ -177,7 +177,8 @@ def _axis(ft: pd.DataFrame, sources: list[str]) -> tuple[str, str] | None:
     return best
 
 
-def _on_axis(t: pd.DataFrame, axis: tuple[str, str]) -> pd.DataFrame:
+def on_axis(t: pd.DataFrame, axis: tuple[str, str]) -> pd.DataFrame:
+    """The cells mixed from the axis's two sources only, with r = the second's weight."""
     others = [c for c in weight_columns(t) if c not in axis]
     on = t[[f"w_{c}" for c in others]].sum(axis=1) == 0 if others else pd.Series(True, index=t.index)
     return t[on].assign(r=t.loc[on, f"w_{axis[1]}"].round(4))
@@ -190,7 +191,7 @@ def _cells(rows: pd.DataFrame):
 
 def _two_sources(study: MixStudy, records: list, n_bootstrap: int, seed: int, ci: float, tolerance: float) -> None:
     a, b = study.axis
-    on = _on_axis(study.table, study.axis)
+    on = on_axis(study.table, study.axis)
     fit_rows = on[~on["held_out"]]
     groups = []
     for n, d_f, by_r in _cells(fit_rows):

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.analysis import plots
-from transfer_lab.analysis.mix_fitting import STEP, weight_columns
-from transfer_lab.analysis.mixing import VERIFY_EXPERIMENT, MixStudy
+from transfer_lab.analysis.mix_fitting import STEP
+from transfer_lab.analysis.mixing import VERIFY_EXPERIMENT, MixStudy, on_axis
 from transfer_lab.analysis.report_format import fmt, md_table
 
 plt = plots.plt
@@ -202,9 +202,8 @@ def _on_grid(study: MixStudy) -> str | None:
         return None
     b = study.axis[1]
     r = round(round(cell.best[b] / STEP) * STEP, 2)
-    t = study.table
-    t = t[t[[f"w_{c}" for c in weight_columns(t) if c not in study.axis]].fillna(0).sum(axis=1) == 0]  # the two sources only
-    rows = t[np.isclose(t["N"], cell.n) & np.isclose(t["D_F"], cell.d_f) & np.isclose(t[f"w_{b}"].fillna(-1), r)]
+    t = on_axis(study.table, study.axis)
+    rows = t[np.isclose(t["N"], cell.n) & np.isclose(t["D_F"], cell.d_f) & np.isclose(t["r"], r)]
     if rows.empty:
         return None
     m = rows.iloc[0]
@@ -222,7 +221,7 @@ def _plot_ratio_curves(study: MixStudy, out: Path) -> Path | None:
     d_fs = sorted({c.d_f for c in study.cells})
     colors = plots._colors({c.n for c in study.cells})
     fig, axes = plt.subplots(1, len(d_fs), figsize=(4.2 * len(d_fs), 3.6), sharey=True, squeeze=False)
-    on = study.table[study.table[[f"w_{c}" for c in weight_columns(study.table) if c not in study.axis]].sum(axis=1) == 0]
+    on = on_axis(study.table, study.axis)
     r = np.linspace(0, 1, 101)
     for ax, d_f in zip(axes[0], d_fs):
         for c in (c for c in study.cells if c.d_f == d_f):

@@ -16,13 +16,14 @@ running a job, and only those: an idle worker keeps serving the queue. It exits 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
 from pathlib import Path
 
-from transfer_lab.atomic_files import atomic_write_text
+from transfer_lab.atomic_files import atomic_write_text, orphaned
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 STOP_MARKER = "stop-requested"  # in the launch folder: the signal that asked the launch to stop
@@ -81,29 +82,16 @@ def note_job(job_dir: Path | None, **fields) -> None:
     Best effort: on a full disk the job goes on, and the launcher counts from what it has."""
     if job_dir is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         atomic_write_text(Path(job_dir) / JOB_FILE, json.dumps({**read_job(job_dir), **fields}))
-    except OSError:
-        pass
 
 
 def remove_torn_job_files(launches_dir: Path) -> None:
-    """Job-file temps that a SIGKILL left in earlier launches' folders (`.job.json.<pid>-<hex>.tmp`),
-    where their writer is gone: a live writer's temp is about to be renamed, so it stays."""
+    """Job-file temps that a SIGKILL left in earlier launches' folders (`.job.json.<pid>-<hex>.tmp`);
+    a live writer's temp is about to be renamed, so it stays."""
     for tmp in Path(launches_dir).glob(f"*/*/.{JOB_FILE}.*.tmp"):
-        pid = tmp.name[len(JOB_FILE) + 2:].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if orphaned(tmp):
             tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: delivers nothing, only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    return True
 
 
 def read_job(job_dir: Path) -> dict:
@@ -117,19 +105,15 @@ def read_job(job_dir: Path) -> dict:
 def _mark_and_forward(launch_dir: Path, signum: int) -> None:
     """Write the marker first, then signal the running jobs: a job either noted its pid before the
     scan (and is signalled) or looks at the marker after it was written (and does not start)."""
-    try:
+    with contextlib.suppress(OSError):  # a full disk: the running jobs still get the signal
         (launch_dir / STOP_MARKER).write_text(str(signum))
-    except OSError:
-        pass  # a full disk: the running jobs still get the signal
     me = os.getpid()
     for job_file in launch_dir.glob(f"*/{JOB_FILE}"):
         job = read_job(job_file.parent)
         pid = job.get("pid")
         if isinstance(pid, int) and pid != me and "outcome" not in job and _descends_from(pid, me):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # it ended meanwhile
                 os.kill(pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 def _descends_from(pid: int, ancestor: int) -> bool:
