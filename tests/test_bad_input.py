@@ -679,7 +679,7 @@ def test_analyze_key_catalog(tmp_path, overrides, names, capsys):
 @pytest.mark.parametrize("overrides,names", [c[1:] for c in ANALYZE_KEY_CASES], ids=[c[0] for c in ANALYZE_KEY_CASES])
 def test_validate_analyze_config_catches_them(tmp_path, overrides, names, capsys):
     """The check run_cli calls first, on its own."""
-    from transfer_lab.analysis.config_checks import validate_analyze_config
+    from transfer_lab.analysis.settings import read_settings as validate_analyze_config
 
     validate_analyze_config(analyze_cfg(tmp_path))  # the shipped defaults pass
     expect_user_error(lambda: validate_analyze_config(analyze_cfg(tmp_path, *overrides)), names, ConfigError,

@@ -16,7 +16,7 @@ ENTRY_POINTS = {"transfer_lab.prepare"}  # `python -m transfer_lab.prepare`: abo
 # analysis's own edge (analyze.py's actions)
 READS_CONFIG = {"transfer_lab.study.job", "transfer_lab.study.job_settings", "transfer_lab.study.validate",
                 "transfer_lab.study.launch_checks", "transfer_lab.prepare", "transfer_lab.analysis.actions",
-                "transfer_lab.analysis.config_checks"}
+                "transfer_lab.analysis.settings"}
 
 
 def _modules() -> dict[str, Path]:

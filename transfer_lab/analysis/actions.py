@@ -1,137 +1,161 @@
-"""What analyze.py does with its config (kept here so the script stays thin and testable)."""
+"""What analyze.py does with its config: read the settings once, then one function per action."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from transfer_lab.analysis import collect
-from transfer_lab.analysis.config_checks import ANALYZE_ACTIONS as ACTIONS
+from transfer_lab.analysis.settings import AnalyzeSettings, read_settings
 from transfer_lab.errors import ConfigError
 
-SOURCES = ("local", "wandb", "wandb_offline")
+
+def command_line() -> str:
+    return " ".join(["python analyze.py", *sys.argv[1:]])
 
 
-def _get(cfg, dotted: str, default=None):
-    node = cfg
-    for part in dotted.split("."):
-        if node is None or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def gather(cfg) -> collect.Collection:
-    source, loss = _get(cfg, "source", "local"), _get(cfg, "loss", "per_char")
-    if source not in SOURCES:
-        raise ConfigError(f"source={source!r} unknown; use one of {', '.join(SOURCES)}")
-    if loss not in collect.LOSS_COLUMNS:
-        raise ConfigError(f"loss={loss!r} unknown; use per_char or per_token")
-    if source == "local":
-        root = collect.output_root(_get(cfg, "paths.output_root"))
-        return collect.collect_local(root, _get(cfg, "sweep"), loss=loss)
+def gather(s: AnalyzeSettings, sweep: str | None = None) -> collect.Collection:
+    sweep = sweep or s.sweep
+    if s.source == "local":
+        return collect.collect_local(collect.output_root(s.output_root), sweep, loss=s.fit.loss)
     from transfer_lab.analysis import wandb_io
-    if source == "wandb":
-        return wandb_io.collect_wandb(_get(cfg, "wandb.entity"), _get(cfg, "wandb.project"),
-                                      _get(cfg, "wandb.group") or _get(cfg, "sweep"), loss=loss)
-    return wandb_io.collect_wandb_offline(Path(_get(cfg, "wandb.offline_dir", "wandb")),
-                                          _get(cfg, "wandb.group") or _get(cfg, "sweep"), loss=loss)
+    group = s.wandb["group"] or sweep
+    if s.source == "wandb":
+        return wandb_io.collect_wandb(s.wandb["entity"], s.wandb["project"], group, loss=s.fit.loss)
+    return wandb_io.collect_wandb_offline(Path(s.wandb["offline_dir"] or "wandb"), group, loss=s.fit.loss)
 
 
-def report_dir_for(cfg, sweep: str) -> Path:
-    configured = _get(cfg, "paths.report_dir")
-    if configured:
-        return Path(configured)
-    return collect.sweep_dir(collect.output_root(_get(cfg, "paths.output_root")), sweep) / "report"
+def report_dir_for(s: AnalyzeSettings, sweep: str, leaf: str = "report") -> Path:
+    if s.report_dir:
+        return Path(s.report_dir)
+    return collect.sweep_dir(collect.output_root(s.output_root), sweep) / leaf
 
 
-def run_cli(cfg) -> None:
-    from transfer_lab.analysis.config_checks import validate_analyze_config
+def _fit_kw(s: AnalyzeSettings) -> dict:
+    f = s.fit
+    return dict(n_bootstrap=f.n_bootstrap, seed=f.seed, ci=f.ci, huber=f.huber, method=f.method,
+                low_data_fraction=f.low_data_fraction, loss=f.loss, monotone_tolerance=f.monotone_tolerance)
+
+
+def _analysed(s: AnalyzeSettings):
     from transfer_lab.analysis.sweep_analysis import run_analysis
+    coll = gather(s)
+    return run_analysis(coll, **_fit_kw(s)), coll
 
-    validate_analyze_config(cfg)
-    action = _get(cfg, "action", "fit")
-    if action not in ACTIONS:
-        raise ConfigError(f"action={action!r} unknown; use one of {', '.join(ACTIONS)}")
-    method = _get(cfg, "effective_data.method", "interp")
-    if method not in ("interp", "kaplan"):
-        raise ConfigError(f"effective_data.method={method!r} unknown; use interp or kaplan")
-    n_boot = int(_get(cfg, "fit.n_bootstrap", 1000))
-    if n_boot < 0:
-        raise ConfigError(f"fit.n_bootstrap={n_boot} must be ≥ 0")
-    if action == "atlas":
-        from transfer_lab.analysis.atlas import run_atlas
-        root = collect.output_root(_get(cfg, "paths.output_root"))
-        sweep = _get(cfg, "sweep") or "atlas"
-        out = Path(_get(cfg, "paths.report_dir") or collect.sweep_dir(root, sweep) / "atlas")
-        path, pairs = run_atlas(root, sweep, out, _get(cfg, "atlas.reference_n"),
-                                _get(cfg, "atlas.reference_finetune_chars"), n_boot, int(_get(cfg, "fit.seed", 0)),
-                                float(_get(cfg, "fit.ci", 0.95)), float(_get(cfg, "checks.monotone_tolerance", 0.003)),
-                                html=bool(_get(cfg, "html", True)))
-        print(f"atlas {sweep}: {len(pairs)} ordered pairs → {path}")
+
+def do_atlas(s: AnalyzeSettings) -> None:
+    from transfer_lab.analysis.atlas import run_atlas
+    root = collect.output_root(s.output_root)
+    sweep = s.sweep or "atlas"
+    out = report_dir_for(s, sweep, "atlas")
+    ref_n, ref_df = s.reference["atlas"]
+    path, pairs = run_atlas(root, sweep, out, ref_n, ref_df, s.fit.n_bootstrap, s.fit.seed, s.fit.ci,
+                            s.fit.monotone_tolerance, html=s.html)
+    print(f"atlas {sweep}: {len(pairs)} ordered pairs → {path}")
+
+
+def do_mix(s: AnalyzeSettings) -> None:
+    from transfer_lab.analysis.mixing import load_mix
+    from transfer_lab.analysis.report_mix import recommendation, write_mix
+    root = collect.output_root(s.output_root)
+    sweep = s.sweep or "mix_text_code_python"
+    out = report_dir_for(s, sweep, "mix")
+    f = s.fit
+    study = load_mix(root, sweep, f.n_bootstrap, f.seed, f.ci, f.monotone_tolerance, *s.reference["mix"])
+    path = write_mix(study, out, command_line(), {"n_bootstrap": f.n_bootstrap, "seed": f.seed, "ci": f.ci})
+    sentence, narrow = recommendation(study)
+    print(sentence)
+    if narrow:
+        print(f"to narrow it: {narrow}")
+    print(f"report → {path}; the runs that test it: {out / 'verify.sh'}")
+
+
+def do_compare(s: AnalyzeSettings) -> None:
+    from transfer_lab.analysis.compare import run_compare
+    root = collect.output_root(s.output_root)
+    out = s.report_dir or root / "compare" / ("_vs_".join(s.compare_sweeps) or "none")
+    path = run_compare(root, Path(out), list(s.compare_sweeps), s.compare_by, s.fit.monotone_tolerance)
+    print(f"comparison → {path}")
+
+
+def do_collect(s: AnalyzeSettings) -> None:
+    coll = gather(s)
+    out = report_dir_for(s, coll.sweep)
+    out.mkdir(parents=True, exist_ok=True)
+    coll.table.to_csv(out / "table.csv", index=False)
+    print(f"{len(coll.table)} runs ({len(coll.excluded)} excluded) → {out / 'table.csv'}")
+
+
+def do_plan(s: AnalyzeSettings) -> None:
+    from transfer_lab.analysis.plan import format_plan, plan_runs
+    res, coll = _analysed(s)
+    print(format_plan(plan_runs(res, coll)))
+
+
+def do_predict(s: AnalyzeSettings) -> None:
+    from transfer_lab.analysis import preregister
+    from transfer_lab.analysis.predict import format_prediction, predict
+    if not s.predict_n or not (s.predict_finetune_chars or s.predict_scratch_chars):
+        raise ConfigError("action=predict needs predict.n and predict.finetune_chars (one value or a list), "
+                          "e.g. predict.n=1e6 predict.finetune_chars=1e6")
+    res, _ = _analysed(s)
+    if s.predict_save is None:
+        for n in s.predict_n:
+            for d_f in s.predict_finetune_chars:
+                print(format_prediction(predict(res, n, d_f, s.predict_law)))
         return
-    if action == "mix":
-        from transfer_lab.analysis.mixing import load_mix
-        from transfer_lab.analysis.report_mix import recommendation, write_mix
-        root = collect.output_root(_get(cfg, "paths.output_root"))
-        sweep = _get(cfg, "sweep") or "mix_text_code_python"
-        out = Path(_get(cfg, "paths.report_dir") or collect.sweep_dir(root, sweep) / "mix")
-        seed, ci = int(_get(cfg, "fit.seed", 0)), float(_get(cfg, "fit.ci", 0.95))
-        study = load_mix(root, sweep, n_boot, seed, ci, float(_get(cfg, "checks.monotone_tolerance", 0.003)),
-                         _get(cfg, "mix.reference_n"), _get(cfg, "mix.reference_finetune_chars"))
-        path = write_mix(study, out, " ".join(["python analyze.py", *sys.argv[1:]]),
-                         {"n_bootstrap": n_boot, "seed": seed, "ci": ci})
-        sentence, narrow = recommendation(study)
-        print(sentence)
-        if narrow:
-            print(f"to narrow it: {narrow}")
-        print(f"report → {path}; the runs that test it: {out / 'verify.sh'}")
-        return
-    if action == "compare":
-        from transfer_lab.analysis.compare import run_compare
-        root = collect.output_root(_get(cfg, "paths.output_root"))
-        names = "_vs_".join(str(n) for n in (_get(cfg, "compare.sweeps") or []))
-        out = Path(_get(cfg, "paths.report_dir") or root / "compare" / (names or "none"))
-        path = run_compare(root, out, list(_get(cfg, "compare.sweeps") or []), _get(cfg, "compare.by"),
-                           float(_get(cfg, "checks.monotone_tolerance") or 0.003))
-        print(f"comparison → {path}")
-        return
-    coll = gather(cfg)
-    out = report_dir_for(cfg, coll.sweep)
-    if action == "collect":
-        out.mkdir(parents=True, exist_ok=True)
-        coll.table.to_csv(out / "table.csv", index=False)
-        print(f"{len(coll.table)} runs ({len(coll.excluded)} excluded) → {out / 'table.csv'}")
-        return
-    kw = dict(n_bootstrap=n_boot, seed=int(_get(cfg, "fit.seed", 0)), ci=float(_get(cfg, "fit.ci", 0.95)),
-              huber=_get(cfg, "fit.huber_delta"), method=method, low_data_fraction=_get(cfg, "effective_data.low_data_fraction"),
-              loss=_get(cfg, "loss", "per_char"),
-              monotone_tolerance=float(_get(cfg, "checks.monotone_tolerance", 0.003)))
-    if action == "plan":
-        from transfer_lab.analysis.plan import format_plan, plan_runs
-        res = run_analysis(coll, **kw)
-        print(format_plan(plan_runs(res, coll)))
-        return
-    if action == "predict":
-        from transfer_lab.analysis.predict import format_prediction, predict
-        n, d_f = _get(cfg, "predict.n"), _get(cfg, "predict.finetune_chars")
-        if n is None or d_f is None:
-            raise ConfigError("action=predict needs predict.n and predict.finetune_chars, "
-                              "e.g. predict.n=1e6 predict.finetune_chars=1e6")
-        res = run_analysis(coll, **kw)
-        print(format_prediction(predict(res, float(n), float(d_f), _get(cfg, "predict.law", "transfer"))))
-        return
-    res = run_analysis(coll, make_plots=bool(_get(cfg, "plots", True)), report_dir=out,
-                       html=bool(_get(cfg, "html", True)), command=" ".join(["python analyze.py", *sys.argv[1:]]),
-                       pdf=bool(_get(cfg, "pdf", True)), **kw)
+    cells = preregister.predict_cells(res, list(s.predict_n), list(s.predict_finetune_chars),
+                                      list(s.predict_scratch_chars))
+    doc = preregister.predictions_document(res, cells, command_line())
+    path = preregister.save(s.predict_save, doc)
+    print(preregister.format_cells(doc))
+    print(f"{len(cells)} predictions for sweep {res.sweep}, fitted on {len(doc['fitted_on']['runs'])} runs "
+          f"(sha256 {doc['fitted_on']['sha256'][:12]}, commit {doc['commit'][:12]}) → {path}; "
+          f"commit it before the runs train, then: analyze.py action=verify verify.predictions={path}")
+
+
+def do_verify(s: AnalyzeSettings) -> None:
+    from transfer_lab.analysis import preregister
+    from transfer_lab.analysis.sweep_analysis import run_analysis
+    if s.verify_predictions is None:
+        raise ConfigError("action=verify needs verify.predictions=FILE (written by action=predict predict.save=FILE)")
+    doc = preregister.load(s.verify_predictions)
+    coll = gather(s, doc["sweep"])
+    preregister.check_hash(doc, coll.table, s.verify_predictions)
+    res = run_analysis(coll, **{**_fit_kw(s), "n_bootstrap": 0})  # measured D_T needs no bootstrap
+    rows, cal = preregister.verify(doc, res.table, s.verify_predictions)
+    out = s.report_dir or Path(s.verify_predictions).parent
+    path = preregister.write_verification(Path(out), doc, s.verify_predictions, rows, cal, command_line())
+    print(preregister.format_calibration(cal))
+    print(f"{len(rows)} measured quantities → {path}")
+
+
+def do_fit(s: AnalyzeSettings) -> None:
+    from transfer_lab.analysis.sweep_analysis import run_analysis
+    coll = gather(s)
+    out = report_dir_for(s, coll.sweep)
+    res = run_analysis(coll, make_plots=s.plots, report_dir=out, html=s.html, command=command_line(), pdf=s.pdf,
+                       **_fit_kw(s))
     print(f"sweep {res.sweep}: {len(res.table)} runs, {int(res.table['excluded'].sum())} excluded, "
           f"{sum(f.ok for f in res.fits.values())} of {len(res.fits)} global fits done "
           f"in {res.timings.get('total_s', 0):.1f} s → {out / 'report.md'}")
     for m in res.messages:
         print(f"  note: {m}")
-    if _get(cfg, "wandb.enabled", False) or os.environ.get("WANDB_MODE"):
+    if s.wandb["enabled"] or _wandb_mode_set():
         from transfer_lab.analysis import wandb_io
-        run_dir = wandb_io.log_analysis(res, out, _get(cfg, "wandb.project"), _get(cfg, "wandb.entity"),
-                                        _get(cfg, "wandb.mode", "offline"))
+        run_dir = wandb_io.log_analysis(res, out, s.wandb["project"], s.wandb["entity"], s.wandb["mode"] or "offline")
         print(f"  logged to W&B as an analysis run ({run_dir})")
+
+
+def _wandb_mode_set() -> bool:
+    import os
+    return bool(os.environ.get("WANDB_MODE"))
+
+
+ACTIONS = {"fit": do_fit, "plan": do_plan, "predict": do_predict, "verify": do_verify, "collect": do_collect,
+           "compare": do_compare, "atlas": do_atlas, "mix": do_mix}
+
+
+def run_cli(cfg) -> None:
+    settings = read_settings(cfg)
+    ACTIONS[settings.action](settings)

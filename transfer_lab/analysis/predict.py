@@ -8,7 +8,7 @@ from transfer_lab.analysis import laws
 from transfer_lab.errors import ConfigError, ResultsError
 
 
-def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
+def interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
     s = samples[np.isfinite(samples)]
     if not len(s):
         return (float("nan"), float("nan"))
@@ -39,11 +39,11 @@ def predict(result, n: float, finetune_chars: float, law: str = "transfer") -> d
 
     out = {"law": law, "N": float(n), "D_F": float(finetune_chars), "ci": ci}
     d_t, d_tb = float(dt_of(theta)[0]), dt_of(boot)
-    out["D_T"], out["D_T_ci"] = d_t, _interval(d_tb, ci)
+    out["D_T"], out["D_T_ci"] = d_t, interval(d_tb, ci)
     out["multiplier"] = float(laws.effective_multiplier(finetune_chars, d_t))
-    out["multiplier_ci"] = _interval(laws.effective_multiplier(finetune_chars, d_tb), ci)
+    out["multiplier_ci"] = interval(laws.effective_multiplier(finetune_chars, d_tb), ci)
     out["fraction"] = float(laws.transfer_fraction(finetune_chars, d_t))
-    out["fraction_ci"] = _interval(laws.transfer_fraction(finetune_chars, d_tb), ci)
+    out["fraction_ci"] = interval(laws.transfer_fraction(finetune_chars, d_tb), ci)
     loss_fit = fit if law == "unified" else result.fit("kaplan")
     if loss_fit is not None:
         def loss_of(th_loss, d_eff):
@@ -51,7 +51,7 @@ def predict(result, n: float, finetune_chars: float, law: str = "transfer") -> d
         lb = loss_fit.boot_theta if loss_fit.boot_theta is not None and len(loss_fit.boot_theta) else loss_fit.theta[None]
         m = min(len(lb), len(d_tb))
         out["loss"] = float(loss_of(loss_fit.theta[None], finetune_chars + d_t)[0])
-        out["loss_ci"] = _interval(loss_of(lb[:m], finetune_chars + d_tb[:m]), ci)
+        out["loss_ci"] = interval(loss_of(lb[:m], finetune_chars + d_tb[:m]), ci)
         out["loss_scratch"] = float(loss_of(loss_fit.theta[None], finetune_chars)[0])
         out["loss_from"] = "unified law" if law == "unified" else "Kaplan from-scratch fit at D_F + D_T"
     else:

@@ -1,0 +1,370 @@
+"""Pre-registered predictions: what the fitted laws expect for cells that are not trained yet,
+written down (and committed) before they train, then checked cell by cell once they exist.
+
+A predictions file holds, per law and cell, the point prediction and a 95% *prediction* interval
+for one new run: the laws' bootstrap draws, each with one run's measured seed noise added, since a
+single new run scatters around the law by that much:
+  loss        ln L_draw + ε,  ε ~ N(0, σ_regime(N))
+  D_T         D_E_draw·e^ε − D_F,  ε ~ N(0, √(σ_finetune² + σ_scratch²) / |d ln L/d ln D|):
+              the loss noise of the fine-tune and of the from-scratch curve, read through the
+              from-scratch curve's slope at D_E (a flat curve turns 1% of loss into a lot of data)
+It is stamped with a content hash of the records it was fitted on (run keys, losses, steps), so
+`verify` can tell when those runs changed after the predictions were written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from transfer_lab import atomic_files
+from transfer_lab.analysis import collect, laws
+from transfer_lab.analysis.predict import interval
+from transfer_lab.errors import ConfigError, ResultsError
+
+FORMAT = "transfer_lab.predictions/1"
+HASHED = ("run_key", "regime", "status", "loss_per_char", "loss_per_token", "steps", "converged", "seed")
+N_TOLERANCE = 0.02  # a measured run is the predicted cell's if its N is within 2% (N is given as a number)
+D_TOLERANCE = 0.03  # D_F and D are recorded as the subset's real characters: 9,999 for 1e4
+
+
+def runs_hash(table: pd.DataFrame, run_keys: list[str]) -> str:
+    """sha256 of the records of `run_keys` (the fields a fit reads), independent of row order."""
+    rows = table[table["run_key"].isin(run_keys)][list(HASHED)].sort_values("run_key")
+    text = "\n".join("|".join(_canonical(v) for v in row) for row in rows.itertuples(index=False))
+    missing = sorted(set(run_keys) - set(rows["run_key"]))
+    return hashlib.sha256((text + "\nmissing:" + ",".join(missing)).encode()).hexdigest()
+
+
+def _canonical(value) -> str:
+    """One spelling per value, whatever dtype a column took (a running run's empty row turns ints
+    into floats, booleans into objects)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def fitted_runs(table: pd.DataFrame) -> list[str]:
+    """The finished target runs an analysis of this table fits (and their pre-trainings)."""
+    done = table[table["status"] == "done"]
+    return sorted(done["run_key"].astype(str))
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """HEAD of the checkout this code runs from, '+dirty' when it has uncommitted changes."""
+    where = cwd or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if head.returncode:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+@dataclass(frozen=True)
+class Noise:
+    finetune: float  # σ of one run's ln loss (0 where not measured)
+    scratch: float
+    source: str
+
+
+def _noise(res, n: float) -> Noise:
+    model = res.noise
+    if model is None:
+        return Noise(0.0, 0.0, "not measured: intervals hold the laws' uncertainty only")
+    ft, sc = model.sigma("finetune", n), model.sigma("scratch", n)
+    source = f"finetune: {model.source('finetune', n)}; scratch: {model.source('scratch', n)}"
+    return Noise(ft or 0.0, sc or 0.0, source)
+
+
+def _kaplan_slope(n, d, n_c, d_c, alpha_n, alpha_d):
+    """d ln L / d ln D of Kaplan's law at (N, D): how much ln loss one e-fold of data removes."""
+    data_term = d_c / d
+    return -alpha_d * data_term / (np.power(n_c / n, alpha_n / alpha_d) + data_term)
+
+
+def _draws(fit, columns: slice) -> np.ndarray:
+    theta = fit.boot_theta if fit.boot_theta is not None and len(fit.boot_theta) else fit.theta[None, :]
+    return theta[:, columns]
+
+
+def _kaplan(theta: np.ndarray) -> tuple:
+    return 10 ** theta[:, 0], 10 ** theta[:, 1], theta[:, 2], theta[:, 3]
+
+
+def _law_parts(res, law: str):
+    """(transfer parameters (k, α, β) as columns, Kaplan parameters as columns) of `law`: its best
+    fit and its bootstrap draws; None where the law was not fitted."""
+    fit = res.fit(law)
+    loss_fit = fit if law == "unified" else res.fit("kaplan")
+    if fit is None or loss_fit is None:
+        return None
+    dt_cols = slice(0, 3) if law == "transfer" else slice(4, 7)
+    best = (fit.theta[None, dt_cols], loss_fit.theta[None, 0:4])
+    boot_dt, boot_loss = _draws(fit, dt_cols), _draws(loss_fit, slice(0, 4))
+    m = min(len(boot_dt), len(boot_loss))  # two independent bootstraps: paired draw by draw
+    return best, (boot_dt[:m], boot_loss[:m])
+
+
+def _finetune_cell(parts, n: float, d_f: float, noise: Noise, rng, ci: float) -> dict:
+    out = {}
+    for name, (dt_theta, loss_theta) in (("best", parts[0]), ("draws", parts[1])):
+        d_t = laws.transfer_dt(d_f, n, 10 ** dt_theta[:, 0], dt_theta[:, 1], dt_theta[:, 2])
+        kap = _kaplan(loss_theta)
+        d_e = d_f + d_t
+        loss = laws.kaplan_loss(n, d_e, *kap)
+        if name == "draws":
+            slope = np.abs(_kaplan_slope(n, d_e, *kap))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sigma_ln_de = np.hypot(noise.finetune, noise.scratch) / slope
+            d_t = d_e * np.exp(rng.standard_normal(len(d_e)) * np.nan_to_num(sigma_ln_de, nan=0.0)) - d_f
+            loss = loss * np.exp(rng.standard_normal(len(loss)) * noise.finetune)
+        out[name] = (d_t, loss)
+    d_t, loss = out["best"]
+    d_tb, loss_b = out["draws"]
+    return {"D_T": float(d_t[0]), "D_T_ci": interval(d_tb, ci),
+            "multiplier": float((d_f + d_t[0]) / d_f), "multiplier_ci": interval((d_f + d_tb) / d_f, ci),
+            "loss": float(loss[0]), "loss_ci": interval(loss_b, ci)}
+
+
+def _scratch_cell(res, n: float, d: float, noise: Noise, rng, ci: float) -> dict | None:
+    fit = res.fit("kaplan")
+    if fit is None:
+        return None
+    best = laws.kaplan_loss(n, d, *_kaplan(fit.theta[None, :]))
+    draws = laws.kaplan_loss(n, d, *_kaplan(_draws(fit, slice(0, 4))))
+    draws = draws * np.exp(rng.standard_normal(len(draws)) * noise.scratch)
+    return {"loss": float(best[0]), "loss_ci": interval(draws, ci)}
+
+
+def predict_cells(res, sizes: list[float], finetune_chars: list[float], scratch_chars: list[float],
+                  law_names=("transfer", "unified")) -> list[dict]:
+    """One row per (law, cell): fine-tunes at every (N, D_F) for each fitted law, from-scratch runs at
+    every (N, D) from the Kaplan law."""
+    ci, rng = res.settings.get("ci", 0.95), np.random.default_rng(res.settings.get("seed", 0))
+    cells = []
+    for law in law_names:
+        parts = _law_parts(res, law)
+        if parts is None:
+            continue
+        for n in sizes:
+            for d_f in finetune_chars:
+                noise = _noise(res, n)
+                cell = _finetune_cell(parts, n, d_f, noise, rng, ci)
+                cells.append({"law": law, "regime": "finetune", "N": float(n), "D": float(d_f),
+                              "pretrain_budget": res.main_budget, **cell, "noise": noise.source})
+    for n in sizes:
+        for d in scratch_chars:
+            cell = _scratch_cell(res, n, d, _noise(res, n), rng, ci)
+            if cell is not None:
+                cells.append({"law": "kaplan", "regime": "scratch", "N": float(n), "D": float(d),
+                              "pretrain_budget": None, **cell, "noise": _noise(res, n).source})
+    if not cells:
+        raise ResultsError(f"no law was fitted for sweep {res.sweep} (needs from-scratch and fine-tuned runs at "
+                           "≥ 2 sizes and 2 data sizes); nothing can be predicted yet")
+    return cells
+
+
+def predictions_document(res, cells: list[dict], command: str) -> dict:
+    keys = fitted_runs(res.table)
+    fits = {name: {"params": f.params, "ci": {k: list(v) for k, v in f.ci.items()}}
+            for name, f in res.fits.items() if f.ok and name in ("transfer", "unified", "kaplan")}
+    return {"format": FORMAT, "sweep": res.sweep, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "commit": git_commit(), "command": command, "ci": res.settings.get("ci", 0.95),
+            "settings": {k: v for k, v in res.settings.items() if k != "command"},
+            "fitted_on": {"runs": keys, "sha256": runs_hash(res.table, keys)}, "fits": fits, "cells": cells}
+
+
+def save(path: Path, document: dict) -> Path:
+    """Write a predictions file; an existing one is never replaced (it is a pre-registration)."""
+    path = Path(path)
+    if path.exists():
+        raise ConfigError(f"{path} exists: pre-registered predictions are never overwritten; "
+                          f"choose another predict.save=... (or move the old file away yourself)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_files.atomic_write_text(path, json.dumps(document, indent=1, default=_plain) + "\n")
+    return path
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def load(path: Path) -> dict:
+    """A predictions file, or a one-line error naming what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"predictions file {path} does not exist (or is not a file); write one first with "
+                          "analyze.py action=predict predict.n=... predict.finetune_chars=... predict.save=FILE")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ResultsError(f"predictions file {path} cannot be read ({type(err).__name__}); restore it from git "
+                           "(git checkout -- FILE): a pre-registration cannot be rewritten after its runs exist") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("cells"), list):
+        raise ResultsError(f"{path} is not a transfer_lab predictions file (format {FORMAT}); point "
+                           "verify.predictions at a file written by action=predict predict.save=...")
+    return doc
+
+
+def check_hash(doc: dict, table: pd.DataFrame, path: Path) -> None:
+    """The runs the predictions were fitted on must be the runs there now, unchanged."""
+    keys = doc["fitted_on"]["runs"]
+    if runs_hash(table, keys) == doc["fitted_on"]["sha256"]:
+        return
+    missing = sorted(set(keys) - set(table["run_key"]))
+    raise ResultsError(f"{path} was fitted on {len(keys)} runs of sweep {doc['sweep']} that have changed since "
+                       f"({len(missing)} missing{': ' + missing[0] if missing else ''}; others retrained or edited): "
+                       "its predictions no longer test these runs; pre-register again from the current runs")
+
+
+def _match(table: pd.DataFrame, cell: dict) -> pd.DataFrame:
+    t = table[(table["regime"] == cell["regime"]) & ~table["excluded"].astype(bool)]
+    t = t[np.isclose(t["N"], cell["N"], rtol=N_TOLERANCE) & np.isclose(t["D_F"], cell["D"], rtol=D_TOLERANCE)]
+    if cell["regime"] == "finetune" and cell.get("pretrain_budget") is not None:
+        t = t[np.isclose(t["pretrain_budget"], cell["pretrain_budget"], rtol=0.01)]
+    return t
+
+
+def compare(doc: dict, table: pd.DataFrame) -> pd.DataFrame:
+    """Measured against predicted, one row per (law, cell, quantity) with a measurement."""
+    rows = []
+    for cell in doc["cells"]:
+        runs = _match(table, cell)
+        if not len(runs):
+            continue
+        quantities = [("loss", float(runs["loss"].mean()))]
+        if cell["regime"] == "finetune":
+            interp = runs[runs["D_E_method"] == "interpolated"] if "D_E_method" in runs else runs.iloc[:0]
+            quantities.append(("D_T", float(interp["D_T"].mean()) if len(interp) else float("nan")))
+        for quantity, measured in quantities:
+            lo, hi = cell[quantity + "_ci"]
+            rows.append({"law": cell["law"], "regime": cell["regime"], "N": cell["N"], "D": cell["D"],
+                         "quantity": quantity, "predicted": cell[quantity], "lo": lo, "hi": hi,
+                         "measured": measured, "seeds": len(runs),
+                         "inside": bool(lo <= measured <= hi) if np.isfinite(measured) else None,
+                         "miss": _miss(measured, lo, hi)})
+    return pd.DataFrame(rows)
+
+
+def _miss(measured: float, lo: float, hi: float) -> float:
+    """How far outside its interval a measurement lies, relative to the nearer edge (0 inside)."""
+    if not np.isfinite(measured) or lo <= measured <= hi:
+        return 0.0
+    edge = lo if measured < lo else hi
+    return float(measured / edge - 1) if edge else float("nan")
+
+
+def calibration(rows: pd.DataFrame, nominal: float) -> pd.DataFrame:
+    """Share of measured cells inside their interval, per law and quantity, with a 95% binomial
+    (Clopper-Pearson) interval for that share, against the nominal coverage."""
+    out = []
+    scored = rows[rows["inside"].notna()]
+    for (law, quantity), g in scored.groupby(["law", "quantity"], sort=False):
+        k, n = int(g["inside"].sum()), len(g)
+        ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+        out.append({"law": law, "quantity": quantity, "inside": k, "cells": n, "share": k / n,
+                    "share_lo": ci.low, "share_hi": ci.high, "nominal": nominal,
+                    "consistent": bool(ci.low <= nominal <= ci.high)})
+    return pd.DataFrame(out)
+
+
+def verify(doc: dict, table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(measured vs predicted, calibration); one-line errors for changed runs or nothing measured yet."""
+    check_hash(doc, table, path)
+    rows = compare(doc, table)
+    if not len(rows):
+        cells = doc["cells"]
+        sizes = ", ".join(f"{n:.3g}" for n in sorted({c["N"] for c in cells}))
+        raise ResultsError(f"none of the {len(cells)} cells predicted in {path} has a finished, converged run in "
+                           f"sweep {doc['sweep']} yet (N = {sizes}); train them first, then verify")
+    return rows, calibration(rows, float(doc.get("ci", 0.95)))
+
+
+def cell_table(doc: dict) -> pd.DataFrame:
+    """The predictions as a flat table (one row per law and cell)."""
+    rows = []
+    for c in doc["cells"]:
+        row = {k: c.get(k) for k in ("law", "regime", "N", "D", "pretrain_budget", "loss", "D_T", "multiplier")}
+        for q in ("loss", "D_T", "multiplier"):
+            if q + "_ci" in c:
+                row[q + "_lo"], row[q + "_hi"] = c[q + "_ci"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_table(doc: dict, root: Path) -> pd.DataFrame:
+    return collect.collect_local(root, doc["sweep"]).table
+
+
+def _fmt(value: float) -> str:
+    return "—" if value is None or not np.isfinite(value) else f"{value:.4g}"
+
+
+def format_cells(doc: dict) -> str:
+    """The predictions as a markdown table: what a reader checks the runs against."""
+    ci = doc.get("ci", 0.95)
+    lines = [f"| law | regime | N | D (chars) | loss [{ci:.0%}] | D_T [{ci:.0%}] | multiplier [{ci:.0%}] |",
+             "|---|---|---|---|---|---|---|"]
+    for c in doc["cells"]:
+        def iv(q):
+            return f"{_fmt(c[q])} [{_fmt(c[q + '_ci'][0])}, {_fmt(c[q + '_ci'][1])}]" if q in c else "—"
+        lines.append(f"| {c['law']} | {c['regime']} | {c['N']:.4g} | {c['D']:.3g} | {iv('loss')} | {iv('D_T')} | "
+                     f"{iv('multiplier')} |")
+    return "\n".join(lines)
+
+
+def format_calibration(cal: pd.DataFrame) -> str:
+    lines = ["| law | quantity | inside | share [95% binomial] | nominal | consistent |", "|---|---|---|---|---|---|"]
+    for r in cal.itertuples():
+        lines.append(f"| {r.law} | {r.quantity} | {r.inside} of {r.cells} | {r.share:.0%} [{r.share_lo:.0%}, "
+                     f"{r.share_hi:.0%}] | {r.nominal:.0%} | {'yes' if r.consistent else 'no'} |")
+    return "\n".join(lines)
+
+
+def format_comparison(rows: pd.DataFrame) -> str:
+    lines = ["| law | regime | N | D (chars) | quantity | predicted [interval] | measured (seeds) | inside | miss |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.itertuples():
+        inside = "—" if r.inside is None else ("yes" if r.inside else "**no**")
+        miss = f"{r.miss:+.1%} past the edge" if r.miss else ""
+        lines.append(f"| {r.law} | {r.regime} | {r.N:.4g} | {r.D:.3g} | {r.quantity} | {_fmt(r.predicted)} "
+                     f"[{_fmt(r.lo)}, {_fmt(r.hi)}] | {_fmt(r.measured)} ({r.seeds}) | {inside} | {miss} |")
+    return "\n".join(lines)
+
+
+def write_verification(out: Path, doc: dict, path: Path, rows: pd.DataFrame, cal: pd.DataFrame,
+                       command: str) -> Path:
+    """verify.md and verify.csv beside the predictions (re-running verify rewrites them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = "\n".join([
+        f"# Pre-registered predictions, verified: sweep {doc['sweep']}", "",
+        f"Produced by `{command}` from `{Path(path).name}`, written {doc['created']} at commit "
+        f"`{doc['commit']}` by `{doc['command']}`.", "",
+        f"The {len(doc['fitted_on']['runs'])} runs the predictions were fitted on are unchanged "
+        f"(sha256 {doc['fitted_on']['sha256'][:12]}). Each interval is a {doc.get('ci', 0.95):.0%} prediction "
+        "interval for one new run: the laws' bootstrap with one run's measured seed noise added.", "",
+        "## Calibration", "", format_calibration(cal), "",
+        "## Cell by cell", "", format_comparison(rows), ""])
+    atomic_files.atomic_write_text(out / "verify.md", text)
+    atomic_files.atomic_write_text(out / "verify.csv", rows.to_csv(index=False))
+    return out / "verify.md"
