@@ -27,7 +27,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import analysis_synth as syn  # noqa: E402
 
 from transfer_lab.analysis import collect_local, run_analysis  # noqa: E402
-from transfer_lab.analysis.report import md_table  # noqa: E402
+from transfer_lab.analysis.report.sweep_report import md_table  # noqa: E402
 
 GRID = dict(ns=(1e5, 3e5, 1e6, 3e6, 1e7), scratch_ds=tuple(np.geomspace(1e4, 1e11, 15)),
             finetune_ds=tuple(np.geomspace(1e4, 1e6, 7)))

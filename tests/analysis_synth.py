@@ -15,7 +15,7 @@ import numpy as np
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # plain `pytest` without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transfer_lab.analysis import laws
+from transfer_lab.analysis.fit import laws
 from transfer_lab.study import records
 
 KAPLAN = {"n_c": 1e8, "d_c": 3e8, "alpha_n": 0.076, "alpha_d": 0.103}

@@ -4,8 +4,11 @@ import analysis_synth as syn
 import numpy as np
 import pytest
 
-from transfer_lab.analysis import collect_local, laws, predict, records_to_table, run_analysis, specs
-from transfer_lab.analysis.fitting import batched_lm, fit_law
+from transfer_lab.analysis.report.sweep_report import write_report
+from transfer_lab.analysis import collect_local, records_to_table, run_analysis
+from transfer_lab.analysis.fit import laws, specs
+from transfer_lab.analysis.fit.predict import predict
+from transfer_lab.analysis.fit.fitting import batched_lm, fit_law
 from transfer_lab.errors import ConfigError
 
 
@@ -96,7 +99,8 @@ def test_gap_law_is_fitted_with_several_budgets(tmp_path):
                 loss = float(laws.gap_loss(p / 1e6, d / 1e6, **truth) * np.exp(rng.normal(0, 0.001)))
                 runs.append(syn.result("synth", f"gap-{n:.0e}-{p:.0e}-{d:.0e}", "finetune", n, d, loss,
                                        pretrain_chars=int(p), pretrain_key=f"pre-{n:.0e}-{p:.0e}"))
-    res = run_analysis(records_to_table(runs, "synth"), n_bootstrap=100, report_dir=tmp_path / "rep")
+    res = run_analysis(records_to_table(runs, "synth"), n_bootstrap=100)
+    write_report(res, tmp_path / "rep", make_plots=False)
     gaps = [f for f in res.group_fits["gap"] if f.ok]
     assert len(gaps) == 2
     for f in gaps:
@@ -123,6 +127,6 @@ def test_hundred_runs_with_three_hundred_bootstraps_fit_every_law(tmp_path):
     syn.make_sweep(tmp_path, noise=0.003, seed=1, extras=False)
     coll = collect_local(tmp_path)
     assert len(coll.table) == 100
-    res = run_analysis(coll, n_bootstrap=300, make_plots=False)
+    res = run_analysis(coll, n_bootstrap=300)
     assert all(f.ok for f in res.fits.values())
     assert len(res.fits["transfer"].boot_theta) >= 297

@@ -10,6 +10,7 @@ import analysis_synth as syn
 import numpy as np
 import pytest
 
+from transfer_lab.analysis.report.sweep_report import write_report
 from transfer_lab.analysis import collect_local, records_to_table, run_analysis
 from transfer_lab.analysis.collect import latest_sweep
 from transfer_lab.errors import ResultsError
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _analyse(tmp_path, runs, plots=False):
-    res = run_analysis(records_to_table(runs, "synth"), n_bootstrap=20, make_plots=plots, report_dir=tmp_path / "rep")
+    res = run_analysis(records_to_table(runs, "synth"), n_bootstrap=20)
+    write_report(res, tmp_path / "rep", make_plots=plots)
     return res, (tmp_path / "rep" / "report.md").read_text()
 
 
@@ -59,7 +61,8 @@ def test_failed_unfinished_and_nan_runs_are_listed_not_dropped(tmp_path):
     runs.append(syn.result("synth", "ft-nan", "finetune", 1e6, 5e4, float("nan")))
     sweep = syn.write_runs(tmp_path, "synth", runs)
     (sweep / "runs" / "still-running").mkdir()
-    res = run_analysis(collect_local(tmp_path), n_bootstrap=20, report_dir=tmp_path / "rep")
+    res = run_analysis(collect_local(tmp_path), n_bootstrap=20)
+    write_report(res, tmp_path / "rep", make_plots=False)
     text = (tmp_path / "rep" / "report.md").read_text()
     reasons = res.table.set_index("run_key")["reason"]
     assert "CUDA out of memory" in reasons["ft-failed"]

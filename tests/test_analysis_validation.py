@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from transfer_lab.analysis import collect_local, run_analysis
-from transfer_lab.analysis.plan import format_plan, plan_runs
+from transfer_lab.analysis.studies.plan import format_plan, plan_runs
 
 SIZES = (1e5, 3e5, 1e6, 3e6, 1e7)
 FINETUNE = tuple(np.geomspace(1e4, 1e6, 7))
@@ -103,7 +103,7 @@ def test_transfer_that_saturates_with_d_f_gets_a_longer_pre_training_not_more_d_
 
 
 def test_an_estimate_outside_its_own_interval_is_called_unstable(tmp_path):
-    from transfer_lab.analysis.sweep_analysis import _identification
+    from transfer_lab.analysis.studies.sweep_analysis import _identification
 
     res, _ = analyse(tmp_path, ns=SIZES[:3], scratch_ds=PAPER_SCRATCH, finetune_ds=FINETUNE, noise=0.003)
     assert not any("outside its own interval" in line for line in res.unidentified)

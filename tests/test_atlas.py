@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transfer_lab.analysis.atlas import run_atlas
+from transfer_lab.analysis.report.atlas_report import write_atlas
+from transfer_lab.analysis.studies.atlas import load_atlas
 
 PAIRS = {("en", "de"): {"k": 2e4, "alpha": 0.15, "beta": 0.4}, ("de", "en"): {"k": 5e3, "alpha": 0.35, "beta": 0.4},
          ("en", "py"): {"k": 3e3, "alpha": 0.25, "beta": 0.45}, ("py", "en"): {"k": 1e3, "alpha": 0.3, "beta": 0.4},
@@ -17,8 +18,9 @@ PAIRS = {("en", "de"): {"k": 2e4, "alpha": 0.15, "beta": 0.4}, ("de", "en"): {"k
 def test_atlas_recovers_each_directed_pair_and_writes_its_report(tmp_path):
     syn.write_runs(tmp_path, "atlas", syn.make_atlas_runs("atlas", PAIRS))
     out = tmp_path / "report"
-    path, pairs = run_atlas(tmp_path, "atlas", out, ref_n=None, ref_d_f=None, n_bootstrap=200, seed=0, ci=0.95,
-                            monotone_tolerance=0.003)
+    study = load_atlas(tmp_path, "atlas", ref_n=None, ref_d_f=None, n_bootstrap=200, seed=0, ci=0.95,
+                       monotone_tolerance=0.003)
+    path, pairs = write_atlas(study, out), study.pairs
     assert len(pairs) == 6 and {(p.source, p.target) for p in pairs} == set(PAIRS)
     for p in pairs:
         truth = PAIRS[(p.source, p.target)]
@@ -46,8 +48,7 @@ def test_atlas_recovers_each_directed_pair_and_writes_its_report(tmp_path):
     assert json.loads((out / "atlas.json").read_text())["pairs"][0]["source"] in {"de", "en", "py"}
     assert (out / "atlas.html").exists()
     bare = tmp_path / "docs"  # html=false: the report committed to docs/ without its 330 kB page
-    run_atlas(tmp_path, "atlas", bare, ref_n=None, ref_d_f=None, n_bootstrap=20, seed=0, ci=0.95,
-              monotone_tolerance=0.003, html=False)
+    write_atlas(study, bare, html=False)
     assert (bare / "atlas.md").exists() and not (bare / "atlas.html").exists()
 
 
@@ -73,7 +74,8 @@ def test_a_bad_atlas_is_one_line_before_anything_trains(argv, named, capsys):
 
 
 def test_a_pair_whose_fit_ran_into_a_bound_shows_no_estimate_there():
-    from transfer_lab.analysis.atlas import PairResult, _estimate, literature_checks
+    from transfer_lab.analysis.report.atlas_report import _estimate, literature_checks
+    from transfer_lab.analysis.studies.atlas import PairResult
 
     pinned = PairResult(source="english", target="german", law="unified", params={"k": 1e-20, "alpha": -2.0, "beta": 3.0},
                         ci={"k": (1e-20, 1e-20), "alpha": (-2.0, -2.0), "beta": (3.0, 3.0)}, at_bounds=["k", "alpha", "beta"])
@@ -87,7 +89,8 @@ def test_a_pair_whose_fit_ran_into_a_bound_shows_no_estimate_there():
 
 
 def test_the_kim_check_says_which_multiplier_intervals_are_apart():
-    from transfer_lab.analysis.atlas import PairResult, literature_checks
+    from transfer_lab.analysis.report.atlas_report import literature_checks
+    from transfer_lab.analysis.studies.atlas import PairResult
 
     def pair(target, m, lo, hi):
         return PairResult(source="english", target=target, law="transfer", multiplier=m, multiplier_ci=(lo, hi))

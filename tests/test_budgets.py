@@ -8,16 +8,17 @@ import analysis_synth as syn
 import numpy as np
 import pytest
 
-from transfer_lab.analysis import checks
+from transfer_lab.analysis.fit import checks
 from transfer_lab.analysis.collect import records_to_table
-from transfer_lab.analysis.sweep_analysis import run_analysis
+from transfer_lab.analysis.report.sweep_report import write_report
+from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     out = tmp_path_factory.mktemp("budgets")
-    res = run_analysis(records_to_table(syn.make_budget_runs(), "budgets"), n_bootstrap=100, report_dir=out,
-                       html=False, make_plots=True, pdf=False)
+    res = run_analysis(records_to_table(syn.make_budget_runs(), "budgets"), n_bootstrap=100)
+    write_report(res, out, html=False, make_plots=True, pdf=False)
     return res, (out / "report.md").read_text(), out
 
 

@@ -3,7 +3,8 @@
 import analysis_synth as syn
 import pandas as pd
 
-from transfer_lab.analysis import compare as cmp
+from transfer_lab.analysis.report.compare_report import markdown
+from transfer_lab.analysis.studies import compare as cmp
 from transfer_lab.analysis.collect import collect_local
 
 
@@ -15,8 +16,9 @@ def test_two_sweeps_side_by_side_count_capped_runs_and_rising_curves(tmp_path):
     old[2].best_val_loss_per_char = old[0].best_val_loss_per_char * 1.05  # D=1e6 worse than D=1e4: a rise
     syn.write_runs(tmp_path, "new", good)
     syn.write_runs(tmp_path, "old", old)
-    md, wide = cmp.compare({"old": collect_local(tmp_path, "old").table, "new": collect_local(tmp_path, "new").table},
+    comparison = cmp.compare({"old": collect_local(tmp_path, "old").table, "new": collect_local(tmp_path, "new").table},
                            None, 0.003)
+    md, wide = markdown(comparison), comparison.wide.reset_index()
     health = md.split("## Health")[1].split("## Best")[0]
     assert "| old | 10 | 1 | 1 | 1 |" in health and "| new | 10 | 0 | 0 | 0 |" in health
     assert len(wide) == 10 and list(wide.columns[-2:]) == ["old", "new"]
@@ -31,7 +33,8 @@ def test_one_sweep_by_lr_marks_the_best_value_per_cell(tmp_path):
             r.best_val_loss_per_char *= factor
             runs.append(r)
     syn.write_runs(tmp_path, "lr", runs)
-    md, wide = cmp.compare({"lr": collect_local(tmp_path, "lr").table}, "lr", 0.003)
+    comparison = cmp.compare({"lr": collect_local(tmp_path, "lr").table}, "lr", 0.003)
+    md, wide = markdown(comparison), comparison.wide.reset_index()
     assert list(wide.columns[-3:]) == ["lr=0.001", "lr=0.003", "lr=0.01"]  # in the order of the values
     assert md.count("**") == 2 * 2 and "lr=0.003: 2" in md  # the lowest of each row in bold
     assert isinstance(wide, pd.DataFrame)
@@ -47,7 +50,8 @@ def test_two_atlases_compare_cell_by_ordered_pair(tmp_path):
     cheaper.best_val_loss_per_char *= 1.02  # one pair's fine-tune 2% worse
     syn.write_runs(tmp_path, "new", new)
     tables = {name: collect_local(tmp_path, name, one_val_set=False).table for name in ("old", "new")}
-    md, wide = cmp.compare(tables, None, 0.003)
+    comparison = cmp.compare(tables, None, 0.003)
+    md, wide = markdown(comparison), comparison.wide.reset_index()
     assert len(wide) == 2 * 2 + 3  # 2 targets × 2 scratch D, 3 pairs × 1 D_F: no cell merged with another
     assert "| regime | source | target | N | D | old | new |" in md
     assert "| finetune | c | a |" in md and "| scratch | — | b |" in md
@@ -72,7 +76,8 @@ def test_the_plateau_rule_compares_at_the_same_budget_not_across_budgets(tmp_pat
     syn.write_runs(tmp_path, "budgets", budgets)
     syn.write_runs(tmp_path, "rules", rules)
     tables = {name: collect_local(tmp_path, name).table for name in ("budgets", "rules")}
-    md, wide = cmp.compare(tables, "pretrain_rule", 0.003)
+    comparison = cmp.compare(tables, "pretrain_rule", 0.003)
+    md, wide = markdown(comparison), comparison.wide.reset_index()
     at_1e8 = wide[(wide["regime"] == "finetune") & (wide["budget"] == "1e+08")]
     assert len(at_1e8) == 4 and at_1e8[["pretrain_rule=anneal", "pretrain_rule=continue",
                                         "pretrain_rule=stop"]].notna().all().all()

@@ -106,3 +106,43 @@ def test_the_config_is_read_only_at_the_edges():
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 offenders += [f"{name} imports {m}" for m in mods if m.split(".")[0] == "omegaconf"]
     assert not offenders, "the Hydra config reaches below the job: " + "; ".join(sorted(offenders))
+
+
+# inside analysis/: the table (collect) < pure fits < studies (data) < report (files); the loose modules
+# at analysis/'s top are the table, the settings and the command line's actions
+ANALYSIS_LAYERS = {"fit": 1, "studies": 2, "report": 3}
+ANALYSIS = PACKAGE / "analysis"
+# calls that write files: only report/ (and the actions that hand a study to it) may make them
+WRITES = {"write_text", "write_bytes", "to_csv", "savefig", "atomic_write_text", "atomic_write_bytes", "to_json"}
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    if parts[:2] != ["transfer_lab", "analysis"] or len(parts) < 3:
+        return 0
+    return ANALYSIS_LAYERS.get(parts[2], 0 if len(parts) == 3 else -1)
+
+
+def test_analysis_layers_fit_before_studies_before_report():
+    graph = {m: d for m, d in _graph().items() if m.startswith("transfer_lab.analysis.")}
+    layered = [m for m in graph if _layer(m) > 0]
+    assert {m.split(".")[2] for m in layered} == set(ANALYSIS_LAYERS), "analysis/ lost one of its layers"
+    backwards = sorted(f"{m} imports {d}" for m in layered for d in graph[m]
+                       if _layer(d) > _layer(m) or (_layer(d) == 0 and d.rsplit(".", 1)[-1] in ("actions", "settings")))
+    assert not backwards, "an analysis layer imports a later one: " + "; ".join(backwards)
+    loose = sorted(p.name for p in ANALYSIS.glob("*.py") if p.name != "__init__.py")
+    assert len(loose) <= 8, f"loose modules at analysis/'s top: {loose}"
+
+
+def test_fits_and_studies_return_data_and_only_report_writes_files():
+    offenders = []
+    for layer in ("fit", "studies"):
+        for path in sorted((ANALYSIS / layer).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
+                    offenders.append(f"{layer}/{path.name}:{node.lineno} .{node.func.attr}()")
+                elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "open" and any(
+                        isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) & set("wax")
+                        for a in node.args[1:] + [k.value for k in node.keywords if k.arg == "mode"]):
+                    offenders.append(f"{layer}/{path.name}:{node.lineno} open(..., write)")
+    assert not offenders, "a fit or a study writes a file (hand its data to report/): " + "; ".join(offenders)

@@ -8,10 +8,11 @@ import analysis_synth as syn
 import numpy as np
 import pytest
 
-from transfer_lab.analysis import collect, laws
-from transfer_lab.analysis.mix_fitting import simplex_grid
-from transfer_lab.analysis.mixing import load_mix
-from transfer_lab.analysis.report_mix import recommendation, verify_commands, write_mix
+from transfer_lab.analysis import collect
+from transfer_lab.analysis.fit import laws
+from transfer_lab.analysis.fit.mix_fitting import simplex_grid
+from transfer_lab.analysis.studies.mixing import load_mix
+from transfer_lab.analysis.report.mix_report import recommendation, verify_commands, write_mix
 
 SIMPLEX = [{"english": 1}, {"code_nonpython": 1}, {"german": 1},
            {"english": .3, "code_nonpython": .45, "german": .25}, {"english": .2, "code_nonpython": .05, "german": .75},
@@ -98,7 +99,7 @@ def test_the_report_says_what_to_pre_train_on_and_how_to_check_it(study, tmp_pat
 def test_an_r_star_on_the_grid_is_its_own_measurement_and_seeds_narrow_a_trained_interval(study):
     import copy
 
-    from transfer_lab.analysis.report_mix import _on_grid
+    from transfer_lab.analysis.report.mix_report import _on_grid
 
     s = copy.deepcopy(study[1])
     cell = s.cell(s.ref["N"], s.ref["D_F"])

@@ -2,7 +2,7 @@
 
 Public entry points:
   collect_local(root, sweep)          runs on disk → Collection (tidy table + excluded rows)
-  run_analysis(source, n_bootstrap=1000, make_plots=False, ...) → AnalysisResult
+  run_analysis(source, settings)     a Collection or table → AnalysisResult (data; report/ writes files)
   predict(result, n, finetune_chars)  D_T, multiplier, fraction and loss with intervals
 """
 
@@ -13,9 +13,9 @@ from transfer_lab.analysis.collect import (
            output_root,
            records_to_table,
 )
-from transfer_lab.analysis.predict import predict
-from transfer_lab.analysis.result import ANCHORS, AnalysisResult
-from transfer_lab.analysis.sweep_analysis import run_analysis
+from transfer_lab.analysis.fit.predict import predict
+from transfer_lab.analysis.fit.result import ANCHORS, AnalysisResult
+from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 
 __all__ = ["ANCHORS", "AnalysisResult", "Collection", "collect_local", "latest_sweep", "output_root",
            "predict", "records_to_table", "run_analysis"]

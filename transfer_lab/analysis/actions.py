@@ -31,32 +31,26 @@ def report_dir_for(s: AnalyzeSettings, sweep: str, leaf: str = "report") -> Path
     return collect.sweep_dir(collect.output_root(s.output_root), sweep) / leaf
 
 
-def _fit_kw(s: AnalyzeSettings) -> dict:
-    f = s.fit
-    return dict(n_bootstrap=f.n_bootstrap, seed=f.seed, ci=f.ci, huber=f.huber, method=f.method,
-                low_data_fraction=f.low_data_fraction, loss=f.loss, monotone_tolerance=f.monotone_tolerance)
-
-
 def _analysed(s: AnalyzeSettings):
-    from transfer_lab.analysis.sweep_analysis import run_analysis
+    from transfer_lab.analysis.studies.sweep_analysis import run_analysis
     coll = gather(s)
-    return run_analysis(coll, **_fit_kw(s)), coll
+    return run_analysis(coll, s.fit), coll
 
 
 def do_atlas(s: AnalyzeSettings) -> None:
-    from transfer_lab.analysis.atlas import run_atlas
+    from transfer_lab.analysis.report.atlas_report import write_atlas
+    from transfer_lab.analysis.studies.atlas import load_atlas
     root = collect.output_root(s.output_root)
     sweep = s.sweep or "atlas"
-    out = report_dir_for(s, sweep, "atlas")
-    ref_n, ref_df = s.reference["atlas"]
-    path, pairs = run_atlas(root, sweep, out, ref_n, ref_df, s.fit.n_bootstrap, s.fit.seed, s.fit.ci,
-                            s.fit.monotone_tolerance, html=s.html)
-    print(f"atlas {sweep}: {len(pairs)} ordered pairs → {path}")
+    study = load_atlas(root, sweep, *s.reference["atlas"], s.fit.n_bootstrap, s.fit.seed, s.fit.ci,
+                       s.fit.monotone_tolerance)
+    path = write_atlas(study, report_dir_for(s, sweep, "atlas"), html=s.html)
+    print(f"atlas {sweep}: {len(study.pairs)} ordered pairs → {path}")
 
 
 def do_mix(s: AnalyzeSettings) -> None:
-    from transfer_lab.analysis.mixing import load_mix
-    from transfer_lab.analysis.report_mix import recommendation, write_mix
+    from transfer_lab.analysis.studies.mixing import load_mix
+    from transfer_lab.analysis.report.mix_report import recommendation, write_mix
     root = collect.output_root(s.output_root)
     sweep = s.sweep or "mix_text_code_python"
     out = report_dir_for(s, sweep, "mix")
@@ -71,10 +65,11 @@ def do_mix(s: AnalyzeSettings) -> None:
 
 
 def do_compare(s: AnalyzeSettings) -> None:
-    from transfer_lab.analysis.compare import run_compare
+    from transfer_lab.analysis.report.compare_report import write_compare
+    from transfer_lab.analysis.studies.compare import load_compare
     root = collect.output_root(s.output_root)
     out = s.report_dir or root / "compare" / ("_vs_".join(s.compare_sweeps) or "none")
-    path = run_compare(root, Path(out), list(s.compare_sweeps), s.compare_by, s.fit.monotone_tolerance)
+    path = write_compare(load_compare(root, list(s.compare_sweeps), s.compare_by, s.fit.monotone_tolerance), Path(out))
     print(f"comparison → {path}")
 
 
@@ -87,14 +82,15 @@ def do_collect(s: AnalyzeSettings) -> None:
 
 
 def do_plan(s: AnalyzeSettings) -> None:
-    from transfer_lab.analysis.plan import format_plan, plan_runs
+    from transfer_lab.analysis.studies.plan import format_plan, plan_runs
     res, coll = _analysed(s)
     print(format_plan(plan_runs(res, coll)))
 
 
 def do_predict(s: AnalyzeSettings) -> None:
-    from transfer_lab.analysis import preregister
-    from transfer_lab.analysis.predict import format_prediction, predict
+    from transfer_lab.analysis.fit.predict import predict
+    from transfer_lab.analysis.report import predictions
+    from transfer_lab.analysis.studies import preregister
     if not s.predict_n or not (s.predict_finetune_chars or s.predict_scratch_chars):
         raise ConfigError("action=predict needs predict.n and predict.finetune_chars (one value or a list), "
                           "e.g. predict.n=1e6 predict.finetune_chars=1e6")
@@ -102,40 +98,40 @@ def do_predict(s: AnalyzeSettings) -> None:
     if s.predict_save is None:
         for n in s.predict_n:
             for d_f in s.predict_finetune_chars:
-                print(format_prediction(predict(res, n, d_f, s.predict_law)))
+                print(predictions.format_prediction(predict(res, n, d_f, s.predict_law)))
         return
     cells = preregister.predict_cells(res, list(s.predict_n), list(s.predict_finetune_chars),
                                       list(s.predict_scratch_chars))
     doc = preregister.predictions_document(res, cells, command_line())
-    path = preregister.save(s.predict_save, doc)
-    print(preregister.format_cells(doc))
+    path = predictions.save(s.predict_save, doc)
+    print(predictions.format_cells(doc))
     print(f"{len(cells)} predictions for sweep {res.sweep}, fitted on {len(doc['fitted_on']['runs'])} runs "
           f"(sha256 {doc['fitted_on']['sha256'][:12]}, commit {doc['commit'][:12]}) → {path}; "
           f"commit it before the runs train, then: analyze.py action=verify verify.predictions={path}")
 
 
 def do_verify(s: AnalyzeSettings) -> None:
-    from transfer_lab.analysis import preregister
-    from transfer_lab.analysis.sweep_analysis import run_analysis
+    from transfer_lab.analysis.report import predictions
+    from transfer_lab.analysis.studies import preregister
+    from transfer_lab.analysis.studies.sweep_analysis import run_analysis
     if s.verify_predictions is None:
         raise ConfigError("action=verify needs verify.predictions=FILE (written by action=predict predict.save=FILE)")
     doc = preregister.load(s.verify_predictions)
     coll = gather(s, doc["sweep"])
     preregister.check_hash(doc, coll.table, s.verify_predictions)
-    res = run_analysis(coll, **{**_fit_kw(s), "n_bootstrap": 0})  # measured D_T needs no bootstrap
+    res = run_analysis(coll, s.fit, n_bootstrap=0)  # measured D_T needs no bootstrap
     rows, cal = preregister.verify(doc, res.table, s.verify_predictions)
     out = s.report_dir or Path(s.verify_predictions).parent
-    path = preregister.write_verification(Path(out), doc, s.verify_predictions, rows, cal, command_line())
-    print(preregister.format_calibration(cal))
+    path = predictions.write_verification(Path(out), doc, s.verify_predictions, rows, cal, command_line())
+    print(predictions.format_calibration(cal))
     print(f"{len(rows)} measured quantities → {path}")
 
 
 def do_fit(s: AnalyzeSettings) -> None:
-    from transfer_lab.analysis.sweep_analysis import run_analysis
-    coll = gather(s)
+    from transfer_lab.analysis.report.sweep_report import write_report
+    res, coll = _analysed(s)
     out = report_dir_for(s, coll.sweep)
-    res = run_analysis(coll, make_plots=s.plots, report_dir=out, html=s.html, command=command_line(), pdf=s.pdf,
-                       **_fit_kw(s))
+    write_report(res, out, make_plots=s.plots, html=s.html, pdf=s.pdf, command=command_line())
     print(f"sweep {res.sweep}: {len(res.table)} runs, {int(res.table['excluded'].sum())} excluded, "
           f"{sum(f.ok for f in res.fits.values())} of {len(res.fits)} global fits done "
           f"in {res.timings.get('total_s', 0):.1f} s → {out / 'report.md'}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
+from transfer_lab.analysis.fit.result import FitSettings
 from transfer_lab.errors import ConfigError
 from transfer_lab.study.validate import MAX_SEED, as_float, as_int, choice, flag, get, optional_float
 
@@ -20,20 +21,6 @@ ANALYZE_SOURCES = ("local", "wandb", "wandb_offline")
 ANALYZE_LOSSES = ("per_char", "per_token")
 ANALYZE_METHODS = ("interp", "kaplan")
 PREDICT_LAWS = ("transfer", "unified")
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    """What every fit of one analysis shares (run_analysis and the studies built on it)."""
-
-    n_bootstrap: int = 1000
-    seed: int = 0
-    ci: float = 0.95
-    huber: float | None = None
-    method: str = "interp"  # interp | kaplan: how D_E is read off the from-scratch runs
-    low_data_fraction: float | None = 0.1
-    loss: str = "per_char"
-    monotone_tolerance: float = 0.003
 
 
 @dataclass(frozen=True)

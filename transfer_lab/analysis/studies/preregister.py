@@ -25,9 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from transfer_lab import atomic_files
-from transfer_lab.analysis import collect, laws
-from transfer_lab.analysis.predict import interval
+from transfer_lab.analysis.fit import laws
+from transfer_lab.analysis.fit.intervals import interval
 from transfer_lab.errors import ConfigError, ResultsError
 
 FORMAT = "transfer_lab.predictions/1"
@@ -190,25 +189,6 @@ def predictions_document(res, cells: list[dict], command: str) -> dict:
             "fitted_on": {"runs": keys, "sha256": runs_hash(res.table, keys)}, "fits": fits, "cells": cells}
 
 
-def save(path: Path, document: dict) -> Path:
-    """Write a predictions file; an existing one is never replaced (it is a pre-registration)."""
-    path = Path(path)
-    if path.exists():
-        raise ConfigError(f"{path} exists: pre-registered predictions are never overwritten; "
-                          f"choose another predict.save=... (or move the old file away yourself)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_files.atomic_write_text(path, json.dumps(document, indent=1, default=_plain) + "\n")
-    return path
-
-
-def _plain(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
 def load(path: Path) -> dict:
     """A predictions file, or a one-line error naming what is wrong with it."""
     path = Path(path)
@@ -310,61 +290,3 @@ def cell_table(doc: dict) -> pd.DataFrame:
                 row[q + "_lo"], row[q + "_hi"] = c[q + "_ci"]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def sweep_table(doc: dict, root: Path) -> pd.DataFrame:
-    return collect.collect_local(root, doc["sweep"]).table
-
-
-def _fmt(value: float) -> str:
-    return "—" if value is None or not np.isfinite(value) else f"{value:.4g}"
-
-
-def format_cells(doc: dict) -> str:
-    """The predictions as a markdown table: what a reader checks the runs against."""
-    ci = doc.get("ci", 0.95)
-    lines = [f"| law | regime | N | D (chars) | loss [{ci:.0%}] | D_T [{ci:.0%}] | multiplier [{ci:.0%}] |",
-             "|---|---|---|---|---|---|---|"]
-    for c in doc["cells"]:
-        def iv(q):
-            return f"{_fmt(c[q])} [{_fmt(c[q + '_ci'][0])}, {_fmt(c[q + '_ci'][1])}]" if q in c else "—"
-        lines.append(f"| {c['law']} | {c['regime']} | {c['N']:.4g} | {c['D']:.3g} | {iv('loss')} | {iv('D_T')} | "
-                     f"{iv('multiplier')} |")
-    return "\n".join(lines)
-
-
-def format_calibration(cal: pd.DataFrame) -> str:
-    lines = ["| law | quantity | inside | share [95% binomial] | nominal | consistent |", "|---|---|---|---|---|---|"]
-    for r in cal.itertuples():
-        lines.append(f"| {r.law} | {r.quantity} | {r.inside} of {r.cells} | {r.share:.0%} [{r.share_lo:.0%}, "
-                     f"{r.share_hi:.0%}] | {r.nominal:.0%} | {'yes' if r.consistent else 'no'} |")
-    return "\n".join(lines)
-
-
-def format_comparison(rows: pd.DataFrame) -> str:
-    lines = ["| law | regime | N | D (chars) | quantity | predicted [interval] | measured (seeds) | inside | miss |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows.itertuples():
-        inside = "—" if r.inside is None else ("yes" if r.inside else "**no**")
-        miss = f"{r.miss:+.1%} past the edge" if r.miss else ""
-        lines.append(f"| {r.law} | {r.regime} | {r.N:.4g} | {r.D:.3g} | {r.quantity} | {_fmt(r.predicted)} "
-                     f"[{_fmt(r.lo)}, {_fmt(r.hi)}] | {_fmt(r.measured)} ({r.seeds}) | {inside} | {miss} |")
-    return "\n".join(lines)
-
-
-def write_verification(out: Path, doc: dict, path: Path, rows: pd.DataFrame, cal: pd.DataFrame,
-                       command: str) -> Path:
-    """verify.md and verify.csv beside the predictions (re-running verify rewrites them)."""
-    out.mkdir(parents=True, exist_ok=True)
-    text = "\n".join([
-        f"# Pre-registered predictions, verified: sweep {doc['sweep']}", "",
-        f"Produced by `{command}` from `{Path(path).name}`, written {doc['created']} at commit "
-        f"`{doc['commit']}` by `{doc['command']}`.", "",
-        f"The {len(doc['fitted_on']['runs'])} runs the predictions were fitted on are unchanged "
-        f"(sha256 {doc['fitted_on']['sha256'][:12]}). Each interval is a {doc.get('ci', 0.95):.0%} prediction "
-        "interval for one new run: the laws' bootstrap with one run's measured seed noise added.", "",
-        "## Calibration", "", format_calibration(cal), "",
-        "## Cell by cell", "", format_comparison(rows), ""])
-    atomic_files.atomic_write_text(out / "verify.md", text)
-    atomic_files.atomic_write_text(out / "verify.csv", rows.to_csv(index=False))
-    return out / "verify.md"

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import html as htmllib
+import dataclasses
 import json
 import math
-import re
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from transfer_lab.analysis.budgets import better_buy
-from transfer_lab.analysis.report_budgets import budget_sections, noise_section
-from transfer_lab.analysis.report_format import fmt as _g
-from transfer_lab.analysis.report_format import md_table
-from transfer_lab.analysis.result import ANCHORS, AnalysisResult
+from transfer_lab.analysis.studies.budgets import better_buy
+from transfer_lab.analysis.report.budgets_report import budget_sections, noise_section
+from transfer_lab.analysis.report.markdown import fmt as _g
+from transfer_lab.analysis.report.markdown import fmt_interval as _iv
+from transfer_lab.analysis.report.markdown import markdown_to_html, md_table
+from transfer_lab.analysis.fit.result import ANCHORS, AnalysisResult, FitSettings
+from transfer_lab.analysis.report import staging
 
 
 def all_fits(res: AnalysisResult):
@@ -45,7 +44,7 @@ def _param_rows(res):
         for name, v in f.params.items():
             lo, hi = f.ci.get(name, (float("nan"), float("nan")))
             a = anchor.get(name) if f.law in ("transfer", "unified") and name in ("k", "alpha", "beta") else None
-            rows.append([f.law, f.group or "all", name, _g(v, 4), f"[{_g(lo)}, {_g(hi)}]", _g(a) if a else ""])
+            rows.append([f.law, f.group or "all", name, _g(v, 4), _iv((lo, hi)), _g(a) if a else ""])
     return rows
 
 
@@ -88,7 +87,7 @@ def _decision_rows(res):
 def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_dir: Path) -> str:
     t, s = res.table, res.settings
     L = [f"# Transfer analysis: sweep `{res.sweep}`", "",
-         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Loss: `{s.get('loss', 'per_char')}`; "
+         f"{_generated(t)} Loss: `{s.get('loss', 'per_char')}`; "
          f"bootstrap: {s['n_bootstrap']} resamples of whole runs, seed {s['seed']}, {s['ci']:.0%} percentile "
          f"intervals; Huber δ: {s['huber']}; D_E method: {s['method']}; low-data cut: D_F ≤ "
          f"{s['low_data_fraction']}·D(N).", ""]
@@ -135,7 +134,7 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
           "fine-tuned loss lies outside the from-scratch runs' range at that N.", ""]
     L += (md_table(["run", "N", "D_F", "D_E", "D_T", "D_T interval", "flags"],
                    [[r.run_key, _g(r.N), _g(r.D_F), _g(r.D_E), _g(r.D_T),
-                     f"[{_g(r.D_T_lo)}, {_g(r.D_T_hi)}]" if np.isfinite(r.D_T_lo) else "—", r.flags]
+                     _iv((r.D_T_lo, r.D_T_hi)) if np.isfinite(r.D_T_lo) else "—", r.flags]
                     for r in ft.itertuples()])
           if len(ft) else ["None.", ""])
     ex = t[t["excluded"]]
@@ -145,6 +144,13 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     L += ["## Files", "", "- `table.csv`: one row per run (with D_E, D_T, multiplier, fraction, flags)",
           "- `fits.json`: every fit's parameters, intervals, AIC/BIC, hold-out errors", ""]
     return "\n".join(L)
+
+
+def _generated(table) -> str:
+    """When the newest run finished: the report is a function of its runs, so it carries their date,
+    not the time it was written (the same runs give the same bytes)."""
+    finished = [v for v in table.get("finished_at", []) if isinstance(v, str) and v]
+    return f"Runs finished by {max(finished)[:16].replace('T', ' ')} UTC." if finished else "No finished runs."
 
 
 def headline(res: AnalysisResult) -> list[str]:
@@ -248,79 +254,36 @@ def measurement_checks(res: AnalysisResult) -> list[str]:
     return out
 
 
-def _iv(interval) -> str:
-    return f"[{_g(interval[0])}, {_g(interval[1])}]"
-
-
 def _ci(ci, name):
-    lo, hi = ci.get(name, (float("nan"), float("nan")))
-    return f"[{_g(lo)}, {_g(hi)}]"
+    return _iv(ci.get(name, (float("nan"), float("nan"))))
 
 
-def markdown_to_html(md: str, base: Path) -> str:
-    """Just enough Markdown (headings, lists, tables, images, code) for this report; images inlined."""
-    out, in_list, in_table = [], False, False
-
-    def inline(s):
-        s = htmllib.escape(s)
-        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-
-    for line in md.splitlines() + [""]:
-        if in_list and not line.startswith("- "):
-            out.append("</ul>")
-            in_list = False
-        if in_table and not line.startswith("|"):
-            out.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
-        elif line.startswith("- "):
-            if not in_list:
-                out.append("<ul>")
-                in_list = True
-            out.append(f"<li>{inline(line[2:])}</li>")
-        elif line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if all(set(c) <= {"-"} for c in cells):
-                continue
-            tag = "th" if not in_table else "td"
-            if not in_table:
-                out.append("<table>")
-                in_table = True
-            out.append("<tr>" + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells) + "</tr>")
-        elif m := re.match(r"!\[(.*)\]\((.*)\)", line):
-            data = base64.b64encode((base / m.group(2)).read_bytes()).decode()
-            out.append(f'<p><img alt="{htmllib.escape(m.group(1))}" src="data:image/png;base64,{data}" '
-                       f'style="max-width:100%"></p>')
-        elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"
-             "td,th{border:1px solid #ccc;padding:2px 6px}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{''.join(out)}</body></html>"
-
-
-def write_report(res: AnalysisResult, report_dir: Path, make_plots: bool = True, html: bool = True) -> Path:
+def write_report(res: AnalysisResult, report_dir: Path, make_plots: bool = True, html: bool = True,
+                 pdf: bool = True, command: str | None = None) -> Path:
+    """report.md (+ report.html), table.csv, fits.json and plots/, all new or all old (staging)."""
+    fields = [f.name for f in dataclasses.fields(FitSettings)]
+    res.settings = {**{k: res.settings[k] for k in fields if k in res.settings}, "command": command, "pdf": pdf,
+                    **{k: v for k, v in res.settings.items() if k not in fields + ["command", "pdf"]}}
     report_dir = Path(report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    res.table.to_csv(report_dir / "table.csv", index=False)
-    (report_dir / "fits.json").write_text(json.dumps(
-        {"sweep": res.sweep, "settings": res.settings, "fits": fits_json(res), "appc": res.appc,
-         "trade": res.trade, "messages": res.messages, "notes": res.notes}, indent=2, default=_jsonable),
-        encoding="utf-8")
-    figures = []
-    if make_plots:
-        from transfer_lab.analysis import plots
-        label = "loss (nats/char)" if res.settings.get("loss", "per_char") == "per_char" else "loss (nats/token)"
-        try:
-            figures = plots.make_all(res, report_dir / "plots", label)
-        except Exception as err:  # a plot must not cost the report
-            res.messages.append(f"plots failed: {type(err).__name__}: {err}")
-    res.figures = figures
-    md = build_markdown(res, figures, report_dir)
-    (report_dir / "report.md").write_text(md, encoding="utf-8")
-    if html:
-        (report_dir / "report.html").write_text(markdown_to_html(md, report_dir), encoding="utf-8")
+    with staging.staged(report_dir) as out:
+        res.table.to_csv(out / "table.csv", index=False)
+        (out / "fits.json").write_text(json.dumps(
+            {"sweep": res.sweep, "settings": res.settings, "fits": fits_json(res), "appc": res.appc,
+             "trade": res.trade, "messages": res.messages, "notes": res.notes}, indent=2, default=_jsonable),
+            encoding="utf-8")
+        figures = []
+        if make_plots:
+            label = "loss (nats/char)" if res.settings.get("loss", "per_char") == "per_char" else "loss (nats/token)"
+            from transfer_lab.analysis.report import plots  # matplotlib: only where plots are made
+            try:
+                figures = plots.make_all(res, out / "plots", label)
+            except Exception as err:  # a plot must not cost the report
+                res.messages.append(f"plots failed: {type(err).__name__}: {err}")
+        res.figures = [(title, report_dir / png.relative_to(out)) for title, png in figures]
+        md = build_markdown(res, figures, out)
+        (out / "report.md").write_text(md, encoding="utf-8")
+        if html:
+            (out / "report.html").write_text(markdown_to_html(md, out), encoding="utf-8")
     return report_dir / "report.md"
 
 

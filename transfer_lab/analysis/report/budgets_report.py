@@ -7,21 +7,19 @@ import math
 
 import numpy as np
 
-from transfer_lab.analysis.report_format import fmt, md_table
-from transfer_lab.analysis.result import AnalysisResult
+from transfer_lab.analysis.report.markdown import fmt, fmt_interval, md_table
+from transfer_lab.analysis.fit.intervals import identified
+from transfer_lab.analysis.fit.result import AnalysisResult
 
 GREEK = {"alpha": "α", "beta": "β", "k": "k"}
 
 
 def _ci(interval) -> str:
-    if interval is None or not all(np.isfinite(interval)):
-        return "—"
-    return f"[{fmt(interval[0])}, {fmt(interval[1])}]"
+    return fmt_interval(interval, missing="—")
 
 
 def _identified(fit, name: str) -> bool:
-    lo, hi = fit.ci.get(name, (np.nan, np.nan))
-    return bool(np.isfinite(lo) and np.isfinite(hi) and not lo <= 0 <= hi and hi - lo <= 0.5)
+    return identified(*fit.ci.get(name, (np.nan, np.nan)))
 
 
 def budget_sections(res: AnalysisResult) -> list[str]:

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.interpolate import PchipInterpolator
 from scipy.optimize import brentq, isotonic_regression
 
-from transfer_lab.analysis import laws
+from transfer_lab.analysis.fit import laws
 
 FLAG_OK = "ok"
 FLAG_NO_CURVE = "no_scratch_curve"

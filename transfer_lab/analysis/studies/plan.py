@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.study import protocol
+from transfer_lab.analysis.fit.intervals import identified
 from transfer_lab.study.keys import compact_number
 
 # where an embedded target is too small, the corpus with the anchors' data (needs the hub)
@@ -126,7 +127,7 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
     n_lo, n_hi = float(sizes["N"].min()), float(sizes["N"].max())
     span_n = math.log10(n_hi / n_lo) if n_lo > 0 else 0.0
     beta = fit.ci.get("beta") if fit is not None else None
-    if beta is None or beta[0] <= 0 <= beta[1] or beta[1] - beta[0] > 0.5 or span_n < MIN_DECADES_N:
+    if beta is None or not identified(*beta) or span_n < MIN_DECADES_N:
         why = (f"β's interval [{beta[0]:.3g}, {beta[1]:.3g}]" if beta else "β is not fitted") + \
               f" with N spanning {span_n:.2f} decades ({n_lo:.3g}–{n_hi:.3g})"
         layers, width, heads = larger_shape(sizes.iloc[-1])
@@ -137,7 +138,7 @@ def _exponents(plan: Plan, base: str, res, usable: pd.DataFrame, ft: pd.DataFram
     d_lo, d_hi = float(ft["D_F"].min()), float(ft["D_F"].max())
     span_d = math.log10(d_hi / d_lo) if d_lo > 0 else 0.0
     alpha = fit.ci.get("alpha") if fit is not None else None
-    unidentified = alpha is not None and (alpha[0] <= 0 <= alpha[1] or alpha[1] - alpha[0] > 0.5 or span_d < MIN_DECADES_DF)
+    unidentified = alpha is not None and (not identified(*alpha) or span_d < MIN_DECADES_DF)
     saturated = _saturated(ft)
     if unidentified and len(saturated) * 2 >= ft["N"].nunique():
         # D_T falling with D_F is not noise around a power law: the fine-tune data is no longer small

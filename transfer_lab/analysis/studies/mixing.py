@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis import collect, effective_data, laws, specs
-from transfer_lab.analysis.atlas import PairResult, analyse_pair
-from transfer_lab.analysis.fitting import fit_law
-from transfer_lab.analysis.mix_fitting import (
+from transfer_lab.analysis import collect
+from transfer_lab.analysis.fit import effective_data, laws, specs
+from transfer_lab.analysis.studies.atlas import PairResult, analyse_pair
+from transfer_lab.analysis.fit.fitting import fit_law
+from transfer_lab.analysis.fit.mix_fitting import (
     MixLaw,
     best_on,
     loo_rmse,
@@ -45,8 +46,8 @@ from transfer_lab.analysis.mix_fitting import (
     refit,
     weight_columns,
 )
-from transfer_lab.analysis.mix_simplex import fit_simplex
-from transfer_lab.analysis.sweep_analysis import inversion_law, run_analysis
+from transfer_lab.analysis.studies.mix_simplex import fit_simplex
+from transfer_lab.analysis.studies.sweep_analysis import inversion_law, run_analysis
 from transfer_lab.errors import ResultsError
 
 VERIFY_EXPERIMENT = "mix_verify"  # conf/experiment/mix_verify.yaml: runs that test a prediction, never fitted

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from transfer_lab.analysis import laws  # noqa: E402
+from transfer_lab.analysis.fit import laws  # noqa: E402
 
 
 def _save(fig, out: Path, name: str, res) -> Path:

@@ -14,8 +14,8 @@ import itertools
 
 import numpy as np
 
-from transfer_lab.analysis import laws
-from transfer_lab.analysis.fitting import LawSpec, Param
+from transfer_lab.analysis.fit import laws
+from transfer_lab.analysis.fit.fitting import LawSpec, Param
 
 LN10 = np.log(10.0)
 

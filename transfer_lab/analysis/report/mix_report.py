@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis import plots
-from transfer_lab.analysis.mix_fitting import STEP
-from transfer_lab.analysis.mixing import VERIFY_EXPERIMENT, MixStudy, on_axis
-from transfer_lab.analysis.report_format import fmt, md_table
+from transfer_lab.analysis.report import plots
+from transfer_lab.analysis.fit.mix_fitting import STEP
+from transfer_lab.analysis.studies.mixing import VERIFY_EXPERIMENT, MixStudy, on_axis
+from transfer_lab.analysis.report.markdown import fmt, fmt_interval, md_table
 
 plt = plots.plt
 # Hernandez et al. 2021, text → Python and 50% text + 50% non-Python code → Python
@@ -21,9 +21,7 @@ PAPER = {0.0: {"k": 1.9e4, "alpha": 0.18, "beta": 0.38}, 0.5: {"k": 2.1e5, "alph
 
 
 def _iv(ci, digits: int = 3, pct: bool = False) -> str:
-    if ci is None or not all(np.isfinite(ci)):
-        return ""
-    return f"[{ci[0]:.0%}, {ci[1]:.0%}]" if pct else f"[{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
+    return fmt_interval(ci, digits, missing="", pct=pct)
 
 
 def _size(n: float) -> str:

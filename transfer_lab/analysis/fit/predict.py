@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from transfer_lab.analysis import laws
+from transfer_lab.analysis.fit import laws
+from transfer_lab.analysis.fit.intervals import interval
 from transfer_lab.errors import ConfigError, ResultsError
-
-
-def interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
-    s = samples[np.isfinite(samples)]
-    if not len(s):
-        return (float("nan"), float("nan"))
-    lo, hi = np.percentile(s, [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100])
-    return (float(lo), float(hi))
 
 
 def predict(result, n: float, finetune_chars: float, law: str = "transfer") -> dict:
@@ -60,21 +53,3 @@ def predict(result, n: float, finetune_chars: float, law: str = "transfer") -> d
     if tr:
         out["trade"] = tr
     return out
-
-
-def format_prediction(p: dict) -> str:
-    def iv(key):
-        lo, hi = p.get(key + "_ci", (float("nan"),) * 2)
-        return f"[{lo:.3g}, {hi:.3g}]"
-    lines = [f"N = {p['N']:.3g}, D_F = {p['D_F']:.3g} chars ({p['law']} law, {p['ci']:.0%} intervals)",
-             f"  D_T        = {p['D_T']:.3g} chars {iv('D_T')}",
-             f"  multiplier = {p['multiplier']:.3g}× {iv('multiplier')}",
-             f"  fraction   = {p['fraction']:.3f} {iv('fraction')}"]
-    if "loss" in p:
-        lines.append(f"  loss       = {p['loss']:.4f} {iv('loss')} ({p['loss_from']}; "
-                     f"from scratch at D_F: {p['loss_scratch']:.4f})")
-    else:
-        lines.append(f"  loss: {p['loss_note']}")
-    if "trade" in p and np.isfinite(p["trade"].get("factor", np.nan)):
-        lines.append(f"  trade: 10× N is worth {p['trade']['factor']:.3g}× D_F (10^(β/α))")
-    return "\n".join(lines)

@@ -5,7 +5,7 @@
                                              each cell's best loss, per sweep
   compare.sweeps=[finetune_lr] compare.by=lr one sweep: each cell's best loss per value of `by`
 
-Written as compare.md and compare.csv in the report folder. Cells are (regime, source, target,
+Returns a Comparison (data); report/compare_report.py writes compare.md and compare.csv. Cells are (regime, source, target,
 pre-training budget, N, D): the source, target and budget columns show where they vary (an atlas,
 a budget study); losses are bits per character on each sweep's own fixed validation set.
 
@@ -16,13 +16,14 @@ a budget study); losses are bits per character on each sweep's own fixed validat
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis import checks, collect
-from transfer_lab.analysis.report_format import md_table
+from transfer_lab.analysis import collect
+from transfer_lab.analysis.fit import checks
 from transfer_lab.errors import ConfigError
 
 CELL = ["regime", "source", "target", "budget", "N", "D_F"]
@@ -65,108 +66,79 @@ def _has_pairs(table: pd.DataFrame) -> bool:
     return table["target"].nunique() > 1 or table.loc[table["regime"] == "finetune", "source"].nunique() > 1
 
 
-def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -> tuple[str, pd.DataFrame]:
+@dataclass
+class Comparison:
+    """Sweeps side by side: each one's health, and the best loss (bits/char) of every cell per group."""
+
+    names: list[str]
+    by: str | None
+    tolerance: float
+    health: list[list] = field(default_factory=list)  # sweep, target runs, capped, not converged, rising, hours
+    rising: dict[str, list[str]] = field(default_factory=dict)  # sweep -> curve points that rise with data
+    wide: pd.DataFrame = field(default_factory=pd.DataFrame)  # cell (+ seed) x group
+    valid: pd.DataFrame = field(default_factory=pd.DataFrame)  # the same, converged runs only
+    unconverged: pd.Series = field(default_factory=pd.Series)  # (cell, group) -> count
+    groups: list[str] = field(default_factory=list)
+    single: int = 0  # cells measured at one value of `by` (left out)
+    pairs: bool = False  # sources/targets vary (an atlas)
+    budgets: bool = False  # pre-training budgets vary
+    seeds: bool = False  # paired seed by seed
+    pretrainings: pd.DataFrame = field(default_factory=pd.DataFrame)  # source loss by `by`
+
+
+def compare(tables: dict[str, pd.DataFrame], by: str | None, tolerance: float) -> Comparison:
     tables = {name: _cells(t) for name, t in tables.items()}
     if by is None and len(tables) > 1:
         tables = common_cells(tables)
-    lines = ["# Comparison: " + ", ".join(f"`{n}`" for n in tables), ""]
-    if by is None and len(tables) > 1:
-        lines += ["On the cells (regime, source, target, budget, N, D) that every sweep has.", ""]
-    rows, found_all = [], {}
+    out = Comparison(names=list(tables), by=by, tolerance=tolerance)
     for name, t in tables.items():
-        row, found = _health(name, t, tolerance)
-        rows.append(row)
-        found_all[name] = found
-    lines += ["## Health", "", "Target runs (scratch and fine-tuned) that finished; 'at the step cap': ended at "
-              "max_steps rather than by early stopping; 'not converged': the run's own verdict (cap or best point "
-              "inside warm-up); 'rises with data': curve points above a smaller D's loss beyond the tolerance "
-              f"(floor {tolerance:.1%}).", ""]
-    lines += md_table(["sweep", "target runs", "at the step cap", "not converged", "rises with data", "train hours"], rows)
-    for name, found in found_all.items():
-        lines += [f"- `{name}`: {v}" for v in found]
-    if any(found_all.values()):
-        lines.append("")
-    frames = []
-    for name, t in tables.items():
-        done = t[t["regime"].isin(collect.FIT_REGIMES) & (t["status"] == "done")].copy()
-        done["group"] = name if by is None else done[by].map(lambda v: _by_label(by, v))
-        done["bits_per_char"] = done["loss_per_char"] / math.log(2)
-        frames.append(done)
-    long = pd.concat(frames)
+        row, out.rising[name] = _health(name, t, tolerance)
+        out.health.append(row)
+    long = _long(tables, by)
     # pivoted on a setting, runs are paired seed by seed: a seed's difference is not the setting's
     cell = CELL + (["seed"] if by not in (None, "seed") else [])
     wide = long.pivot_table(index=cell, columns="group", values="bits_per_char", aggfunc="mean").sort_index()
     # a run that did not converge is shown (marked †) but is no measurement: it never wins a row
     valid = long[long["converged"] != False].pivot_table(  # noqa: E712 - True/False/None
         index=cell, columns="group", values="bits_per_char", aggfunc="mean").reindex(index=wide.index, columns=wide.columns)
-    unconverged = long[long["converged"] == False].groupby(cell + ["group"]).size()  # noqa: E712
+    out.unconverged = long[long["converged"] == False].groupby(cell + ["group"]).size()  # noqa: E712
     groups = list(dict.fromkeys(long["group"] if by is None else long.sort_values(by)["group"]))
     wide = wide[groups]
-    single = 0
     if by:  # a cell measured at one value of `by` compares nothing (a scratch run has no pre-training rule)
         compared = wide.notna().sum(axis=1) >= 2
-        single = int((~compared).sum())
+        out.single = int((~compared).sum())
         wide, valid = wide[compared], valid[compared]
         groups = [g for g in groups if wide[g].notna().any()]
         wide, valid = wide[groups], valid[groups]
-    title = "Best validation loss (bits/char) per cell" + (f", by {by}" if by else "") + \
-            ("; the lowest in each row in bold" if by else "")
-    lines += ["## " + title, ""]
-    pairs = _has_pairs(long)
-    budgets = long.loc[long["regime"] == "finetune", "budget"].nunique() > 1
-    seeds = "seed" in cell and wide.index.get_level_values("seed").nunique() > 1
-    table_rows = []
-    for key, vals in wide.iterrows():
-        (regime, source, target, budget, n, d), seed = key[:6], key[6:]
-        ok = valid.loc[key]
-        best = np.nanmin(ok.to_numpy(float)) if by and ok.notna().any() else None
-        cells = []
-        for group, v in vals.items():
-            text = ("**%.4f**" if best is not None and ok[group] == best else "%.4f") % v if np.isfinite(v) else "—"
-            cells.append(text + ("†" if (*key, group) in unconverged.index else ""))
-        table_rows.append([regime, *([source, target] if pairs else []), *([budget] if budgets else []), f"{n:.3g}",
-                           f"{d:.3g}", *([f"{seed[0]:g}"] if seeds else []), *cells])
-    lines += md_table(["regime", *(["source", "target"] if pairs else []), *(["pre-training budget"] if budgets else []),
-                       "N", "D", *(["seed"] if seeds else []), *groups], table_rows)
-    if len(unconverged):
-        lines.append("† not converged (reached the step ceiling, or best point inside warm-up): not a measurement, "
-                     "never the best of its row.")
+    out.wide, out.valid, out.groups = wide, valid, groups
+    out.pairs = _has_pairs(long)
+    out.budgets = long.loc[long["regime"] == "finetune", "budget"].nunique() > 1
+    out.seeds = "seed" in cell and wide.index.get_level_values("seed").nunique() > 1
     if by:
-        wins = valid.dropna(how="all").idxmin(axis=1).value_counts()
-        lines.append(f"Lowest loss, among the {len(wide)} cells measured at two or more values, cells per value: "
-                     + ", ".join(f"{g}: {wins.get(g, 0)}" for g in groups) + f"; {single} cells with one value left out.")
-    elif len(groups) == 2:
-        a, b = groups
-        both = wide.dropna()
-        rel = (both[b] / both[a] - 1)
-        lines.append(f"`{b}` against `{a}` on the {len(both)} cells both have: median {rel.median():+.2%}, "
-                     f"lower in {int((rel < 0).sum())}, higher in {int((rel > 0).sum())}.")
-        for regime, part in rel.groupby(level="regime"):
-            q = part.quantile([0.1, 0.5, 0.9])
-            lines.append(f"- {regime}, {len(part)} cells: 10th / 50th / 90th percentile {q[0.1]:+.2%} / {q[0.5]:+.2%} / "
-                         f"{q[0.9]:+.2%}; higher by more than 0.5% in {int((part > 0.005).sum())}, "
-                         f"largest {part.max():+.2%} ({', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in part.idxmax())}).")
-    if by:
-        lines += _pretrainings(tables, by)
-    return "\n".join(lines) + "\n", wide.reset_index()
+        out.pretrainings = _pretrainings(tables, by)
+    return out
 
 
-def _pretrainings(tables: dict[str, pd.DataFrame], by: str) -> list[str]:
+def _long(tables: dict[str, pd.DataFrame], by: str | None) -> pd.DataFrame:
+    frames = []
+    for name, t in tables.items():
+        done = t[t["regime"].isin(collect.FIT_REGIMES) & (t["status"] == "done")].copy()
+        done["group"] = name if by is None else done[by].map(lambda v: _by_label(by, v))
+        done["bits_per_char"] = done["loss_per_char"] / math.log(2)
+        frames.append(done)
+    return pd.concat(frames)
+
+
+def _pretrainings(tables: dict[str, pd.DataFrame], by: str) -> pd.DataFrame:
     """The pre-trainings themselves, by `by`: their loss on the source's validation set (a longer or
     differently stopped pre-training is first of all a better or worse model of its source)."""
     pre = pd.concat([t[(t["regime"] == "pretrain") & (t["status"] == "done")] for t in tables.values()])
     if pre.empty or pre[by].nunique() < 2:
-        return []
+        return pd.DataFrame()
     pre = pre.assign(group=pre[by].map(lambda v: _by_label(by, v)), bits_per_char=pre["loss_per_char"] / math.log(2))
     wide = pre.pivot_table(index=["source", "budget", "N", "seed"], columns="group", values="bits_per_char")
     wide = wide[wide.notna().sum(axis=1) >= 2]
-    wide = wide.loc[:, wide.notna().any()]
-    if wide.empty:
-        return []
-    rows = [[source, budget, f"{n:.3g}", f"{seed:g}", *(f"{v:.4f}" if np.isfinite(v) else "—" for v in vals)]
-            for (source, budget, n, seed), vals in wide.iterrows()]
-    return ["", f"## The pre-trainings: loss on the source's validation set (bits/char), by {by}", "",
-            *md_table(["source", "pre-training budget", "N", "seed", *wide.columns], rows)]
+    return wide.loc[:, wide.notna().any()]
 
 
 def _by_label(by: str, value) -> str:
@@ -175,8 +147,8 @@ def _by_label(by: str, value) -> str:
     return f"{by}={value:g}" if isinstance(value, float) else f"{by}={value}"
 
 
-def run_compare(root: Path, out: Path, sweeps: list[str], by: str | None, tolerance: float) -> Path:
-    """compare.md and compare.csv of `sweeps` side by side (or one sweep pivoted on the column `by`)."""
+def load_compare(root: Path, sweeps: list[str], by: str | None, tolerance: float) -> Comparison:
+    """`sweeps` side by side (or one sweep pivoted on the column `by`), read from their run folders."""
     if not sweeps:
         raise ConfigError("action=compare needs compare.sweeps, e.g. compare.sweeps=[demo_cosine,demo]")
     if by is None and len(sweeps) < 2:
@@ -185,8 +157,4 @@ def run_compare(root: Path, out: Path, sweeps: list[str], by: str | None, tolera
         raise ConfigError(f"compare.by={by} is not a column of the runs table; use e.g. lr or seed")
     # cell by cell: an atlas's targets each keep their own validation set
     tables = {name: collect.collect_local(root, name, one_val_set=False).table for name in sweeps}
-    md, wide = compare(tables, by, tolerance)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.md").write_text(md, encoding="utf-8")
-    wide.to_csv(out / "compare.csv", index=False)
-    return out / "compare.md"
+    return compare(tables, by, tolerance)

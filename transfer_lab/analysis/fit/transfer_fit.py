@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis import checks, collect, effective_data, specs
-from transfer_lab.analysis.fitting import FitResult, fit_law
-from transfer_lab.analysis.result import AnalysisResult, data_of
+from transfer_lab.analysis import collect
+from transfer_lab.analysis.fit import checks, effective_data, specs
+from transfer_lab.analysis.fit.fitting import FitResult, fit_law
+from transfer_lab.analysis.fit.result import AnalysisResult, data_of
 
 
 def measure_noise(res: AnalysisResult, table: pd.DataFrame) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis import budgets, checks, collect, effective_data, specs
-from transfer_lab.analysis.fitting import FitResult, fit_law
-from transfer_lab.analysis.result import AnalysisResult, data_of
-from transfer_lab.analysis.transfer_fit import measure_noise, transfer_fit
+from transfer_lab.analysis import collect
+from transfer_lab.analysis.studies import budgets
+from transfer_lab.analysis.fit import checks, effective_data, specs
+from transfer_lab.analysis.fit.fitting import FitResult, fit_law
+from transfer_lab.analysis.fit.result import AnalysisResult, FitSettings, data_of
+from transfer_lab.analysis.fit.transfer_fit import measure_noise, transfer_fit
+from transfer_lab.analysis.fit.intervals import identified, why_not_identified
 from transfer_lab.errors import ResultsError
 
 
@@ -31,58 +35,77 @@ def _main_budget(ft: pd.DataFrame) -> float:
     return float(np.max(budgets)) if len(budgets) else float("nan")
 
 
-def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, seed: int = 0,
-                 ci: float = 0.95, huber: float | None = None, method: str = "interp",
-                 low_data_fraction: float | None = 0.1, report_dir: str | Path | None = None,
-                 html: bool = True, loss: str = "per_char", monotone_tolerance: float = 0.003,
-                 command: str | None = None, pdf: bool = True) -> AnalysisResult:
+def run_analysis(source, settings: FitSettings | None = None, **fields) -> AnalysisResult:
     """Analyse a sweep: `source` is a Collection, a tidy DataFrame (collect.COLUMNS) or a sweep
-    folder. Writes the report only when `report_dir` is given (plots when make_plots)."""
+    folder; `settings` (or its fields as keywords, e.g. n_bootstrap=200) say how to fit. Returns
+    data only: report/sweep_report.write_report writes the files."""
+    settings = dataclasses.replace(settings or FitSettings(), **fields)
     t0 = time.perf_counter()
     sweep, table, notes = _table_from(source)
     if len(table) == 0:
         raise ResultsError(f"no runs at all in sweep {sweep}; run the sweep first")
-    fit_kw = {"n_bootstrap": n_bootstrap, "seed": seed, "ci": ci, "huber": huber}
-    res = AnalysisResult(sweep=sweep, table=table, notes=notes,
-                         settings={"n_bootstrap": n_bootstrap, "seed": seed, "ci": ci, "huber": huber,
-                                   "method": method, "low_data_fraction": low_data_fraction, "loss": loss,
-                                   "monotone_tolerance": monotone_tolerance, "command": command, "pdf": pdf})
-    _check_measurement(res, monotone_tolerance)
-    table = res.table
-    usable = table[~table["excluded"]]
-    scratch = usable[usable["regime"] == "scratch"]
-    ft = usable[usable["regime"] == "finetune"]
+    res = AnalysisResult(sweep=sweep, table=table, notes=notes, settings=dataclasses.asdict(settings))
+    fit_kw = {"n_bootstrap": settings.n_bootstrap, "seed": settings.seed, "ci": settings.ci, "huber": settings.huber}
+    _check_measurement(res, settings.monotone_tolerance)
+    scratch, ft = _usable(res)
+    _scratch_laws(res, scratch, fit_kw)
+    t1 = time.perf_counter()
+    other = _unified_law(res, scratch, ft, fit_kw)
+    curves, law, ftm = _effective_data(res, other, settings)
+    _transfer_laws(res, ftm, fit_kw)
+    t2 = time.perf_counter()
+    _per_size_laws(res, ft, ftm, curves, law, fit_kw)
+    t3 = time.perf_counter()
+    _summarise(res)
+    res.timings = {"from_scratch_fits_s": t1 - t0, "transfer_fits_s": t2 - t1, "other_fits_s": t3 - t2,
+                   "total_s": time.perf_counter() - t0}
+    return res
+
+
+def _usable(res: AnalysisResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    usable = res.table[~res.table["excluded"]]
+    scratch, ft = usable[usable["regime"] == "scratch"], usable[usable["regime"] == "finetune"]
     if len(usable) == 0:
         res.messages.append("no usable runs: every run failed, is unfinished or has no loss (see the excluded list)")
     if len(scratch) == 0:
         res.messages.append("no from-scratch runs: D_E, D_T and the from-scratch laws cannot be computed")
     if len(ft) == 0:
         res.messages.append("no fine-tuned runs: nothing to measure transfer on")
+    return scratch, ft
 
-    # 1. from-scratch laws
-    xs = data_of(scratch)
-    keys = list(scratch["run_key"])
+
+def _scratch_laws(res: AnalysisResult, scratch: pd.DataFrame, fit_kw: dict) -> None:
     if len(scratch):
+        xs, keys = data_of(scratch), list(scratch["run_key"])
         res.fits["kaplan"] = fit_law(specs.kaplan_spec(xs), xs, run_keys=keys, **fit_kw)
         res.fits["chinchilla"] = fit_law(specs.chinchilla_spec(xs), xs, run_keys=keys, **fit_kw)
-    kap = res.fit("kaplan")
-    t1 = time.perf_counter()
 
-    # 2. unified law, jointly on scratch and the fine-tuned runs at the main pre-training budget
+
+def _unified_law(res: AnalysisResult, scratch: pd.DataFrame, ft: pd.DataFrame, fit_kw: dict) -> pd.Series:
+    """The unified law, jointly on scratch and the fine-tuned runs at the main pre-training budget;
+    returns the mask of fine-tunes at other budgets."""
+    table = res.table
     res.main_budget = _main_budget(ft)
     other = (table["regime"] == "finetune") & table["pretrain_budget"].notna() & (table["pretrain_budget"] != res.main_budget)
     ftm = ft[~other.loc[ft.index]]
     if len(scratch) and len(ftm):
         both = pd.concat([scratch, ftm])
         xu = data_of(both)
+        kap = res.fit("kaplan")
         spec = specs.unified_spec(xu, kap.theta if kap else None)
         res.fits["unified"] = fit_law(spec, xu, run_keys=list(both["run_key"]), **fit_kw)
+    return other
 
-    # 3. effective data: interpolated inside each N's scratch range, model-based (unified law) outside
+
+def _effective_data(res: AnalysisResult, other: pd.Series, settings: FitSettings):
+    """D_E interpolated inside each N's scratch range, model-based (unified law) outside; returns the
+    curves, the inversion law and the fine-tunes at the main budget."""
+    table = res.table
     curves = effective_data.scratch_curves(table)
-    law = inversion_law(res, method)
-    table = effective_data.add_effective_data(table, curves, law, method, low_data_fraction if law else None, ci)
-    if len(ft) and law is None and low_data_fraction is not None:
+    law = inversion_law(res, settings.method)
+    table = effective_data.add_effective_data(table, curves, law, settings.method,
+                                              settings.low_data_fraction if law else None, settings.ci)
+    if (table["regime"] == "finetune").any() and law is None and settings.low_data_fraction is not None:
         res.notes.append("low-data regime not checked: no from-scratch law fitted (needed for D(N))")
     if np.isfinite(res.main_budget) and other.any():
         table.loc[other, "in_transfer_fit"] = False
@@ -94,31 +117,36 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
         res.messages.append(f"no usable from-scratch curve (≥ 2 data sizes) for N = "
                             f"{', '.join(f'{n:.3g}' for n in missing_n)}: D_E cannot be interpolated there")
     _coverage(res, ftm)
+    return curves, law, ftm
 
-    # 4. transfer law on the interpolated, flag-clean low-data points, and App. C
+
+def _transfer_laws(res: AnalysisResult, ftm: pd.DataFrame, fit_kw: dict) -> None:
+    """The transfer law on the interpolated, flag-clean low-data points, and App. C."""
+    if not len(ftm):
+        return
     fit_rows = ftm[ftm["in_transfer_fit"]]
-    if len(ftm):
-        counts = ftm["flags"].str.split(";").explode().value_counts()
-        dropped = {k: int(v) for k, v in counts.items() if k != "ok"}
-        res.notes.append(f"interpolated transfer law uses {len(fit_rows)} of {len(ftm)} fine-tuned points; flags "
-                         f"among the rest: {dropped if dropped else 'none'}")
-        if (ftm["D_T"] > 0).sum() == 0 and ftm["D_T"].notna().any():
-            res.messages.append("every fine-tuned point has D_T ≤ 0 (ossification: pre-training hurt at "
-                                "these sizes); the transfer law cannot be fitted")
-        measure_noise(res, table)
-        res.fits["transfer"] = transfer_fit(res, fit_rows, fit_kw)
-        if res.noise.measured and res.fit("transfer") is not None:  # the same runs with the residual as noise
-            before = transfer_fit(res, fit_rows, fit_kw, measured_noise=False)
-            res.noise_effect = {name: (before.ci.get(name), res.fits["transfer"].ci.get(name))
-                                for name in ("k", "alpha", "beta") if before.ok}
-        _fit_appc(res, fit_rows, fit_kw)
-    res.agreement = _agreement(res.fit("transfer"), res.fit("unified"))
-    t2 = time.perf_counter()
+    counts = ftm["flags"].str.split(";").explode().value_counts()
+    dropped = {k: int(v) for k, v in counts.items() if k != "ok"}
+    res.notes.append(f"interpolated transfer law uses {len(fit_rows)} of {len(ftm)} fine-tuned points; flags "
+                     f"among the rest: {dropped if dropped else 'none'}")
+    if (ftm["D_T"] > 0).sum() == 0 and ftm["D_T"].notna().any():
+        res.messages.append("every fine-tuned point has D_T ≤ 0 (ossification: pre-training hurt at "
+                            "these sizes); the transfer law cannot be fitted")
+    measure_noise(res, res.table)
+    res.fits["transfer"] = transfer_fit(res, fit_rows, fit_kw)
+    if res.noise.measured and res.fit("transfer") is not None:  # the same runs with the residual as noise
+        before = transfer_fit(res, fit_rows, fit_kw, measured_noise=False)
+        res.noise_effect = {name: (before.ci.get(name), res.fits["transfer"].ci.get(name))
+                            for name in ("k", "alpha", "beta") if before.ok}
+    _fit_appc(res, fit_rows, fit_kw)
 
-    # 5. per-N laws: rectified (main budget) and transfer gap (several budgets)
+
+def _per_size_laws(res: AnalysisResult, ft: pd.DataFrame, ftm: pd.DataFrame, curves, law, fit_kw: dict) -> None:
+    """Per N: the rectified law (main budget) and the transfer-gap law (several budgets)."""
     res.group_fits["rectified"] = [
         fit_law(specs.rectified_spec(data_of(g)), data_of(g), group=f"N={n:.3g}", run_keys=list(g["run_key"]), **fit_kw)
         for n, g in ftm.groupby("N")]
+    kap = res.fit("kaplan")
     res.budgets = budgets.analyse(res, fit_kw, curves, law, kap.theta if kap else None) if len(ft) else None
     if res.budgets is None:
         n_budgets = ft["pretrain_budget"].nunique()
@@ -127,21 +155,17 @@ def run_analysis(source, n_bootstrap: int = 1000, make_plots: bool = False, *, s
     else:
         res.messages += res.budgets.messages
     res.group_fits["gap"] = res.budgets.gap if res.budgets is not None else []
-    t3 = time.perf_counter()
 
-    for name, f in res.fits.items():
+
+def _summarise(res: AnalysisResult) -> None:
+    res.agreement = _agreement(res.fit("transfer"), res.fit("unified"))
+    for f in res.fits.values():
         if not f.ok:
             res.messages.append(f"{f.title}: not fitted ({f.message})")
         elif not f.converged:
             res.messages.append(f"{f.title}: optimiser did not report convergence ({f.convergence})")
     _identification(res)
     _trade(res)
-    res.timings = {"from_scratch_fits_s": t1 - t0, "transfer_fits_s": t2 - t1, "other_fits_s": t3 - t2}
-    if report_dir is not None:
-        from transfer_lab.analysis import report
-        report.write_report(res, Path(report_dir), make_plots=make_plots, html=html)
-    res.timings["total_s"] = time.perf_counter() - t0
-    return res
 
 
 def _check_measurement(res: AnalysisResult, floor: float) -> None:
@@ -224,12 +248,12 @@ def _identification(res: AnalysisResult) -> None:
                     f"{law} law: the fitted {name} = {estimate:.3g} lies outside its own interval [{lo:.3g}, {hi:.3g}]: "
                     "the fit moves a lot when runs are resampled (few points, or points far from the law); "
                     "read neither the estimate nor the interval as a measurement")
-            if lo <= 0 <= hi or hi - lo > 0.5:
+            if not identified(lo, hi):
                 extra = f" over {n_sizes} size(s) in the interpolated fit" if name == "beta" and law == "transfer" else ""
                 symbol = {"alpha": "α", "beta": "β"}[name]
                 res.unidentified.append(
                     f"{law} law: {symbol} is not identified ({res.settings['ci']:.0%} interval [{lo:.3g}, {hi:.3g}] "
-                    f"{'covers 0' if lo <= 0 <= hi else 'is wider than 0.5'}); it is set by {why}{extra}; "
+                    f"{why_not_identified(lo, hi)}); it is set by {why}{extra}; "
                     "analyze.py action=plan lists the runs that would narrow it")
 
 

@@ -8,10 +8,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis.fitting import FitResult
+from transfer_lab.analysis.fit.fitting import FitResult
 
 ANCHORS = {"text→python": {"k": 1.9e4, "alpha": 0.18, "beta": 0.38},
            "50% text + 50% code→python": {"k": 2.1e5, "alpha": 0.096, "beta": 0.38}}
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How one analysis fits: shared by every law it fits and every study built on it."""
+
+    n_bootstrap: int = 1000
+    seed: int = 0
+    ci: float = 0.95
+    huber: float | None = None
+    method: str = "interp"  # interp | kaplan: how D_E is read off the from-scratch runs
+    low_data_fraction: float | None = 0.1
+    loss: str = "per_char"
+    monotone_tolerance: float = 0.003
 
 
 @dataclass

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis import specs
-from transfer_lab.analysis.effective_data import KaplanBlock, ScratchCurve
-from transfer_lab.analysis.fitting import FitResult, fit_law
-from transfer_lab.analysis.result import AnalysisResult, data_of
-from transfer_lab.analysis.transfer_fit import transfer_fit
+from transfer_lab.analysis.fit import specs
+from transfer_lab.analysis.fit.effective_data import KaplanBlock, ScratchCurve
+from transfer_lab.analysis.fit.fitting import FitResult, fit_law
+from transfer_lab.analysis.fit.intervals import interval
+from transfer_lab.analysis.fit.result import AnalysisResult, data_of
+from transfer_lab.analysis.fit.transfer_fit import transfer_fit
 
 MIN_GAP_BUDGETS = 3  # Barnett's law has a p-power and a floor G: two budgets cannot tell them apart
 OTHER_BUDGET = "other_pretrain_budget"
@@ -38,15 +39,6 @@ class BudgetStudy:
     better_buy: pd.DataFrame = field(default_factory=pd.DataFrame)
     held_out: pd.DataFrame = field(default_factory=pd.DataFrame)
     messages: list[str] = field(default_factory=list)
-
-
-def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
-    s = np.asarray(samples, float)
-    s = s[np.isfinite(s)]
-    if not len(s):
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(s, [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100])
-    return float(lo), float(hi)
 
 
 def _clean(rows: pd.DataFrame) -> pd.DataFrame:
@@ -124,10 +116,10 @@ def better_buy(fit: FitResult, budget: float, d_f: float, ci: float) -> dict:
     has_boot = fit.boot_theta is not None and len(fit.boot_theta)
     boot = np.exp(fit.evaluate(x, boot=True)) if has_boot else best[None]
     gain_p, gain_f = boot[:, 0] - boot[:, 1], boot[:, 0] - boot[:, 2]
-    diff = _interval(gain_p - gain_f, ci)
+    diff = interval(gain_p - gain_f, ci)
     verdict = "pre-train more" if diff[0] > 0 else "collect target data" if diff[1] < 0 else "indistinguishable"
-    return {"loss": best[0], "gain_p": best[0] - best[1], "gain_p_ci": _interval(gain_p, ci),
-            "gain_f": best[0] - best[2], "gain_f_ci": _interval(gain_f, ci), "verdict": verdict}
+    return {"loss": best[0], "gain_p": best[0] - best[1], "gain_p_ci": interval(gain_p, ci),
+            "gain_f": best[0] - best[2], "gain_f_ci": interval(gain_f, ci), "verdict": verdict}
 
 
 def _invert(loss: np.ndarray, n: float, curves: dict[float, ScratchCurve], law: KaplanBlock | None) -> np.ndarray:
@@ -160,7 +152,7 @@ def _held_out(study: BudgetStudy, res: AnalysisResult, ft: pd.DataFrame, scratch
                 d_t = _invert(np.array([loss]), n, curves, law) - r.D_F
                 d_t_boot = _invert(boot[:: max(1, len(boot) // 200)], n, curves, law) - r.D_F
                 rows.append(_verified("largest budget, from the smaller ones (gap law)", n, top, r, loss,
-                                      _interval(boot, ci), float(d_t[0]), _interval(d_t_boot, ci)))
+                                      interval(boot, ci), float(d_t[0]), interval(d_t_boot, ci)))
     sizes = sorted(ft["N"].unique())
     main = ft[ft["pretrain_budget"] == top]
     if len(sizes) >= 3:  # the largest N from the smaller ones (unified law, at the largest budget)
@@ -175,7 +167,7 @@ def _held_out(study: BudgetStudy, res: AnalysisResult, ft: pd.DataFrame, scratch
                 thetas = fit.theta[None] if fit.boot_theta is None else np.vstack([fit.theta[None], fit.boot_theta])
                 d_t = 10 ** thetas[:, 4] * r.D_F ** thetas[:, 5] * held ** thetas[:, 6]
                 rows.append(_verified("largest N, from the smaller ones (unified law)", held, top, r, loss,
-                                      _interval(boot, ci), float(d_t[0]), _interval(d_t[1:], ci)))
+                                      interval(boot, ci), float(d_t[0]), interval(d_t[1:], ci)))
     study.held_out = pd.DataFrame(rows)
 
 

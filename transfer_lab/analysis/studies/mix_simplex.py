@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from transfer_lab.analysis import collect, specs
-from transfer_lab.analysis.fitting import fit_law
-from transfer_lab.analysis.mix_fitting import (
+from transfer_lab.analysis import collect
+from transfer_lab.analysis.fit import specs
+from transfer_lab.analysis.fit.fitting import fit_law
+from transfer_lab.analysis.fit.mix_fitting import (
     best_on,
     loo_rmse,
     mix_data,

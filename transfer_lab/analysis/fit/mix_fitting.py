@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis.fitting import FitResult, fit_law
+from transfer_lab.analysis.fit.fitting import FitResult, fit_law
 
 STEP = 0.05  # mixtures are trained at multiples of 5%
 
