@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,69 @@ def compose_cfg(tmp_path, data_dir, cache_dir):
             return compose("train", overrides=(TINY if tiny else []) + paths + list(overrides))
 
     return _compose
+
+
+# --- The fast tier stays fast: a test that trains a model or starts a process must say so ---------------
+# (`trains`, `subprocess` markers, pyproject.toml). Unmarked, it fails at the first Trainer.fit or Popen,
+# naming the marker to add, so `make test-fast` (-m "not trains and not subprocess and not network")
+# never trains or spawns behind its back. Session fixtures count for the test that first builds them.
+CURRENT_MARKS: set[str] = set()
+CHEAP_COMMANDS = {"git"}  # a millisecond lookup (the commit a predictions file is stamped with), no tier
+
+
+def pytest_runtest_setup(item):
+    CURRENT_MARKS.clear()
+    CURRENT_MARKS.update(m.name for m in item.iter_markers())
+
+
+def _require(marker: str, what: str) -> None:
+    if marker not in CURRENT_MARKS:
+        raise RuntimeError(f"this test {what} but is not marked @pytest.mark.{marker} (tests/conftest.py); mark it")
+
+
+def _guard_popen() -> None:
+    import subprocess
+
+    original = subprocess.Popen.__init__
+
+    def init(self, args, *a, **kw):
+        program = args if isinstance(args, (str, bytes)) else (list(args)[:1] or [""])[0]
+        if Path(str(program).split()[0] if isinstance(program, str) else str(program)).name not in CHEAP_COMMANDS:
+            _require("subprocess", f"starts a process ({program})")
+        original(self, args, *a, **kw)
+
+    subprocess.Popen.__init__ = init
+
+
+class _PatchTrainerFit:
+    """Wrap pytorch_lightning's Trainer.fit once the module is first imported (a meta-path hook: the
+    import itself costs ~8 s, which the fast tier must not pay just to install a guard)."""
+
+    NAME = "pytorch_lightning.trainer.trainer"
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.NAME:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            fit = module.Trainer.fit
+
+            def guarded(self, *a, **kw):
+                _require("trains", "trains a model (Trainer.fit)")
+                return fit(self, *a, **kw)
+
+            module.Trainer.fit = guarded
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+_guard_popen()
+sys.meta_path.insert(0, _PatchTrainerFit())

@@ -732,7 +732,7 @@ def assert_one_line_exit_2(proc: subprocess.CompletedProcess, *names: str) -> No
     assert FIX.search(lines[0]), lines[0]
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_train_script_unknown_key_and_unknown_experiment(world):
     before = snapshot(world.root)
     proc = script("train.py", "model.n_layers=3", f"paths.output_root={world.root}")
@@ -742,7 +742,7 @@ def test_train_script_unknown_key_and_unknown_experiment(world):
     assert_intact(before)
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_train_script_sweep_with_a_binary_corpus(world, bad_files):
     """A multirun whose data is unusable: one line, exit 2, and the finished sweep beside it untouched."""
     before = snapshot(world.root)
@@ -754,7 +754,7 @@ def test_train_script_sweep_with_a_binary_corpus(world, bad_files):
     assert_intact(before)
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_analyze_script_on_a_corrupt_results_file(world, tmp_path):
     root, runs = _copy_sweep(world, tmp_path)
     _truncated(runs)
@@ -764,13 +764,13 @@ def test_analyze_script_on_a_corrupt_results_file(world, tmp_path):
     assert_intact(before)
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_analyze_script_unknown_key(tmp_path):
     proc = script("analyze.py", f"paths.output_root={tmp_path}", "fit.n_bootstrp=10")
     assert_one_line_exit_2(proc, "fit.n_bootstrp")
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("entry", [("train.py",), ("analyze.py",), ("-m", "transfer_lab.prepare")])
 def test_unwritable_output_root_is_one_line_before_hydra_makes_a_folder(entry, tmp_path):
     a_file = tmp_path / "a_file"

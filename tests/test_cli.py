@@ -12,7 +12,7 @@ from conftest import ROOT, TINY
 
 from transfer_lab.study import records
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.subprocess
 
 
 def train(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:

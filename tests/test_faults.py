@@ -58,7 +58,7 @@ def reference(tmp_path_factory, data_dir, cache_dir):
 
 # --- SIGKILL in the middle of a sweep (real signal, real subprocess) -------------------------------
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sigkill_mid_sweep_then_the_same_command_completes_the_grid(tmp_path, data_dir, cache_dir):
     from transfer_lab.analysis import collect_local
 
@@ -220,7 +220,7 @@ def test_no_temp_file_survives_the_rerun_after_a_results_kill(killed_in_results_
 
 # --- two jobs need the same pre-trained model at once ----------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_jobs_needing_one_pretrained_model_train_it_once(tmp_path, data_dir, cache_dir):
     """Two launches of train.py that fine-tune from the same pre-training, at once.
 
@@ -439,7 +439,7 @@ def test_a_pickle_payload_in_a_model_to_fine_tune_never_runs(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_secrets_never_reach_logs_results_reports_or_saved_config(tmp_path, data_dir, cache_dir):
     secret_values = {"WANDB_API_KEY": secrets.token_hex(20), "HF_TOKEN": "hf_" + secrets.token_urlsafe(26),
                      "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}

@@ -127,7 +127,7 @@ def test_every_hub_corpus_is_shipped_and_scriptless():
             spec["revision"] == "refs/convert/parquet" or spec["path"] == "parquet"
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", HUB_SPECS)
 def test_each_shipped_hub_spec_prepares_from_its_repository_layout(name, mirrored, tmp_path):
     corpus = prepare_corpus(load_corpus_spec(name), data_dir=tmp_path / "data")
@@ -200,7 +200,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_one_switch_really_goes_online(tmp_path):
     """`HF_HUB_OFFLINE=0 make check-hub` asks the hub (here a local server standing in for it);
     without the switch nothing is asked and every line names the switch."""

@@ -44,7 +44,7 @@ def _wait_for(predicate, proc, timeout: float = 300.0, what: str = ""):
 
 # --- 1. a run is owned by one process at a time -----------------------------------------------------
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_second_launch_skips_the_run_the_first_is_training_and_never_overwrites_it(tmp_path, data_dir, cache_dir):
     out = tmp_path / "out"
     # a run that keeps training (it never plateaus: patience 1000, a 100,000-step ceiling) until it is stopped
@@ -71,7 +71,7 @@ def test_a_second_launch_skips_the_run_the_first_is_training_and_never_overwrite
     assert len(launches) == 2, f"two launches share a Hydra folder: {launches}"
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_identical_launches_train_every_cell_once_and_count_only_their_own(tmp_path, data_dir, cache_dir):
     out = tmp_path / "out"
     cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=1e4,2e4,3e4",
@@ -123,7 +123,7 @@ def test_a_killed_launchs_half_written_job_file_is_removed_by_the_next_launch(tm
     assert not torn.exists() and writing.exists() and (killed / JOB_FILE).exists()
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_launch_resumes_it(
         signum, code, tmp_path, data_dir, cache_dir):
@@ -327,7 +327,7 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
-@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_full_disk_fails_one_run_stops_the_sweep_with_its_summary_and_the_rerun_resumes(
         small_disk, tmp_path, data_dir, cache_dir):
     out = small_disk / "out"
