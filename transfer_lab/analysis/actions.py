@@ -85,6 +85,19 @@ def do_plan(s: AnalyzeSettings) -> None:
     from transfer_lab.analysis.studies.plan import format_plan, plan_runs
     res, coll = _analysed(s)
     print(format_plan(plan_runs(res, coll)))
+    if s.plan_budget_hours is None:
+        return
+    from transfer_lab.analysis.report import plan_report
+    from transfer_lab.analysis.studies import preregister
+    from transfer_lab.analysis.studies.priced_plan import priced_plan
+    plan = priced_plan(res, coll.table, s.plan_budget_hours, s.fit, s.plan_workers)
+    print("\n" + plan_report.format_plan(plan))
+    if s.plan_save:
+        keys = preregister.fitted_runs(coll.table)
+        doc = plan_report.plan_document(plan, preregister.git_commit(), preregister.runs_hash(coll.table, keys), keys,
+                                        command_line())
+        print(f"plan → {plan_report.save_plan(s.plan_save, doc)}; once its runs are trained: "
+              f"analyze.py action=verify verify.plan={s.plan_save}")
 
 
 def do_predict(s: AnalyzeSettings) -> None:
@@ -114,8 +127,11 @@ def do_verify(s: AnalyzeSettings) -> None:
     from transfer_lab.analysis.report import predictions
     from transfer_lab.analysis.studies import preregister
     from transfer_lab.analysis.studies.sweep_analysis import run_analysis
+    if s.verify_plan is not None:
+        return _verify_plan(s)
     if s.verify_predictions is None:
-        raise ConfigError("action=verify needs verify.predictions=FILE (written by action=predict predict.save=FILE)")
+        raise ConfigError("action=verify needs verify.predictions=FILE (written by action=predict predict.save=FILE) "
+                          "or verify.plan=FILE (written by action=plan plan.save=FILE)")
     doc = preregister.load(s.verify_predictions)
     coll = gather(s, doc["sweep"])
     preregister.check_hash(doc, coll.table, s.verify_predictions)
@@ -125,6 +141,14 @@ def do_verify(s: AnalyzeSettings) -> None:
     path = predictions.write_verification(Path(out), doc, s.verify_predictions, rows, cal, command_line())
     print(predictions.format_calibration(cal))
     print(f"{len(rows)} measured quantities → {path}")
+
+
+def _verify_plan(s: AnalyzeSettings) -> None:
+    from transfer_lab.analysis.report import plan_report
+    from transfer_lab.analysis.studies import preregister
+    from transfer_lab.analysis.studies.priced_plan import widths
+    doc = preregister.load(s.verify_plan, plan_report.FORMAT)
+    print(plan_report.format_check(doc, widths(gather(s, doc["sweep"]).table, s.fit)))
 
 
 def do_fit(s: AnalyzeSettings) -> None:

@@ -43,7 +43,10 @@ class AnalyzeSettings:
     predict_law: str = "transfer"
     predict_save: Path | None = None
     verify_predictions: Path | None = None
+    verify_plan: Path | None = None
     plan_budget_hours: float | None = None
+    plan_workers: int = 2
+    plan_save: Path | None = None
     wandb: dict = field(default_factory=dict)
 
 
@@ -121,5 +124,7 @@ def read_settings(cfg: DictConfig) -> AnalyzeSettings:
         predict_finetune_chars=_numbers(cfg, "predict.finetune_chars", "predict.finetune_chars=[1e4,1e5]"),
         predict_scratch_chars=_numbers(cfg, "predict.scratch_chars", "predict.scratch_chars=[1e5,1e6]"),
         predict_law=get(cfg, "predict.law"), predict_save=_path(cfg, "predict.save"),
-        verify_predictions=_path(cfg, "verify.predictions"), plan_budget_hours=get(cfg, "plan.budget_hours"),
+        verify_predictions=_path(cfg, "verify.predictions"), verify_plan=_path(cfg, "verify.plan"),
+        plan_budget_hours=get(cfg, "plan.budget_hours"), plan_save=_path(cfg, "plan.save"),
+        plan_workers=as_int(cfg, "plan.workers", minimum=1, example="plan.workers=2"),
         wandb={k: get(cfg, f"wandb.{k}") for k in ("enabled", "mode", "entity", "project", "group", "offline_dir")})

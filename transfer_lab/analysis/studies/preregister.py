@@ -189,8 +189,8 @@ def predictions_document(res, cells: list[dict], command: str) -> dict:
             "fitted_on": {"runs": keys, "sha256": runs_hash(res.table, keys)}, "fits": fits, "cells": cells}
 
 
-def load(path: Path) -> dict:
-    """A predictions file, or a one-line error naming what is wrong with it."""
+def load(path: Path, kind: str = FORMAT) -> dict:
+    """A predictions (or plan) file, or a one-line error naming what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"predictions file {path} does not exist (or is not a file); write one first with "
@@ -200,9 +200,10 @@ def load(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ResultsError(f"predictions file {path} cannot be read ({type(err).__name__}); restore it from git "
                            "(git checkout -- FILE): a pre-registration cannot be rewritten after its runs exist") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("cells"), list):
-        raise ResultsError(f"{path} is not a transfer_lab predictions file (format {FORMAT}); point "
-                           "verify.predictions at a file written by action=predict predict.save=...")
+    what = "predictions" if kind == FORMAT else "plan"
+    if not isinstance(doc, dict) or doc.get("format") != kind or (kind == FORMAT and not isinstance(doc.get("cells"), list)):
+        raise ResultsError(f"{path} is not a transfer_lab {what} file (format {kind}); point verify.{what} at a "
+                           f"file written by {'action=predict predict.save' if kind == FORMAT else 'action=plan plan.save'}=...")
     return doc
 
 

@@ -35,10 +35,11 @@ def _main_budget(ft: pd.DataFrame) -> float:
     return float(np.max(budgets)) if len(budgets) else float("nan")
 
 
-def run_analysis(source, settings: FitSettings | None = None, **fields) -> AnalysisResult:
+def run_analysis(source, settings: FitSettings | None = None, *, scope: str = "all", **fields) -> AnalysisResult:
     """Analyse a sweep: `source` is a Collection, a tidy DataFrame (collect.COLUMNS) or a sweep
     folder; `settings` (or its fields as keywords, e.g. n_bootstrap=200) say how to fit. Returns
-    data only: report/sweep_report.write_report writes the files."""
+    data only: report/sweep_report.write_report writes the files. scope="transfer" fits only what
+    the transfer and unified laws' intervals need (the priced plan re-runs it per simulated sweep)."""
     settings = dataclasses.replace(settings or FitSettings(), **fields)
     t0 = time.perf_counter()
     sweep, table, notes = _table_from(source)
@@ -48,13 +49,14 @@ def run_analysis(source, settings: FitSettings | None = None, **fields) -> Analy
     fit_kw = {"n_bootstrap": settings.n_bootstrap, "seed": settings.seed, "ci": settings.ci, "huber": settings.huber}
     _check_measurement(res, settings.monotone_tolerance)
     scratch, ft = _usable(res)
-    _scratch_laws(res, scratch, fit_kw)
+    _scratch_laws(res, scratch, fit_kw, with_chinchilla=scope == "all")
     t1 = time.perf_counter()
     other = _unified_law(res, scratch, ft, fit_kw)
     curves, law, ftm = _effective_data(res, other, settings)
-    _transfer_laws(res, ftm, fit_kw)
+    _transfer_laws(res, ftm, fit_kw, full=scope == "all")
     t2 = time.perf_counter()
-    _per_size_laws(res, ft, ftm, curves, law, fit_kw)
+    if scope == "all":
+        _per_size_laws(res, ft, ftm, curves, law, fit_kw)
     t3 = time.perf_counter()
     _summarise(res)
     res.timings = {"from_scratch_fits_s": t1 - t0, "transfer_fits_s": t2 - t1, "other_fits_s": t3 - t2,
@@ -74,10 +76,11 @@ def _usable(res: AnalysisResult) -> tuple[pd.DataFrame, pd.DataFrame]:
     return scratch, ft
 
 
-def _scratch_laws(res: AnalysisResult, scratch: pd.DataFrame, fit_kw: dict) -> None:
+def _scratch_laws(res: AnalysisResult, scratch: pd.DataFrame, fit_kw: dict, with_chinchilla: bool = True) -> None:
     if len(scratch):
         xs, keys = data_of(scratch), list(scratch["run_key"])
         res.fits["kaplan"] = fit_law(specs.kaplan_spec(xs), xs, run_keys=keys, **fit_kw)
+    if len(scratch) and with_chinchilla:
         res.fits["chinchilla"] = fit_law(specs.chinchilla_spec(xs), xs, run_keys=keys, **fit_kw)
 
 
@@ -120,7 +123,7 @@ def _effective_data(res: AnalysisResult, other: pd.Series, settings: FitSettings
     return curves, law, ftm
 
 
-def _transfer_laws(res: AnalysisResult, ftm: pd.DataFrame, fit_kw: dict) -> None:
+def _transfer_laws(res: AnalysisResult, ftm: pd.DataFrame, fit_kw: dict, full: bool = True) -> None:
     """The transfer law on the interpolated, flag-clean low-data points, and App. C."""
     if not len(ftm):
         return
@@ -134,11 +137,12 @@ def _transfer_laws(res: AnalysisResult, ftm: pd.DataFrame, fit_kw: dict) -> None
                             "these sizes); the transfer law cannot be fitted")
     measure_noise(res, res.table)
     res.fits["transfer"] = transfer_fit(res, fit_rows, fit_kw)
-    if res.noise.measured and res.fit("transfer") is not None:  # the same runs with the residual as noise
+    if full and res.noise.measured and res.fit("transfer") is not None:  # the same runs, the residual as noise
         before = transfer_fit(res, fit_rows, fit_kw, measured_noise=False)
         res.noise_effect = {name: (before.ci.get(name), res.fits["transfer"].ci.get(name))
                             for name in ("k", "alpha", "beta") if before.ok}
-    _fit_appc(res, fit_rows, fit_kw)
+    if full:
+        _fit_appc(res, fit_rows, fit_kw)
 
 
 def _per_size_laws(res: AnalysisResult, ft: pd.DataFrame, ftm: pd.DataFrame, curves, law, fit_kw: dict) -> None:

@@ -1,0 +1,101 @@
+"""The priced plan on a synthetic sweep with a known law and known costs: the cost model recovers
+the costs, the expected widths match the widths the same runs really give, the choice keeps to
+the budget, and a budget ≤ 0 is one line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import analysis_synth as syn
+import numpy as np
+import pandas as pd
+import pytest
+
+from transfer_lab.analysis.collect import records_to_table
+from transfer_lab.analysis.fit.result import FitSettings
+from transfer_lab.analysis.studies.priced_plan import CostModel, PlannedRun, priced_plan, widths
+from transfer_lab.analysis.studies.sweep_analysis import run_analysis
+from transfer_lab.errors import ConfigError
+
+SIZES = {1e5: (2, 64, 2), 3e5: (3, 90, 2), 1e6: (4, 144, 4)}
+D_FS = (1e4, 3e4, 1e5)
+SCRATCH = tuple(np.geomspace(1e4, 1e10, 10))
+BUDGET_CHARS, BUDGET_TOKENS = 1e9, 3e8
+NOISE = 0.006
+SETTINGS = FitSettings(n_bootstrap=200)
+
+
+def tokens_to_converge(n, d):
+    return 3e3 * d ** 0.5 * (n / 1e5) ** 0.1
+
+
+def seconds_per_token(n):
+    return 2e-6 * (n / 1e5) ** 0.8
+
+
+def _run(key, regime, n, d, loss, seed=0):
+    shape = dict(zip(("n_layer", "n_embd", "n_head"), SIZES.get(n, (8, 288, 4))))
+    tokens = BUDGET_TOKENS if regime == "pretrain" else tokens_to_converge(n, d)
+    extra = {"pretrain_budget_chars": BUDGET_CHARS, "pretrain_budget_tokens": BUDGET_TOKENS} if regime != "scratch" else {}
+    return syn.result("plan", key, regime, n, d, loss, seed=seed, tokens_seen=int(tokens),
+                      wall_time_s=float(tokens * seconds_per_token(n)), **shape, **extra)
+
+
+def sweep(sizes, seed=0, seeds=(0, 1)):
+    rng = np.random.default_rng(seed)
+    runs = []
+    for n in sizes:
+        runs.append(_run(f"pre-{n:.0e}", "pretrain", n, None, 1.5))
+        for s in seeds:
+            for d in SCRATCH:
+                runs.append(_run(f"sc-{n:.0e}-{d:.1e}-{s}", "scratch", n, d,
+                                 float(syn.scratch_loss(n, d) * np.exp(rng.normal(0, NOISE))), s))
+            for d in D_FS:
+                runs.append(_run(f"ft-{n:.0e}-{d:.0e}-{s}", "finetune", n, d,
+                                 float(syn.finetune_loss(n, d) * np.exp(rng.normal(0, NOISE))), s))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def table():
+    return records_to_table(sweep(SIZES), "plan").table
+
+
+def test_the_cost_model_recovers_the_costs(table):
+    cost = CostModel.fit(table)
+    assert cost.per_token[1] == pytest.approx(0.8, abs=0.01)
+    assert cost.tokens["scratch"][1] == pytest.approx(0.5, abs=0.01) and cost.tokens["finetune"][2] == pytest.approx(0.1, abs=0.02)
+    n, d = 4e6, 3e5
+    assert cost.seconds("scratch", n, d) == pytest.approx(tokens_to_converge(n, d) * seconds_per_token(n), rel=0.05)
+    assert cost.seconds("pretrain", n, pretrain_tokens=1e8) == pytest.approx(1e8 * seconds_per_token(n), rel=0.05)
+
+
+def test_expected_widths_match_the_widths_the_runs_really_give(table):
+    res = run_analysis(table, SETTINGS)
+    plan = priced_plan(res, table, budget_hours=1e9, settings=SETTINGS)
+    size = next(c for c in plan.candidates if c.name.startswith("a size"))
+    assert {r.regime for r in size.runs} == {"pretrain", "scratch", "finetune"}
+    n_new = size.runs[0].n
+    # train the candidate "for real": its runs drawn from the true law, one seed, then the same analysis
+    real = [_run(f"new-{r.regime}-{r.d}", r.regime, n_new, r.d,
+                 float((syn.scratch_loss(n_new, r.d) if r.regime == "scratch" else syn.finetune_loss(n_new, r.d))
+                       * np.exp(np.random.default_rng(int(r.d)).normal(0, NOISE))))
+            for r in size.runs if r.regime != "pretrain"]
+    added = pd.concat([table, records_to_table(real, "plan").table], ignore_index=True)
+    obtained = widths(added, SETTINGS)["transfer"]
+    for name in ("alpha", "beta"):
+        expected = size.widths["transfer"][name]
+        assert 1 / 1.5 <= obtained[name] / expected <= 1.5, (name, expected, obtained[name])
+        assert expected < plan.before["transfer"][name]  # a larger size narrows both
+
+
+def test_the_choice_keeps_to_the_budget_and_prices_what_is_new(table):
+    res = run_analysis(table, SETTINGS)
+    cheapest = min(CostModel.fit(table).seconds("finetune", n, d) for n in SIZES for d in D_FS) / 3600
+    plan = priced_plan(res, table, budget_hours=50 * cheapest, settings=SETTINGS)
+    assert plan.hours_chosen <= 50 * cheapest and all(c.score > 0 for c in plan.chosen)
+    seeds = [c for c in plan.candidates if "seeds 1 and 2 of every from-scratch" in c.name]
+    assert not seeds or all(r.seed == 2 for r in seeds[0].runs)  # seed 1 is trained already: not planned again
+    with pytest.raises(ConfigError, match="plan.budget_hours"):
+        priced_plan(res, table, budget_hours=0, settings=SETTINGS)
+    assert dataclasses.asdict(PlannedRun("scratch", 1e5, 1e4))["regime"] == "scratch"
