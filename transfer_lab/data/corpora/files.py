@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import codecs
+import errno
 import glob
+import os
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,10 +34,24 @@ def resolve_paths(patterns: list[str]) -> list[Path]:
                 raise DataError(f"corpus path '{pattern}' is a folder; give a glob such as "
                                 f"'{pattern}/**/*.txt'")
             if not path.is_file():
-                raise DataError(f"corpus file '{pattern}' does not exist; fix the path")
+                raise DataError(f"corpus file '{pattern}' {_not_a_file(path)}")
             out.append(path)
     unique = list(dict.fromkeys(p.resolve() for p in out))
     return unique
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a path that is no folder is no file either, and the fix (never read: /dev/zero never ends)."""
+    if not os.path.lexists(path):
+        return "does not exist; fix the path"
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:  # ELOOP, or a link to nothing
+        what = "is a symbolic link loop" if err.errno == errno.ELOOP else f"is a symbolic link to nothing ({err.strerror})"
+        return f"{what}; point paths at the file itself"
+    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
+            "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+    return f"is {kind}, not a regular file; give a txt, jsonl or parquet file"
 
 
 def infer_format(spec: dict[str, Any], paths: list[Path]) -> str:
