@@ -294,22 +294,28 @@ def test_each_misleading_mirror_message_names_the_real_cause_and_fix(hub_mirror,
     # the repository is there, its data files are not: the pattern that matched nothing, not "set split"
     (mirror / "codeparrot/github-code-clean/data").mkdir(parents=True)
     message = _one_line(lambda: shards(load_corpus_spec("github_code_python_hub")))
-    assert f"{mirror}/codeparrot/github-code-clean/data/train-*.parquet matches nothing; copy its shards there" in message
+    pattern = f"{mirror}/codeparrot/github-code-clean/data/train-*.parquet"
+    assert f"{pattern} matches nothing; copy its shards there" in message
     assert "set split" not in message
     # an empty train/ of the config: which files are missing
     shutil.rmtree(fineweb / "data/deu_Latn/train")
     (fineweb / "data/deu_Latn/train").mkdir()
     message = _one_line(lambda: shards(load_corpus_spec("fineweb2_de_hub")))
-    assert "no files for config 'deu_Latn', split 'train'" in message and "data/deu_Latn/train/* matches nothing" in message
+    assert "no files for config 'deu_Latn', split 'train'" in message
+    assert "data/deu_Latn/train/* matches nothing" in message
     assert "set split" not in message
     # no README: the copy cannot say where a config's files are
     (fineweb / "README.md").unlink()
     message = _one_line(lambda: shards(load_corpus_spec("fineweb2_de_hub")))
     assert "has no README.md" in message and "copy the repository's README.md" in message
+    (fineweb / "README.md").write_text("# FineWeb-2, a README written by hand\n")
+    message = _one_line(lambda: shards(load_corpus_spec("fineweb2_de_hub")))
+    assert "names no configs" in message and "copy the repository's own README.md" in message
     # a config the README does not list, a split it does not have
     (fineweb / "README.md").write_text(fineweb2_readme())
     message = _one_line(lambda: shards({**load_corpus_spec("fineweb2_de_hub"), "config_name": "deu_latn"}))
-    assert "config_name 'deu_latn' is not among the" in message and "aai_Latn" in message and "fix config_name" in message
+    assert "config_name 'deu_latn' is not among the" in message and "aai_Latn" in message
+    assert "fix config_name" in message
     message = _one_line(lambda: shards({**load_corpus_spec("fineweb2_de_hub"), "split": "validation"}))
     assert "no split 'validation'" in message and "set split in the corpus spec" in message
 
@@ -336,13 +342,15 @@ def test_the_shard_check_opens_every_shard_and_finds_a_corrupt_last_one(hub_mirr
 
     fineweb = _partial_fineweb2(hub_mirror, tmp_path / "mirror")
     monkeypatch.setenv("TRANSFER_LAB_HUB_MIRROR", str(tmp_path / "mirror"))
-    shutil.copytree(hub_mirror / "codeparrot/codeparrot-clean-train", tmp_path / "mirror/codeparrot/codeparrot-clean-train")
+    parrot = "codeparrot/codeparrot-clean-train"
+    shutil.copytree(hub_mirror / parrot, tmp_path / "mirror" / parrot)
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (fineweb / "data/deu_Latn/train").iterdir())
     with pytest.raises(SystemExit) as done:
         main(["check", "--shards", "fineweb2_de_hub", "codeparrot_python_hub"])
     lines = capsys.readouterr().out.splitlines()
     assert done.value.code == 0, lines
-    assert lines[0].startswith("fineweb2_de_hub: 2 shards opened (2 by parquet footer, ") and f"{rows:,} records" in lines[0]
+    assert lines[0].startswith("fineweb2_de_hub: 2 shards opened (2 by parquet footer, ")
+    assert f"{rows:,} records" in lines[0]
     assert "no data read" in lines[0] and "2 by gzip header and first record" in lines[1]
 
     last = fineweb / "data/deu_Latn/train/000_00001.parquet"  # the last shard, cut short

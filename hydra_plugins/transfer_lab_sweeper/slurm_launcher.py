@@ -121,7 +121,8 @@ class StudySlurmLauncher(SlurmLauncher):
                 result.error = f"{result.error}; {why}"
                 records.write_result(run_dir, result)
         ret = JobReturn(overrides=list(overrides))
-        ret.status, ret._return_value = JobStatus.COMPLETED, failed(f"{job.get('run_key', 'job #' + job_dir.name)}: {why}")
+        run = job.get("run_key", f"job #{job_dir.name}")
+        ret.status, ret._return_value = JobStatus.COMPLETED, failed(f"{run}: {why}")
         return ret
 
 

@@ -11,7 +11,8 @@ another launch, not run) and prints `sweep <name>: N done, N skipped, N failed .
 launcher itself raises (Hydra's job set-up on a full disk, a worker a signal reached before its job
 began), it counts from the job files the jobs left (transfer_lab/study/interrupts.py). It stops
 launching once a job reports a stop request or a full disk, and then exits non-zero: 128 + the
-signal, or 1 for a full disk.
+signal, or 1 for a full disk. A launch in which any job failed exits 1 too, its summary naming the
+first failed runs and their one-line reasons (the jobs' own words: transfer_lab/study/outcomes.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ from hydra.errors import HydraException
 
 from transfer_lab.atomic_files import disk_full_path, is_disk_full
 from transfer_lab.study import interrupts, protocol
-from transfer_lab.study.outcomes import FAILED, NO_SPACE, NOT_RUN, ORDER, STOPPING, Outcome, failed, failure_note, summary_line
+from transfer_lab.study.outcomes import (
+    FAILED,
+    NO_SPACE,
+    NOT_RUN,
+    ORDER,
+    STOPPING,
+    Outcome,
+    failed,
+    failure_note,
+    summary_line,
+)
 from transfer_lab.study.records import STATUS_INTERRUPTED, read_result
 
 log = logging.getLogger("transfer_lab")
@@ -72,7 +83,7 @@ class StudySweeper(BasicSweeper):
                     raise
                 outcomes = [_outcome_from_files(launch_dir / str(launched + i)) for i in range(len(batch))]
                 if is_disk_full(err):
-                    why = f"no space left on {disk_full_path(err)}"
+                    why = f"no space left on {disk_full_path(err, launch_dir)}"
                     if NO_SPACE not in outcomes and NOT_RUN in outcomes:  # the job whose set-up hit the full disk
                         outcomes[outcomes.index(NOT_RUN)] = NO_SPACE
             counts.update(outcomes)
@@ -98,8 +109,8 @@ class StudySweeper(BasicSweeper):
                   "interrupted ones resume", file=sys.stderr, flush=True)
             sys.exit(1)
         if counts[FAILED]:
-            print(f"error: {counts[FAILED]} job(s) failed, each record in {records_dir} says why; fix the cause and run "
-                  "the same command again: finished runs are kept", file=sys.stderr, flush=True)
+            print(f"error: {counts[FAILED]} job(s) failed, each record in {records_dir} says why; fix the cause "
+                  "and run the same command again: finished runs are kept", file=sys.stderr, flush=True)
             sys.exit(1)
         return []
 

@@ -120,8 +120,8 @@ def _job(settings: JobSettings) -> str:
         if not is_disk_full(err):
             return _failed(settings, key, run_dir, err)
         log.error("%s: no space left on %s; free space and launch again (finished runs are kept)",
-                  key, disk_full_path(err))
-        return Outcome(NO_SPACE, f"no space left on {disk_full_path(err)}")
+                  key, disk_full_path(err, run_dir))
+        return Outcome(NO_SPACE, f"no space left on {disk_full_path(err, run_dir)}")
 
 
 def _failed(settings: JobSettings, key: str, run_dir: Path, err: Exception) -> Outcome:

@@ -10,7 +10,7 @@ from collections import Counter
 
 DONE = "done"  # trained to its end and recorded
 SKIPPED = "skipped"  # already finished (here, or in another sweep: reused)
-FAILED = "failed"  # recorded failed with its error (NaN, out of memory, a crash, a SLURM kill)
+FAILED = "failed"  # recorded failed with its error (NaN, out of memory, a crash, a SLURM kill): the launch exits 1
 INTERRUPTED = "interrupted"  # stopped by a signal at a step boundary; the next launch resumes it
 BUSY = "busy"  # another process holds the run's lock: it is training there
 NO_SPACE = "no_space"  # the disk filled up; recorded failed where the record could still be written

@@ -13,8 +13,8 @@ SECRET_VALUE = re.compile(r"^[0-9a-f]{40}$|^(local|wandb)-[0-9a-f]{40,}$")  # W&
 # known token formats, wherever they sit inside a value (a token reaches a config through any key:
 # '+note=${oc.env:HF_TOKEN}'): Hugging Face, GitHub, OpenAI-style, AWS access key ids
 # (a name such as hf_fineweb_german_subset is no token: the formats have long runs of letters and digits)
-SECRET_INSIDE = re.compile(r"(?<![A-Za-z0-9_])(hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}"
-                           r"|sk-(?:proj-)?[A-Za-z0-9_-]{32,}|AKIA[0-9A-Z]{16})")
+SECRET_INSIDE = re.compile(r"(?<![A-Za-z0-9_])(hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}"
+                           r"|github_pat_[A-Za-z0-9_]{40,}|sk-(?:proj-)?[A-Za-z0-9_-]{32,}|AKIA[0-9A-Z]{16})")
 
 
 def scrub(node: Any) -> Any:

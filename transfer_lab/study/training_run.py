@@ -116,7 +116,7 @@ def train_and_record(settings: JobSettings, run_dir: Path, result: RunResult, da
         result.stop_reason = "diverged" if isinstance(err, DivergedError) else "error"
         result.error = f"{type(err).__name__}: {err}"
         if is_disk_full(err):
-            result.error, stopped = f"no space left on {disk_full_path(err)}", err
+            result.error, stopped = f"no space left on {disk_full_path(err, run_dir)}", err
         trace = "" if stopped is not None else "\n" + traceback.format_exc(limit=3)  # a full disk: one line
         log.error("run %s failed: %s%s", result.run_key, result.error, trace)
     finally:

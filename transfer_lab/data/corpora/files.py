@@ -47,10 +47,11 @@ def _not_a_file(path: Path) -> str:
     try:
         mode = path.stat().st_mode
     except OSError as err:  # ELOOP, or a link to nothing
-        what = "is a symbolic link loop" if err.errno == errno.ELOOP else f"is a symbolic link to nothing ({err.strerror})"
-        return f"{what}; point paths at the file itself"
-    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode) else
-            "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        loop = err.errno == errno.ELOOP
+        return f"is a symbolic link {'loop' if loop else f'to nothing ({err.strerror})'}; point paths at the file itself"
+    kinds = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")]
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
     return f"is {kind}, not a regular file; give a txt, jsonl or parquet file"
 
 

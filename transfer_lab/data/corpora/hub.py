@@ -23,6 +23,7 @@ from transfer_lab.errors import DataError
 MIRROR_ENV = "TRANSFER_LAB_HUB_MIRROR"
 HF_URL = re.compile(r"^hf://datasets/([^/@]+/[^/@]+)(?:@[^/]+)?/(.*)$")
 PACKAGED = ("parquet", "json", "csv", "text", "arrow")  # builders named in place of a repository
+SHARD_FIX = "download the shard again or delete it from your mirror (on the hub: retry later)"
 
 
 def _offline() -> bool:
@@ -43,7 +44,8 @@ def _mirror_folder(mirror: str, repo: str) -> Path:
     folder = Path(mirror) / repo
     if not folder.is_dir():
         raise DataError(f"{MIRROR_ENV}={mirror} is set, but it holds no copy of {repo}: {folder} is not a folder; "
-                        f"copy the repository there (or unset {MIRROR_ENV} and set HF_HUB_OFFLINE=0 to stream from the hub)")
+                        f"copy the repository there (or unset {MIRROR_ENV} and set HF_HUB_OFFLINE=0 to stream "
+                        "from the hub)")
     return folder
 
 
@@ -133,7 +135,8 @@ def _builder_files(spec: dict[str, Any], path: str, kwargs: dict[str, Any], loca
         where = f"{named} matches nothing" if named else f"{path} holds none"
         raise DataError(f"{_name(spec)}: no data files for split '{spec['split']}': {where}; "
                         f"copy its shards there{'' if local else ' (or fix data_files)'}")
-    raise DataError(f"{_name(spec)}: no split '{spec['split']}' (splits: {sorted(found)}); set split in the corpus spec")
+    raise DataError(f"{_name(spec)}: no split '{spec['split']}' (splits: {sorted(found)}); "
+                    "set split in the corpus spec")
 
 
 def _mirror_config_files(spec: dict[str, Any], folder: Path) -> tuple[str, list[str]]:
@@ -153,13 +156,17 @@ def _mirror_config_files(spec: dict[str, Any], folder: Path) -> tuple[str, list[
         configs = MetadataConfigs.from_dataset_card_data(DatasetCard.load(readme).data)
     except Exception as err:  # noqa: BLE001 - a README whose YAML header does not parse
         raise _fail(spec, f"cannot read {readme}", err, "copy the repository's README.md again") from None
+    if not configs:
+        raise DataError(f"{_name(spec)}: {readme} names no configs (its YAML header has no `configs:`); copy the "
+                        "repository's own README.md into the mirror")
     if config not in configs:
         names = list(configs)
         raise DataError(f"{_name(spec)}: config_name '{config}' is not among the {len(names)} configs of {readme} "
                         f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); fix config_name")
     patterns = sanitize_patterns(configs[config].get("data_files") or {}).get(split)
     if not patterns:
-        raise DataError(f"{_name(spec)}: config '{config}' has no split '{split}' in {readme}; set split in the corpus spec")
+        raise DataError(f"{_name(spec)}: config '{config}' has no split '{split}' in {readme}; "
+                        "set split in the corpus spec")
     files: list[str] = []
     for pattern in patterns:
         try:
@@ -169,7 +176,8 @@ def _mirror_config_files(spec: dict[str, Any], folder: Path) -> tuple[str, list[
                             f"{folder / pattern} matches nothing; copy the config's shards there") from None
     reader, _ = infer_module_for_data_files_list(DataFilesList(files, [None] * len(files)))
     if reader is None:
-        raise DataError(f"{_name(spec)}: no reader for the files of {folder / patterns[0]}; give parquet or json shards")
+        raise DataError(f"{_name(spec)}: no reader for the files of {folder / patterns[0]}; "
+                        "give parquet or json shards")
     return reader, files
 
 
@@ -197,8 +205,7 @@ def records(spec: dict[str, Any], reader: str, files: list[str]) -> Iterator[tup
             except DataError:
                 raise
             except Exception as err:  # a corrupt shard, a dropped connection, a 403/429 mid-stream
-                raise _fail(spec, f"reading shard {shard} failed", err,
-                            "download the shard again or delete it from your mirror (on the hub: retry later)") from None
+                raise _fail(spec, f"reading shard {shard} failed", err, SHARD_FIX) from None
     finally:
         quiet.setLevel(level)
 

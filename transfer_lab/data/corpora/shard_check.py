@@ -85,10 +85,10 @@ def check_shards(label: str, shards: list[str], where: str, fix: str) -> str:
 def shards_of(spec: dict[str, Any]) -> tuple[list[str], str, str]:
     """(every shard of a hub or files corpus, where they are read from, the fix for a bad one)."""
     if spec["kind"] == "hub":
-        from transfer_lab.data.corpora.hub import shards
+        from transfer_lab.data.corpora.hub import SHARD_FIX, shards
 
         _, files, info = shards(spec)
-        return files, info["read_from"], "download the shard again or delete it from your mirror (on the hub: retry later)"
+        return files, info["read_from"], SHARD_FIX
     from transfer_lab.data.corpora.files import resolve_paths
 
     return [str(p) for p in resolve_paths(spec["paths"])], "files", "replace the file, or drop it from paths"
