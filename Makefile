@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup apt-lists data check-hub slurm-cluster demo train fit plan predict atlas study budget-study mix test test-fast bench clean-venv
+.PHONY: help setup apt-lists data check-hub check-hub-shards slurm-cluster demo train fit plan predict atlas study budget-study mix test test-fast bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ data: setup ## prepare the demo's corpora, tokenizer and token files (prints siz
 
 check-hub: setup ## open every *_hub corpus and read a few records (HF_HUB_OFFLINE=0 to go online)
 	$(PY) -m transfer_lab.data.corpora check --hub $(ARGS)
+
+check-hub-shards: setup ## open every shard of every *_hub corpus at its parquet footer / gzip header, reading no data
+	$(PY) -m transfer_lab.data.corpora check --hub --shards $(ARGS)
 
 slurm-cluster: ## start a one-node SLURM cluster here, as root (then: eval $$(tools/slurm_cluster.sh env))
 	tools/slurm_cluster.sh install

@@ -13,7 +13,7 @@ from omegaconf import DictConfig  # noqa: E402
 from transfer_lab.errors import UserError, exit_with  # noqa: E402
 from transfer_lab.study import interrupts  # noqa: E402
 from transfer_lab.study.launch_checks import check_experiment_override, check_sweep_cells  # noqa: E402
-from transfer_lab.study.outcomes import INTERRUPTED, NO_SPACE  # noqa: E402
+from transfer_lab.study.outcomes import FAILED, INTERRUPTED, NO_SPACE  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> str:
     if HydraConfig.get().mode == RunMode.RUN:  # a multirun's sweeper sums up and exits for its jobs
         if outcome == INTERRUPTED:
             sys.exit(interrupts.exit_status())
-        if outcome == NO_SPACE:
+        if outcome in (NO_SPACE, FAILED):  # the job has said why, in one line and in its record
             sys.exit(1)
     return outcome
 

@@ -170,6 +170,11 @@ def bad_files(tmp_path_factory) -> Path:
     spec("missing", paths=[str(folder / "nope.txt")])
     spec("noglob", paths=[str(folder / "**" / "*.parquet")])
     spec("folder", paths=[str(folder)])
+    os.mkfifo(folder / "pipe.txt")  # reading either would never end (or block): they are never opened
+    os.symlink("loop.txt", folder / "loop.txt")
+    spec("devzero", paths=["/dev/zero"])
+    spec("fifo", paths=[str(folder / "pipe.txt")])
+    spec("loop", paths=[str(folder / "loop.txt")])
     (folder / "badkind.yaml").write_text("name: bad_kind\nkind: ftp\n")
     (folder / "typo.yaml").write_text(f"name: bad_typo\nkind: files\npathz: [{folder}/good.txt]\n")
     (folder / "broken.yaml").write_text("name: [unclosed\nkind: files\n")
@@ -226,6 +231,10 @@ CONFIG_CASES = [
     ("regime_unknown", ["regime=transfer"], ("regime",), ConfigError),
     ("sweep_escapes_outputs", ["sweep=../elsewhere"], ("sweep",), ConfigError),
     ("interpolation_is_not_eval", ["sweep=${eval:1+1}"], ("sweep",), ConfigError),
+    ("sweep_name_too_long", ["sweep=" + "s" * 300], ("sweep", "300 characters"), ConfigError),
+    ("sweep_name_with_a_newline", ["sweep='two\nlines'"], ("sweep", "control character"), ConfigError),
+    ("trainer_target_overridden", ["trainer._target_=builtins.print"], ("trainer._target_", "builtins.print"),
+     ConfigError),
     ("tokenizer_kind_unknown", ["tokenizer.kind=sentencepiece"], ("tokenizer.kind",), ConfigError),
     ("vocab_too_small", ["tokenizer.vocab_size=100"], ("tokenizer.vocab_size",), ConfigError),
     ("vocab_too_large", ["tokenizer.vocab_size=1e6"], ("tokenizer.vocab_size",), ConfigError),
@@ -283,6 +292,9 @@ CLI_CASES = [
     ("append_existing_key", ["+model.n_layer=3"], ("model.n_layer",)),
     ("unparsable_override", ["regime=scratch", "model.n_layer=[1,"], ("model.n_layer=[1,", "quote")),
     ("unknown_launcher", ["-m", "hydra/launcher=warp", "model.n_layer=1,2"], ("hydra/launcher",)),
+    # before Hydra makes sweeps/<sweep>/hydra/: a name too long for a folder, a name with a newline
+    ("sweep_name_too_long", ["sweep=" + "s" * 300], ("sweep=", "300 characters")),
+    ("sweep_name_with_a_newline", ["-m", "sweep='two\nlines'", "model.n_layer=1,2"], ("sweep=", "control character")),
 ]
 
 
@@ -330,6 +342,9 @@ FILES_CASES = [
     ("missing_file", "missing", ("nope.txt",), DataError),
     ("glob_matches_nothing", "noglob", ("*.parquet",), DataError),
     ("path_is_a_folder", "folder", ("is a folder",), DataError),
+    ("path_is_dev_zero", "devzero", ("/dev/zero", "character device"), DataError),
+    ("path_is_a_fifo", "fifo", ("pipe.txt", "FIFO"), DataError),
+    ("path_is_a_link_loop", "loop", ("loop.txt", "symbolic link loop"), DataError),
     ("too_small_for_validation", "tiny", ("bad_tiny", "val_chars"), DataError),
     ("spec_unknown_kind", "badkind", ("data.target", "kind"), ConfigError),
     ("spec_misspelt_key", "typo", ("data.target", "pathz"), ConfigError),

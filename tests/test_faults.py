@@ -16,6 +16,7 @@ import pickle
 import re
 import secrets
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -441,12 +442,15 @@ def test_a_pickle_payload_in_a_model_to_fine_tune_never_runs(tmp_path):
 
 @pytest.mark.subprocess
 def test_secrets_never_reach_logs_results_reports_or_saved_config(tmp_path, data_dir, cache_dir):
-    secret_values = {"WANDB_API_KEY": secrets.token_hex(20), "HF_TOKEN": "hf_" + secrets.token_urlsafe(26),
+    # HF_TOKEN in the hub's format (hf_ and 34 letters and digits): a value of that shape is scrubbed under any key
+    hf_token = "hf_" + "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(34))
+    secret_values = {"WANDB_API_KEY": secrets.token_hex(20), "HF_TOKEN": hf_token,
                      "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "train.py", *TINY, "regime=scratch", "sweep=secret", "logger=wandb", "optim.max_steps=10",
-         "+logger.api_key=${oc.env:WANDB_API_KEY}", f"hydra.run.dir={out / 'hydra'}", *paths(out, data_dir, cache_dir)],
+         "+logger.api_key=${oc.env:WANDB_API_KEY}", f"hydra.run.dir={out / 'hydra'}", *paths(out, data_dir, cache_dir),
+         "+note=${oc.env:HF_TOKEN}", "+run_label=${oc.env:WANDB_API_KEY}"],  # keys that say nothing of a secret
         cwd=ROOT, env=subprocess_env(**secret_values), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     from transfer_lab.analysis.actions import run_cli

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -69,6 +70,27 @@ def _parquet_shards(folder: Path, names: list[str], columns: dict[str, list]) ->
         pq.write_table(pa.table({k: v[lo:hi] for k, v in columns.items()}), folder / name)
 
 
+# a sample of FineWeb-2's configs in its README's order; the real one lists ~1,900, aai_Latn first
+FINEWEB2_CONFIGS = ["aai_Latn", "aak_Latn", "aau_Latn", "aaz_Latn", "abk_Cyrl", "ace_Arab", "ace_Latn", "acm_Arab",
+                    "afr_Latn", "als_Latn", "arb_Arab", "ces_Latn", "cmn_Hani", "dan_Latn", "deu_Latn", "ell_Grek",
+                    "fas_Arab", "fin_Latn", "fra_Latn", "hun_Latn", "ita_Latn", "jpn_Jpan", "kor_Hang", "nld_Latn",
+                    "pol_Latn", "por_Latn", "ron_Latn", "rus_Cyrl", "spa_Latn", "swe_Latn", "tur_Latn", "ukr_Cyrl",
+                    "vie_Latn", "zul_Latn"]
+
+
+def fineweb2_readme() -> str:
+    """The repository card as FineWeb-2 writes it: a YAML header naming each config's test and train
+    files (and the *_removed configs: what its filters dropped), then prose."""
+    card = ["---", "license: odc-by", "task_categories:", "- text-generation", "pretty_name: FineWeb 2", "configs:"]
+    for config in FINEWEB2_CONFIGS:
+        card += [f"- config_name: {config}", "  data_files:", "  - split: test", f"    path: data/{config}/test/*",
+                 "  - split: train", f"    path: data/{config}/train/*"]
+    for config in FINEWEB2_CONFIGS:
+        card += [f"- config_name: {config}_removed", "  data_files:", "  - split: train",
+                 f"    path: data/{config}_removed/train/*"]
+    return "\n".join(card + ["---", "# 🥂 FineWeb2", "", "A sparkling update with 1000s of languages.", ""])
+
+
 @pytest.fixture(scope="session")
 def hub_mirror(tmp_path_factory, data_dir) -> Path:
     """Folders shaped like the shipped repositories, each with ~1.2M characters of real text."""
@@ -78,17 +100,16 @@ def hub_mirror(tmp_path_factory, data_dir) -> Path:
     pages = _pages("en", raw, 1_200_000)
     _parquet_shards(root / "Skylion007/openwebtext/plain_text/partial-train", ["0000.parquet", "0001.parquet"],
                     {"text": pages})
-    # FineWeb-2: a README whose configs name data/<config>/train/*, parquet shards there
+    # FineWeb-2 as users copy it: the repository's README, listing every config (test and train
+    # splits, aai_Latn first), beside the shards of only the languages they need
     configs = {"deu_Latn": "de", "spa_Latn": "es", "cmn_Hani": "zh"}
     fineweb = root / "HuggingFaceFW/fineweb-2"
-    card = ["---", "configs:"]
     for config, language in configs.items():
         pages = _pages(language, raw, 1_200_000)
         _parquet_shards(fineweb / "data" / config / "train", ["000_00000.parquet", "000_00001.parquet"],
                         {"text": pages, "id": [f"<urn:{i}>" for i in range(len(pages))],
                          "language": [config] * len(pages)})
-        card += [f"- config_name: {config}", "  data_files:", "  - split: train", f"    path: data/{config}/train/*"]
-    (fineweb / "README.md").write_text("\n".join(card + ["---", "# FineWeb-2 (a local copy)", ""]))
+    (fineweb / "README.md").write_text(fineweb2_readme())
     # CodeParrot clean: gzipped json lines at the top of the repository, the code in `content`
     files = _python_files(1_500_000)
     parrot = root / "codeparrot/codeparrot-clean-train"
@@ -223,3 +244,122 @@ def test_the_one_switch_really_goes_online(tmp_path):
     lines = [line for line in on.stdout.splitlines() if line.endswith("_hub") or "_hub: " in line]
     assert len(lines) == len(HUB_SPECS) and all(": error: " in line for line in lines), on.stdout[-3000:]
     assert "switched off" not in on.stdout and "Traceback" not in on.stdout + on.stderr
+
+
+# --- mirrors as users copy them ----------------------------------------------------------------------
+
+def _partial_fineweb2(hub_mirror: Path, root: Path, configs=("deu_Latn",)) -> Path:
+    """A FineWeb-2 copy holding only `configs` beside the real README (which lists them all)."""
+    fineweb = root / "HuggingFaceFW/fineweb-2"
+    fineweb.mkdir(parents=True)
+    shutil.copy(hub_mirror / "HuggingFaceFW/fineweb-2/README.md", fineweb / "README.md")
+    for config in configs:
+        shutil.copytree(hub_mirror / "HuggingFaceFW/fineweb-2/data" / config, fineweb / "data" / config)
+    return fineweb
+
+
+def test_a_partial_fineweb2_mirror_with_the_real_readme_prepares(hub_mirror, monkeypatch, tmp_path):
+    from transfer_lab.data.corpora.hub import shards
+
+    fineweb = _partial_fineweb2(hub_mirror, tmp_path / "mirror")
+    readme = (fineweb / "README.md").read_text()
+    assert readme.index("config_name: aai_Latn") < readme.index("config_name: deu_Latn")
+    assert not (fineweb / "data/aai_Latn").exists() and readme.count("config_name:") > 50
+    monkeypatch.setenv("TRANSFER_LAB_HUB_MIRROR", str(tmp_path / "mirror"))
+    reader, files, _ = shards(load_corpus_spec("fineweb2_de_hub"))
+    assert reader == "parquet" and [Path(f).name for f in files] == ["000_00000.parquet", "000_00001.parquet"]
+    corpus = prepare_corpus(load_corpus_spec("fineweb2_de_hub"), data_dir=tmp_path / "data")
+    assert corpus.train_chars > corpus.val_chars >= 300_000
+    assert any("ä" in t or "ü" in t or "ß" in t for t in corpus.documents("val"))
+
+
+def _one_line(call) -> str:
+    with pytest.raises(DataError) as err:
+        call()
+    assert "\n" not in str(err.value) and "switched off" not in str(err.value)
+    return str(err.value)
+
+
+def test_each_misleading_mirror_message_names_the_real_cause_and_fix(hub_mirror, monkeypatch, tmp_path):
+    from transfer_lab.data.corpora.hub import shards
+
+    mirror = tmp_path / "mirror"
+    fineweb = _partial_fineweb2(hub_mirror, mirror)
+    monkeypatch.setenv("TRANSFER_LAB_HUB_MIRROR", str(mirror))
+    # the mirror is set, the repository is not in it: the folder it looked for, not "the hub is off"
+    message = _one_line(lambda: shards(load_corpus_spec("openwebtext_hub")))
+    assert f"{mirror}/Skylion007/openwebtext is not a folder; copy the repository there" in message
+    message = _one_line(lambda: shards(load_corpus_spec("github_code_python_hub")))
+    assert f"{mirror}/codeparrot/github-code-clean is not a folder; copy the repository there" in message
+    # the repository is there, its data files are not: the pattern that matched nothing, not "set split"
+    (mirror / "codeparrot/github-code-clean/data").mkdir(parents=True)
+    message = _one_line(lambda: shards(load_corpus_spec("github_code_python_hub")))
+    pattern = f"{mirror}/codeparrot/github-code-clean/data/train-*.parquet"
+    assert f"{pattern} matches nothing; copy its shards there" in message
+    assert "set split" not in message
+    # an empty train/ of the config: which files are missing
+    shutil.rmtree(fineweb / "data/deu_Latn/train")
+    (fineweb / "data/deu_Latn/train").mkdir()
+    message = _one_line(lambda: shards(load_corpus_spec("fineweb2_de_hub")))
+    assert "no files for config 'deu_Latn', split 'train'" in message
+    assert "data/deu_Latn/train/* matches nothing" in message
+    assert "set split" not in message
+    # no README: the copy cannot say where a config's files are
+    (fineweb / "README.md").unlink()
+    message = _one_line(lambda: shards(load_corpus_spec("fineweb2_de_hub")))
+    assert "has no README.md" in message and "copy the repository's README.md" in message
+    (fineweb / "README.md").write_text("# FineWeb-2, a README written by hand\n")
+    message = _one_line(lambda: shards(load_corpus_spec("fineweb2_de_hub")))
+    assert "names no configs" in message and "copy the repository's own README.md" in message
+    # a config the README does not list, a split it does not have
+    (fineweb / "README.md").write_text(fineweb2_readme())
+    message = _one_line(lambda: shards({**load_corpus_spec("fineweb2_de_hub"), "config_name": "deu_latn"}))
+    assert "config_name 'deu_latn' is not among the" in message and "aai_Latn" in message
+    assert "fix config_name" in message
+    message = _one_line(lambda: shards({**load_corpus_spec("fineweb2_de_hub"), "split": "validation"}))
+    assert "no split 'validation'" in message and "set split in the corpus spec" in message
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_a_corrupt_shard_is_exactly_one_line(hub_mirror, tmp_path):
+    """Through the real command: `datasets` logs a shard it cannot read twice before it raises."""
+    fineweb = _partial_fineweb2(hub_mirror, tmp_path / "mirror")
+    shard = fineweb / "data/deu_Latn/train/000_00001.parquet"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    env = {**os.environ, "TRANSFER_LAB_HUB_MIRROR": str(tmp_path / "mirror"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "transfer_lab.data.corpora", "prepare", "fineweb2_de_hub",
+                           "--data-dir", str(tmp_path / "data")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("INFO ")]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: hub corpus 'fineweb2_de_hub'") and "000_00001.parquet" in lines[0]
+
+
+def test_the_shard_check_opens_every_shard_and_finds_a_corrupt_last_one(hub_mirror, monkeypatch, tmp_path, capsys):
+    from transfer_lab.data.corpora.__main__ import main
+
+    fineweb = _partial_fineweb2(hub_mirror, tmp_path / "mirror")
+    monkeypatch.setenv("TRANSFER_LAB_HUB_MIRROR", str(tmp_path / "mirror"))
+    parrot = "codeparrot/codeparrot-clean-train"
+    shutil.copytree(hub_mirror / parrot, tmp_path / "mirror" / parrot)
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in (fineweb / "data/deu_Latn/train").iterdir())
+    with pytest.raises(SystemExit) as done:
+        main(["check", "--shards", "fineweb2_de_hub", "codeparrot_python_hub"])
+    lines = capsys.readouterr().out.splitlines()
+    assert done.value.code == 0, lines
+    assert lines[0].startswith("fineweb2_de_hub: 2 shards opened (2 by parquet footer, ")
+    assert f"{rows:,} records" in lines[0]
+    assert "no data read" in lines[0] and "2 by gzip header and first record" in lines[1]
+
+    last = fineweb / "data/deu_Latn/train/000_00001.parquet"  # the last shard, cut short
+    last.write_bytes(last.read_bytes()[: last.stat().st_size - 100])
+    with pytest.raises(SystemExit) as done:
+        main(["check", "fineweb2_de_hub"])  # 50 records come from the first shard: the cut passes
+    assert done.value.code == 0 and "50 texts" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["check", "--shards", "fineweb2_de_hub"])
+    (line,) = capsys.readouterr().out.splitlines()
+    assert done.value.code == 2 and line.startswith("fineweb2_de_hub: error: ")
+    assert "000_00001.parquet does not open (parquet footer: " in line and "download the shard again" in line

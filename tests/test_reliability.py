@@ -177,7 +177,8 @@ def _token_file(data_dir, cache_dir, tmp_path):
     return load_run_data(spec, need_source=False, need_target=True, log=lambda *_: None), spec
 
 
-@pytest.mark.parametrize("damage", ["valid_ids_reshuffled", "ids_past_the_vocabulary", "meta_without_splits"])
+@pytest.mark.parametrize("damage", ["valid_ids_reshuffled", "ids_past_the_vocabulary", "meta_without_splits",
+                                    "a_folder_in_its_place"])
 def test_a_damaged_token_file_is_rebuilt_before_any_training(damage, tmp_path, data_dir, cache_dir):
     from transfer_lab.data import token_files
 
@@ -191,6 +192,9 @@ def test_a_damaged_token_file_is_rebuilt_before_any_training(damage, tmp_path, d
         train.write_bytes(ids.tobytes())
     elif damage == "ids_past_the_vocabulary":
         train.write_bytes(b"\xff" * len(original))
+    elif damage == "a_folder_in_its_place":
+        train.unlink()
+        train.mkdir()
     else:
         meta = json.loads((folder / "meta.json").read_text())
         del meta["splits"]
@@ -224,9 +228,13 @@ def test_a_corrupted_checkpoint_restarts_the_run_and_corrupted_weights_stop_it(t
     model = tmp_path / "pre" / "model"
     model.mkdir(parents=True)
     save_file({"w": torch.arange(1000.0)}, model / "model.safetensors")
-    check_weights(model)  # weights saved before checksums existed get one now
-    note = json.loads((model / "transfer_lab.json").read_text())
-    assert "weights_blake2b" in note
+    with pytest.raises(DataError, match="cannot be checked: .*checksum, is missing"):
+        check_weights(model)  # weights without a checksum are never taken: one would be of whatever bytes are there
+    assert not (model / "transfer_lab.json").exists()
+    from transfer_lab.atomic_files import digest
+
+    (model / "transfer_lab.json").write_text(json.dumps({"weights_blake2b": digest(model / "model.safetensors")}))
+    check_weights(model)
     data = bytearray((model / "model.safetensors").read_bytes())
     data[-8] ^= 0xFF
     (model / "model.safetensors").write_bytes(bytes(data))
@@ -342,6 +350,8 @@ def test_a_full_disk_fails_one_run_stops_the_sweep_with_its_summary_and_the_reru
     text, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, text[-3000:]
     assert "no space left on" in text and "free space and run the same command again" in text
+    (line,) = [line for line in text.splitlines() if line.startswith("error: no space left on ")]
+    assert str(small_disk) in line, line  # the path the full disk named, not "the output disk"
     (summary,) = [line for line in text.splitlines() if line.startswith("sweep full:")]
     assert re.search(r", [1-9]\d* failed", summary) and "no space left on" in summary, summary
     assert "Traceback" not in text

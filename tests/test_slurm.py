@@ -124,8 +124,9 @@ def test_a_multirun_on_slurm_survives_killed_jobs_and_the_rerun_resumes_them(slu
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, text[-4000:]
+    assert proc.returncode == 1, text[-4000:]  # a job failed: the launch says so
     assert "sweep killed: 1 done, 0 skipped, 1 failed, 1 interrupted" in text, text[-4000:]
+    assert "1 failed: " in text and "the job ended without a result: SLURM state" in text, text[-4000:]
     stopped, killed = records.read_result(graceful), records.read_result(hard)
     assert stopped.status == "interrupted" and "SIGTERM" in stopped.error
     assert (graceful / "checkpoints" / "last.ckpt").exists()

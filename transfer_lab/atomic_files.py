@@ -97,6 +97,7 @@ def as_disk_full(err: BaseException, path: Path) -> BaseException:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if full and not is_disk_full(err) else err
 
 
-def disk_full_path(err: BaseException) -> str:
-    """The path a disk-full error names (its file, else the message)."""
-    return str(getattr(err, "filename", None) or err)
+def disk_full_path(err: BaseException, writing_in: Path | None = None) -> str:
+    """The path a disk-full error names: its file, else the folder the failed write was in (a write()
+    on an open file raises ENOSPC without a name), else the message."""
+    return str(getattr(err, "filename", None) or writing_in or err)

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from transfer_lab.errors import ConfigError, exit_with
 from transfer_lab.study import interrupts, records
-from transfer_lab.study.outcomes import FAILED
+from transfer_lab.study.outcomes import failed
 
 log = logging.getLogger("transfer_lab")
 POLL_S = 5.0  # between two looks at the queue
@@ -121,7 +121,8 @@ class StudySlurmLauncher(SlurmLauncher):
                 result.error = f"{result.error}; {why}"
                 records.write_result(run_dir, result)
         ret = JobReturn(overrides=list(overrides))
-        ret.status, ret._return_value = JobStatus.COMPLETED, FAILED
+        run = job.get("run_key", f"job #{job_dir.name}")
+        ret.status, ret._return_value = JobStatus.COMPLETED, failed(f"{run}: {why}")
         return ret
 
 

@@ -11,7 +11,8 @@ another launch, not run) and prints `sweep <name>: N done, N skipped, N failed .
 launcher itself raises (Hydra's job set-up on a full disk, a worker a signal reached before its job
 began), it counts from the job files the jobs left (transfer_lab/study/interrupts.py). It stops
 launching once a job reports a stop request or a full disk, and then exits non-zero: 128 + the
-signal, or 1 for a full disk.
+signal, or 1 for a full disk. A launch in which any job failed exits 1 too, its summary naming the
+first failed runs and their one-line reasons (the jobs' own words: transfer_lab/study/outcomes.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ from hydra.errors import HydraException
 
 from transfer_lab.atomic_files import disk_full_path, is_disk_full
 from transfer_lab.study import interrupts, protocol
-from transfer_lab.study.outcomes import FAILED, NO_SPACE, NOT_RUN, ORDER, STOPPING, summary_line
+from transfer_lab.study.outcomes import (
+    FAILED,
+    NO_SPACE,
+    NOT_RUN,
+    ORDER,
+    STOPPING,
+    Outcome,
+    failed,
+    failure_note,
+    summary_line,
+)
 from transfer_lab.study.records import STATUS_INTERRUPTED, read_result
 
 log = logging.getLogger("transfer_lab")
@@ -60,6 +71,7 @@ class StudySweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         batches = self.split_arguments(parser.parse_overrides(lines), self.max_batch_size)
         counts: Counter = Counter()
+        seen: list[str] = []  # every outcome, with the reason a failed job gave
         total, launched, why = sum(map(len, batches)), 0, ""
         # every cell was composed and checked before Hydra started (launch_checks.check_sweep_cells)
         for batch in batches:
@@ -71,10 +83,11 @@ class StudySweeper(BasicSweeper):
                     raise
                 outcomes = [_outcome_from_files(launch_dir / str(launched + i)) for i in range(len(batch))]
                 if is_disk_full(err):
-                    why = f"no space left on {disk_full_path(err)}"
+                    why = f"no space left on {disk_full_path(err, launch_dir)}"
                     if NO_SPACE not in outcomes and NOT_RUN in outcomes:  # the job whose set-up hit the full disk
                         outcomes[outcomes.index(NOT_RUN)] = NO_SPACE
             counts.update(outcomes)
+            seen += outcomes
             launched += len(batch)
             if any(counts[s] for s in STOPPING) or interrupts.requested():
                 break
@@ -82,9 +95,11 @@ class StudySweeper(BasicSweeper):
         signum = interrupts.requested()
         if signum is not None and not why:
             why = f"stopped by {interrupts.signal_name(signum)}"
-        elif counts[NO_SPACE] and not why:
-            why = "no space left on the output disk (the failed run's record names the path)"
-        line = summary_line(self.config.sweep, counts, f"{self.config.paths.sweep_dir}/runs", why)
+        elif counts[NO_SPACE] and not why:  # the path the job's full disk named, where the job could say it
+            why = next((o.reason for o in seen if o == NO_SPACE and getattr(o, "reason", "")),
+                       "no space left on the output disk")
+        records_dir = f"{self.config.paths.sweep_dir}/runs"
+        line = summary_line(self.config.sweep, counts, records_dir, "; ".join(filter(None, [why, failure_note(seen)])))
         log.info(line)
         print(line, flush=True)
         if signum is not None:
@@ -93,14 +108,18 @@ class StudySweeper(BasicSweeper):
             print(f"error: {why}; free space and run the same command again: finished runs are kept and "
                   "interrupted ones resume", file=sys.stderr, flush=True)
             sys.exit(1)
+        if counts[FAILED]:
+            print(f"error: {counts[FAILED]} job(s) failed, each record in {records_dir} says why; fix the cause "
+                  "and run the same command again: finished runs are kept", file=sys.stderr, flush=True)
+            sys.exit(1)
         return []
 
 
 def _outcome_of(result) -> str:
-    if result.status != JobStatus.COMPLETED:
-        return FAILED
     value = result._return_value
-    return value if value in ORDER else FAILED
+    if result.status != JobStatus.COMPLETED:  # the job raised past run_job: Hydra kept the exception
+        return failed(f"job [{' '.join(result.overrides or [])}]: {type(value).__name__}: {value}")
+    return value if value in ORDER else failed(f"job [{' '.join(result.overrides or [])}] returned {value!r}")
 
 
 def _outcome_from_files(job_dir: Path) -> str:
@@ -108,7 +127,7 @@ def _outcome_from_files(job_dir: Path) -> str:
     `interrupted` if its run's record says so, else not run."""
     job = interrupts.read_job(job_dir)
     if job.get("outcome") in ORDER:
-        return job["outcome"]
+        return Outcome(job["outcome"], str(job.get("error") or ""))
     try:
         if read_result(Path(job["run_dir"])).status == STATUS_INTERRUPTED:
             return "interrupted"

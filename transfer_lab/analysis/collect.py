@@ -63,7 +63,10 @@ def latest_sweep(root: Path) -> str:
     """The sweep whose newest results.json was modified last."""
     best, best_time = None, -math.inf
     for path in (root / "sweeps").glob(f"*/runs/*/{records.RESULTS_FILE}"):
-        mtime = path.stat().st_mtime
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:  # a symbolic-link loop in a record's place: that run's business
+            continue
         if mtime > best_time:
             best, best_time = path.parents[2].name, mtime
     if best is None:
@@ -83,10 +86,17 @@ def load_local(sweep_path: Path) -> tuple[list[records.RunResult], list[dict]]:
     # hidden folders are staging copies a kill may leave (lineage.copy_run), not runs
     folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs_dir.is_dir() else []
     for folder in folders:
-        if not (folder / records.RESULTS_FILE).exists():
+        path = folder / records.RESULTS_FILE
+        if not os.path.lexists(path):
             missing.append({"run_key": folder.name, "sweep": Path(sweep_path).name, "regime": "",
                             "status": "running", "excluded": True,
                             "reason": "no results.json (unfinished or never started)"})
+            continue
+        if not path.is_file():  # a folder or a symbolic-link loop in its place: one run's fault, not the sweep's
+            missing.append({"run_key": folder.name, "sweep": Path(sweep_path).name, "regime": "",
+                            "status": "unreadable", "excluded": True,
+                            "reason": "results.json is not a file (a folder or a symbolic-link loop); the next "
+                                      "launch of the sweep sets it aside and trains the run again"})
             continue
         found.append(records.read_result(folder))  # a corrupt file raises ResultsError naming it
     return found, missing

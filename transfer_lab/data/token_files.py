@@ -160,8 +160,8 @@ def _corruption(folder: Path, meta: dict) -> str:
     """'' if the files match their checksums and every id fits the vocabulary, else what is wrong."""
     for name, expected in meta["checksums"].items():
         path = folder / name
-        if not path.exists():
-            return f"{path} is missing"
+        if not path.is_file():
+            return f"{path} is missing or not a file"
         if digest(path) != expected:
             return f"{path} does not match its checksum (edited or corrupted)"
     for split in SPLITS:

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from transfer_lab.atomic_files import disk_full_path, is_disk_full
 from transfer_lab.data.run_data import RunData, load_run_data
+from transfer_lab.errors import UserError
 from transfer_lab.study import interrupts, lineage, records
 from transfer_lab.study.job_settings import JobSettings, identity_of, read_settings
 from transfer_lab.study.keys import key_prefix, run_key, run_lineage
-from transfer_lab.study.outcomes import BUSY, DONE, FAILED, INTERRUPTED, NO_SPACE, NOT_RUN, SKIPPED
+from transfer_lab.study.outcomes import BUSY, DONE, INTERRUPTED, NO_SPACE, NOT_RUN, SKIPPED, Outcome, failed, one_line
 from transfer_lab.study.pretraining import (
     PRETRAINED_MODEL_DIR,
     check_init_from,
@@ -80,7 +82,7 @@ def run_job(cfg: DictConfig) -> str:
     interrupts.note_job(settings.job_dir, pid=os.getpid())  # before the first look at the stop marker
     outcome = _job(settings)
     try:
-        interrupts.note_job(settings.job_dir, outcome=outcome)
+        interrupts.note_job(settings.job_dir, outcome=str(outcome), error=getattr(outcome, "reason", ""))
     except OSError as err:
         if not is_disk_full(err):
             raise
@@ -112,12 +114,30 @@ def _job(settings: JobSettings) -> str:
     except RunInterrupted as err:
         log.warning("%s: %s; its checkpoint is kept and the next launch resumes it", key, err)
         return INTERRUPTED
-    except OSError as err:
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever fails, the job says why: one line, its record, the summary
         if not is_disk_full(err):
-            raise
+            return _failed(settings, key, run_dir, err)
         log.error("%s: no space left on %s; free space and launch again (finished runs are kept)",
-                  key, disk_full_path(err))
-        return NO_SPACE
+                  key, disk_full_path(err, run_dir))
+        return Outcome(NO_SPACE, f"no space left on {disk_full_path(err, run_dir)}")
+
+
+def _failed(settings: JobSettings, key: str, run_dir: Path, err: Exception) -> Outcome:
+    """A failure nothing below foresaw (a folder where a file belongs, a bug): one line on the
+    console, the traceback in the job file, and the reason in the run's record, so that the
+    summary, the record and the analysis all say why."""
+    reason = f"{type(err).__name__}: {one_line(str(err))}"
+    log.error("%s failed: %s (traceback in %s)", key, reason, settings.job_dir / interrupts.JOB_FILE
+              if settings.job_dir else "no job file: a single run")
+    interrupts.note_job(settings.job_dir, traceback=traceback.format_exc(limit=8))
+    try:
+        records.mark_failed(run_dir, reason, RunResult(run_key=key, sweep=settings.sweep, regime=settings.regime,
+                                                       config=settings.config))
+    except (OSError, UserError) as unwritable:  # the run folder itself is what broke: the job file keeps it
+        log.error("%s: its record could not be written either (%s)", key, one_line(str(unwritable)))
+    return failed(f"{key}: {reason}")
 
 
 def _owned_job(settings: JobSettings, key: str, run_dir: Path) -> str:
@@ -158,13 +178,15 @@ def _owned_job(settings: JobSettings, key: str, run_dir: Path) -> str:
     if settings.regime == "pretrain":
         start_record(settings, run_dir)
         try:
-            pretrained = ensure_pretrained(settings, run_data, shape)
+            pretrained, trained = ensure_pretrained(settings, run_data, shape)
         except RuntimeError as err:
             log.error("%s", err)
-            return FAILED
+            return failed(f"{key}: {err}")
         pretrained.sweep = settings.sweep
         records.write_result(run_dir, pretrained)
-        return DONE
+        if not trained:
+            log.info("skipped %s: pre-trained already (%s)", key, settings.paths.pretrained_dir / pretrained.run_key)
+        return DONE if trained else SKIPPED
     return _target_run(settings, key, run_line, run_dir, run_data, shape, started)
 
 
@@ -189,12 +211,12 @@ def _target_run(settings: JobSettings, key: str, run_line: str, run_dir: Path, r
             result.pretrain_key = str(start_from)
         else:
             try:
-                pretrained = ensure_pretrained(settings, run_data, shape)
+                pretrained, _ = ensure_pretrained(settings, run_data, shape)
             except RuntimeError as err:
                 result.status, result.error, result.stop_reason = STATUS_FAILED, str(err), "error"
                 start_record(settings, run_dir)
                 records.write_result(run_dir, result)
-                return FAILED
+                return failed(f"{key}: {err}")
             start_from = settings.paths.pretrained_dir / pretrained.run_key / PRETRAINED_MODEL_DIR
             result.pretrain_key = pretrained.run_key
             set_pretrain_budget(result, pretrained)
@@ -210,4 +232,4 @@ def _target_run(settings: JobSettings, key: str, run_line: str, run_dir: Path, r
                  result.stop_reason, "" if result.converged else f"; NOT converged: {result.not_converged_why}",
                  time.perf_counter() - started, result.tokens_per_s)
         return DONE
-    return FAILED
+    return failed(f"{key}: {result.error}")

@@ -161,6 +161,13 @@ def check_overrides(argv: list[str], config_name: str = "train") -> None:
     except (HydraException, OmegaConfBaseException) as err:
         exit_with(_compose_error(err, single, config_name))
     check_output_root(cfg)
+    if config_name == "train":  # Hydra makes sweeps/<sweep>/hydra/ before any job could refuse the name
+        from transfer_lab.study.validate import check_sweep_name
+
+        try:
+            check_sweep_name(cfg.sweep)
+        except ConfigError as err:
+            exit_with(err)
 
 
 def check_output_root(cfg) -> None:
@@ -246,8 +253,12 @@ def warn_unreadable_records(sweep_dir: Path) -> list[Path]:
     from transfer_lab.errors import ResultsError
     from transfer_lab.study import records
 
+    import os
+
     unreadable = []
-    for path in sorted((sweep_dir / "runs").glob(f"*/{records.RESULTS_FILE}")):
+    # each run folder's record by name: a glob would skip a symbolic-link loop, which "does not exist"
+    runs = sorted((sweep_dir / "runs").iterdir()) if (sweep_dir / "runs").is_dir() else []
+    for path in [run / records.RESULTS_FILE for run in runs if os.path.lexists(run / records.RESULTS_FILE)]:
         try:
             records.read_result(path.parent)
         except ResultsError as err:

@@ -15,6 +15,7 @@ or foreign record is one error naming the field, never a value silently read as 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -168,6 +169,9 @@ def read_result(run_dir: Path) -> RunResult:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ResultsError(f"{path} is corrupt ({err.msg if hasattr(err, 'msg') else err}); "
                            f"delete {path.parent} and re-run that job") from None
+    except OSError as err:  # a folder, a symbolic-link loop, a device in its place
+        raise ResultsError(f"{path} is not a readable file ({type(err).__name__}: {err.strerror or err}); "
+                           f"move it aside (re-running the sweep does) and re-run that job") from None
     if not isinstance(data, dict):
         raise ResultsError(f"{path} is not a results record; delete {path.parent} and re-run that job")
     try:
@@ -188,7 +192,7 @@ def read_own_result(run_dir: Path, log) -> RunResult | None:
     """A job's own earlier record, or None. A torn or invalid one is set aside (renamed
     results.json.unreadable-<time>, never deleted) with a warning, and the run is trained again."""
     path = Path(run_dir) / RESULTS_FILE
-    if not path.exists():
+    if not os.path.lexists(path):  # a symbolic-link loop "does not exist", yet it blocks the record
         return None
     try:
         return read_result(run_dir)
@@ -196,6 +200,19 @@ def read_own_result(run_dir: Path, log) -> RunResult | None:
         aside = set_aside(run_dir, "unreadable")
         log(f"warning: {err}; kept as {aside.name}, the run is trained again")
         return None
+
+
+def mark_failed(run_dir: Path, reason: str, blank: RunResult) -> None:
+    """Record a failure the training loop did not see (it happened around it) in the run's record, or
+    in `blank` where there is none yet; a finished record is left as it is."""
+    try:
+        result = read_result(run_dir)
+    except ResultsError:
+        result = blank
+    if result.status == STATUS_DONE:
+        return
+    result.status, result.stop_reason, result.error = STATUS_FAILED, "error", reason
+    write_result(run_dir, result)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|credential)", re.IGNORECASE)
-SECRET_VALUE = re.compile(r"^[0-9a-f]{40}$|^(local|wandb)-[0-9a-f]{40,}$")  # W&B API key shapes
+SECRET_VALUE = re.compile(r"^[0-9a-f]{40}$|^(local|wandb)-[0-9a-f]{40,}$")  # W&B API key shapes, a whole value
+# known token formats, wherever they sit inside a value (a token reaches a config through any key:
+# '+note=${oc.env:HF_TOKEN}'): Hugging Face, GitHub, OpenAI-style, AWS access key ids
+# (a name such as hf_fineweb_german_subset is no token: the formats have long runs of letters and digits)
+SECRET_INSIDE = re.compile(r"(?<![A-Za-z0-9_])(hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}"
+                           r"|github_pat_[A-Za-z0-9_]{40,}|sk-(?:proj-)?[A-Za-z0-9_-]{32,}|AKIA[0-9A-Z]{16})")
 
 
 def scrub(node: Any) -> Any:
@@ -19,8 +24,10 @@ def scrub(node: Any) -> Any:
                 for k, v in node.items()}
     if isinstance(node, list):
         return [scrub(v) for v in node]
-    if isinstance(node, str) and SECRET_VALUE.match(node):
+    if isinstance(node, str) and SECRET_VALUE.match(node.strip()):
         return "<redacted>"
+    if isinstance(node, str):
+        return SECRET_INSIDE.sub("<redacted>", node)
     return node
 
 

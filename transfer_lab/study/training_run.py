@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import traceback
 from dataclasses import asdict
@@ -23,6 +24,7 @@ from transfer_lab.study.tracking import finish, make_logger
 from transfer_lab.training.callbacks import DivergedError, RunInterrupted
 from transfer_lab.training.fit import fit
 from transfer_lab.training.model import ModelShape, build_gpt2, count_params, flops_per_token
+from transfer_lab.training.run_files import CHECKPOINT_DIR
 from transfer_lab.training.schedule import Schedule
 
 log = logging.getLogger("transfer_lab")
@@ -30,9 +32,18 @@ log = logging.getLogger("transfer_lab")
 
 def remove_torn_writes(folder: Path) -> None:
     """Temp files of atomic writes that a kill interrupted (the real file is intact beside them),
-    in the folder and its checkpoints; called with the folder's lock held, so none is in use."""
+    in the folder and its checkpoints; called with the folder's lock held, so none is in use.
+
+    A file (or a dangling link) where the checkpoints folder belongs is renamed aside, kept, with a
+    warning: the run starts again from step 0 instead of failing the same way on every launch."""
     for tmp in [*folder.glob(".*.tmp"), *folder.glob("*/.*.tmp")]:
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    checkpoints = folder / CHECKPOINT_DIR
+    if os.path.lexists(checkpoints) and not checkpoints.is_dir():
+        aside = checkpoints.with_name(f"{CHECKPOINT_DIR}.not-a-folder-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}")
+        checkpoints.rename(aside)
+        log.warning("%s is not a folder; kept as %s, and the run starts again from step 0", checkpoints,
+                    aside.name)
 
 
 def base_result(settings: JobSettings, key: str, run_data: RunData, shape: ModelShape) -> RunResult:
@@ -62,7 +73,7 @@ def datamodule_for(settings: JobSettings, train: list, val, train_chars: int | N
 
 
 def train_and_record(settings: JobSettings, run_dir: Path, result: RunResult, datamodule: TokenDataModule, kwargs: dict,
-                     schedule: Schedule):
+                     schedule: Schedule, record_done: bool = True):
     """Fit, then fill `result` from the outcome; a crash or NaN is recorded as a failed run.
 
     A stop request (RunInterrupted) is recorded `interrupted` and a full disk `failed` with "no space
@@ -105,13 +116,14 @@ def train_and_record(settings: JobSettings, run_dir: Path, result: RunResult, da
         result.stop_reason = "diverged" if isinstance(err, DivergedError) else "error"
         result.error = f"{type(err).__name__}: {err}"
         if is_disk_full(err):
-            result.error, stopped = f"no space left on {disk_full_path(err)}", err
+            result.error, stopped = f"no space left on {disk_full_path(err, run_dir)}", err
         trace = "" if stopped is not None else "\n" + traceback.format_exc(limit=3)  # a full disk: one line
         log.error("run %s failed: %s%s", result.run_key, result.error, trace)
     finally:
         result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         finish(logger, asdict(result))
-    records.write_result(run_dir, result)  # on a full disk this may fail too: the job reports it
+    if record_done or result.status != STATUS_DONE:  # (a pre-training is done once its weights are saved)
+        records.write_result(run_dir, result)  # on a full disk this may fail too: the job reports it
     if stopped is not None:
         raise stopped
     return outcome

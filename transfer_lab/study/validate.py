@@ -66,9 +66,7 @@ def validate_config(cfg: DictConfig) -> None:
     regime = get(cfg, "regime")
     if regime not in REGIMES:
         raise ConfigError(f"regime={regime!r} is unknown; use one of {', '.join(REGIMES)}")
-    sweep = get(cfg, "sweep")
-    if not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith("."):
-        raise ConfigError(f"sweep={sweep!r} must be a plain folder name; e.g. sweep=my_study")
+    check_sweep_name(get(cfg, "sweep"))
     as_int(cfg, "seed", minimum=0, maximum=MAX_SEED, example="seed=0")
     if get(cfg, "threads") is not None:
         as_int(cfg, "threads", minimum=1, maximum=1024, example="threads=1")
@@ -157,6 +155,21 @@ def validate_config(cfg: DictConfig) -> None:
         _check_init_from(cfg)
 
 
+MAX_SWEEP_NAME = 100  # characters: a folder name (255 bytes at most) with room for what is derived from it
+
+
+def check_sweep_name(sweep: Any) -> None:
+    """The sweep names a folder under sweeps/: one plain, printable name of sensible length."""
+    if not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith("."):
+        raise ConfigError(f"sweep={sweep!r} must be a plain folder name; e.g. sweep=my_study")
+    if len(sweep) > MAX_SWEEP_NAME or len(sweep.encode("utf-8")) > 4 * MAX_SWEEP_NAME:
+        raise ConfigError(f"sweep={sweep[:20]}... is {len(sweep)} characters long; use a name of at most "
+                          f"{MAX_SWEEP_NAME}, e.g. sweep=my_study")
+    if not sweep.isprintable():
+        raise ConfigError(f"sweep={sweep!r} holds a control character (a newline, a tab); use a plain folder name, "
+                          "e.g. sweep=my_study")
+
+
 PATH_KEYS = ("output_root", "data_dir", "cache_dir", "pretrained_dir", "sweep_dir")
 
 
@@ -207,7 +220,14 @@ def _check_tokenizer(cfg: DictConfig) -> None:
             as_int(cfg, "tokenizer.train_chars", example="tokenizer.train_chars=5e6")
 
 
+TRAINER = "pytorch_lightning.Trainer"  # conf/trainer/default.yaml; the fit instantiates nothing else
+
+
 def _check_trainer(cfg: DictConfig) -> None:
+    target = get(cfg, "trainer._target_")
+    if target != TRAINER:
+        raise ConfigError(f"trainer._target_={target!r} cannot be changed: the trainer is always {TRAINER}; "
+                          "remove the override and set trainer.* keys (e.g. trainer.accelerator=cpu) instead")
     as_int(cfg, "trainer.log_every_n_steps", example="trainer.log_every_n_steps=10")
     accelerator = get(cfg, "trainer.accelerator")
     if accelerator not in ACCELERATORS:

@@ -1,10 +1,12 @@
-"""CLI: python -m transfer_lab.data.corpora {list | prepare NAME... | check NAME... | check --hub}
+"""CLI: python -m transfer_lab.data.corpora {list | prepare NAME... | check [--shards] NAME... | check --hub}
 
   list      the shipped corpora and their prepared sizes
   prepare   build (or check and reuse) prepared corpora
   check     open each corpus' stream (hub datasets, your own files), read a few records, and print
             one line per corpus: records/s and the first text's length, or the one-line reason it
             cannot be read (`make check-hub` checks every *_hub corpus; the hub needs HF_HUB_OFFLINE=0)
+  check --shards  open every shard instead, at its parquet footer or gzip header / first record, reading
+            no data: a corrupt later shard is found now, not hours into preparation (`make check-hub-shards`)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from transfer_lab.data.corpora.build import folder_name, open_prepared, prepare_corpus
 from transfer_lab.data.corpora.files import files_items
 from transfer_lab.data.corpora.hub import hub_items
+from transfer_lab.data.corpora.shard_check import check_corpus_shards
 from transfer_lab.data.corpora.spec import available_corpora, load_corpus_spec
 from transfer_lab.errors import UserError, exit_with
 
@@ -56,11 +59,14 @@ def _prepare(names: list[str], data_dir: Path, workers: int | None) -> None:
                 print(f"  skipped {src['name']}: {src['skipped']}")
 
 
-def check(name: str) -> str:
-    """One line: how fast the corpus' stream reads, and its first text; UserError if it cannot."""
+def check(name: str, every_shard: bool = False) -> str:
+    """One line: how fast the corpus' stream reads, and its first text (or, with `every_shard`,
+    every shard opened at its footer or head); UserError if it cannot."""
     spec = load_corpus_spec(name)
     if spec["kind"] == "embedded":
         return f"{spec['name']}: embedded (built from packages by `make data`), no stream to check"
+    if every_shard:
+        return check_corpus_shards(spec)
     started = time.perf_counter()
     items, infos = hub_items(spec) if spec["kind"] == "hub" else files_items(spec)
     first, count = None, 0
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     checking = sub.add_parser("check", help="open each corpus' stream and read a few records")
     checking.add_argument("names", nargs="*", help="corpus names or paths to corpus .yaml files")
     checking.add_argument("--hub", action="store_true", help="every shipped *_hub corpus")
+    checking.add_argument("--shards", action="store_true",
+                          help="open every shard at its footer or first record (no data read), not 50 records")
     for p in (listing, prep):
         p.add_argument("--data-dir", type=Path, default=Path("outputs/data"))
     args = parser.parse_args(argv)
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             failed = 0
             for name in names:
                 try:
-                    print(check(name), flush=True)
+                    print(check(name, args.shards), flush=True)
                 except UserError as err:
                     failed += 1
                     print(f"{name}: error: {' '.join(str(err).split())}", flush=True)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import codecs
+import errno
 import glob
+import os
+import stat
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,10 +34,25 @@ def resolve_paths(patterns: list[str]) -> list[Path]:
                 raise DataError(f"corpus path '{pattern}' is a folder; give a glob such as "
                                 f"'{pattern}/**/*.txt'")
             if not path.is_file():
-                raise DataError(f"corpus file '{pattern}' does not exist; fix the path")
+                raise DataError(f"corpus file '{pattern}' {_not_a_file(path)}")
             out.append(path)
     unique = list(dict.fromkeys(p.resolve() for p in out))
     return unique
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a path that is no folder is no file either, and the fix (never read: /dev/zero never ends)."""
+    if not os.path.lexists(path):
+        return "does not exist; fix the path"
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:  # ELOOP, or a link to nothing
+        loop = err.errno == errno.ELOOP
+        return f"is a symbolic link {'loop' if loop else f'to nothing ({err.strerror})'}; point paths at the file itself"
+    kinds = [(stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")]
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"is {kind}, not a regular file; give a txt, jsonl or parquet file"
 
 
 def infer_format(spec: dict[str, Any], paths: list[Path]) -> str:
