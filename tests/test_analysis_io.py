@@ -113,6 +113,7 @@ def test_latest_sweep_is_the_most_recently_written(tmp_path):
     assert latest_sweep(tmp_path) == "new"
 
 
+@pytest.mark.subprocess
 def test_analyze_cli_end_to_end(tmp_path):
     syn.make_sweep(tmp_path, sweep="demo", noise=0.002, ns=(1e5, 1e6, 1e7))
     env = {**os.environ, "TRANSFER_LAB_OUTPUTS": str(tmp_path), "MPLBACKEND": "Agg"}
@@ -172,6 +173,7 @@ def test_collect_from_wandb_api_with_a_fake_api():
     assert np.isclose(coll.table.loc[coll.table.run_key == runs[5].run_key, "loss"].iloc[0], runs[5].best_val_loss_per_char)
 
 
+@pytest.mark.subprocess
 def test_collect_a_real_offline_wandb_run(tmp_path):
     wandb = pytest.importorskip("wandb")
     from transfer_lab.analysis.wandb_io import collect_wandb_offline

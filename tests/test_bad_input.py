@@ -147,6 +147,20 @@ def world(tmp_path_factory, data_dir, cache_dir) -> World:
 
 
 @pytest.fixture(scope="module")
+def bare_world(tmp_path_factory) -> World:
+    """A finished sweep of records only, and empty data and cache folders: the config errors are raised
+    before any corpus is prepared or any step trained, so they need no more (the fast tier runs them)."""
+    from transfer_lab.study import records
+
+    w = World(tmp_path_factory.mktemp("bare"), tmp_path_factory.mktemp("no_data"), tmp_path_factory.mktemp("no_cache"))
+    for regime in ("scratch", "finetune"):
+        run = records.RunResult(run_key=f"{regime}-finished", sweep=SWEEP, regime=regime, status="done",
+                                non_embedding_params=13_000, finetune_chars=10_000, best_val_loss_per_char=2.5)
+        records.write_result(w.runs / run.run_key, run)
+    return w
+
+
+@pytest.fixture(scope="module")
 def bad_files(tmp_path_factory) -> Path:
     """User corpora that cannot be used, each with a `kind: files` spec beside it."""
     folder = tmp_path_factory.mktemp("bad_files")
@@ -251,14 +265,31 @@ CONFIG_CASES = [
      ("data.source.klingon",), ConfigError),
     ("init_from_missing", ["regime=finetune", "pretrain.init_from=/nonexistent/model"], ("pretrain.init_from",),
      ConfigError),
+]
+# the two a corpus's size decides: raised once the corpus is prepared, still before any step trains
+DATA_SIZE_CASES = [
     ("finetune_chars_beyond_corpus", ["data.finetune_chars=1e9"], ("data.finetune_chars",), DataError),
-    pytest.param(["data.finetune_chars=10"], ("data.finetune_chars",), DataError, id="finetune_chars_below_one_context"),
+    ("finetune_chars_below_one_context", ["data.finetune_chars=10"], ("data.finetune_chars",), DataError),
 ]
 
 
 @pytest.mark.parametrize("overrides,names,kind", [c if type(c) is not tuple else pytest.param(*c[1:], id=c[0])
                                                   for c in CONFIG_CASES])
-def test_config_catalog(world, overrides, names, kind, capsys):
+def test_config_catalog(bare_world, overrides, names, kind, capsys):
+    from transfer_lab.study.job import run_job
+
+    world = bare_world
+    before, folders = snapshot(world.root), run_folders(world)
+    expect_user_error(lambda: run_job(world.cfg("regime=scratch", *overrides)), names, kind, capsys)
+    assert_intact(before)
+    assert run_folders(world) == folders, "a bad command left a run folder (config.yaml, no results.json)"
+    assert not any(world.data_dir.iterdir()) and not any(world.cache_dir.iterdir()), "a bad config built data"
+
+
+@pytest.mark.trains
+@pytest.mark.subprocess
+@pytest.mark.parametrize("overrides,names,kind", [c[1:] for c in DATA_SIZE_CASES], ids=[c[0] for c in DATA_SIZE_CASES])
+def test_data_size_catalog(world, overrides, names, kind, capsys):
     from transfer_lab.study.job import run_job
 
     before, folders = snapshot(world.root), run_folders(world)
@@ -267,13 +298,14 @@ def test_config_catalog(world, overrides, names, kind, capsys):
     assert run_folders(world) == folders, "a bad command left a run folder (config.yaml, no results.json)"
 
 
-def test_gpu_asked_for_on_a_cpu_machine(world, capsys):
+def test_gpu_asked_for_on_a_cpu_machine(bare_world, capsys):
     import torch
 
     from transfer_lab.study.job import run_job
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible here")
+    world = bare_world
     before = snapshot(world.root)
     expect_user_error(lambda: run_job(world.cfg("regime=scratch", "trainer.accelerator=gpu")),
                       ("trainer.accelerator",), ConfigError, capsys)
@@ -354,6 +386,8 @@ FILES_CASES = [
 
 
 @pytest.mark.parametrize("spec,names,kind", [c[1:] for c in FILES_CASES], ids=[c[0] for c in FILES_CASES])
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_data_files_catalog(world, bad_files, spec, names, kind, capsys):
     from transfer_lab.study.job import run_job
 
@@ -387,6 +421,8 @@ PREPARED_CASES = [
 
 
 @pytest.mark.parametrize("tamper,names", [c[1:] for c in PREPARED_CASES], ids=[c[0] for c in PREPARED_CASES])
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_tampered_prepared_corpus(world, tmp_path, tamper, names, capsys):
     from transfer_lab.data.corpora import load_corpus_spec
     from transfer_lab.data.corpora.build import folder_name
@@ -401,6 +437,8 @@ def test_tampered_prepared_corpus(world, tmp_path, tamper, names, capsys):
     assert_intact(before)  # an error, never a silent rebuild over the user's files
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_files_changed_since_prepared(world, bad_files, tmp_path, capsys):
     from transfer_lab.data.corpora import prepare_corpus
     from transfer_lab.study.job import run_job
@@ -458,6 +496,8 @@ def _token_folder(world: World, cache: Path) -> Path:
 @pytest.mark.parametrize("damage, file", [(_truncate_tokens, "train.tokens.bin"), (_truncate_char_ends, "val.chars.bin"),
                                           (_break_token_meta, "meta.json")],
                          ids=["token_file_truncated", "char_file_truncated", "token_meta_corrupt"])
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_damaged_token_file_is_rebuilt_with_a_warning(world, tmp_path, damage, file, caplog):
     from transfer_lab.data import token_files
     from transfer_lab.study.job import run_job
@@ -477,6 +517,8 @@ def test_a_damaged_token_file_is_rebuilt_with_a_warning(world, tmp_path, damage,
     assert_intact(before)
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_corrupt_tokenizer_file_is_one_line(world, tmp_path, capsys):
     from transfer_lab.study.job import run_job
 
@@ -494,6 +536,8 @@ def _trains_anyway(*args, **kwargs):
     raise AssertionError("the mismatched pre-trained model was accepted: fine-tuning started")
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_init_from_a_model_of_another_shape(world, capsys):
     from transfer_lab.study.job import run_job
 
@@ -504,6 +548,8 @@ def test_init_from_a_model_of_another_shape(world, capsys):
     assert_intact(before)
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_init_from_a_model_made_with_another_tokenizer(world, monkeypatch, capsys):
     from transfer_lab.study import job
 
@@ -515,6 +561,8 @@ def test_init_from_a_model_made_with_another_tokenizer(world, monkeypatch, capsy
     assert_intact(before)
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_cached_pretrained_model_made_with_another_tokenizer(world, tmp_path, monkeypatch, capsys):
     from transfer_lab.study import job
 
@@ -598,6 +646,8 @@ RESULTS_CASES = [
 
 
 @pytest.mark.parametrize("damage,names", [c[1:] for c in RESULTS_CASES], ids=[c[0] for c in RESULTS_CASES])
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_results_catalog(world, tmp_path, damage, names, capsys):
     from transfer_lab.analysis import collect_local
 
@@ -609,6 +659,8 @@ def test_results_catalog(world, tmp_path, damage, names, capsys):
     assert not (root / "sweeps" / SWEEP / "report").exists()
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_metrics_cut_mid_line_is_read_up_to_the_cut(world, tmp_path):
     from transfer_lab.analysis import collect_local
 

@@ -12,7 +12,6 @@ from conftest import ROOT, TINY
 
 from transfer_lab.study import records
 
-pytestmark = pytest.mark.subprocess
 
 
 def train(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -24,6 +23,7 @@ def train(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedPro
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.subprocess
 def test_design_card_sweep_runs_every_cell(tmp_path, data_dir):
     # the card's `-m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6`, at test size; the demo's own
     # scratch grid reaches 3e6 characters, more than the test corpus holds, so the test gives its own
@@ -43,6 +43,7 @@ def test_design_card_sweep_runs_every_cell(tmp_path, data_dir):
     # the same command again skips finished cells: test_faults.py (a re-run after SIGKILL) checks it
 
 
+@pytest.mark.subprocess
 def test_bad_config_is_one_line_and_exit_2(tmp_path, data_dir):
     result = train(tmp_path, data_dir, "model.n_embd=30", "model.n_head=4")
     assert result.returncode == 2
@@ -65,7 +66,10 @@ def test_every_sweep_cell_is_checked_before_the_first_trains(argv, named, capsys
     assert exit_info.value.code == 2 and len(err) == 1 and named in err[0]
 
 
-def test_a_good_sweep_passes_the_cell_check():
+def test_a_good_sweep_passes_the_cell_check(capsys):
     from transfer_lab.study.launch_checks import check_sweep_cells
 
-    check_sweep_cells(["-m", "model.n_layer=2,4,8", "data.finetune_chars=1e5,1e6"])  # the design card
+    check_sweep_cells(["-m", "model.n_layer=2,4,8", "data.finetune_chars=1e5,1e6"])  # the design card: no exit
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):  # and the same check does stop the card with one bad size
+        check_sweep_cells(["-m", "model.n_layer=2,4,0", "data.finetune_chars=1e5,1e6"])

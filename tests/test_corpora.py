@@ -71,6 +71,7 @@ def test_helpers_html_cut_glob_roff_tagged():
 
 
 # ---------------------------------------------------------------- embedded, real text
+@pytest.mark.subprocess
 def test_split_is_deterministic_disjoint_and_shuffled(tmp_path, corpora_cache):
     spec = fortunes_spec()
     built = []
@@ -95,6 +96,7 @@ def test_split_is_deterministic_disjoint_and_shuffled(tmp_path, corpora_cache):
     assert set(other.documents("train")) | set(other.documents("val")) == set(train) | set(val)
 
 
+@pytest.mark.subprocess
 def test_max_chars_caps_and_keeps_validation(data_dir):
     full = prepare_corpus(fortunes_spec(), data_dir=data_dir)
     capped = prepare_corpus(fortunes_spec(max_chars=20_000), data_dir=data_dir)
@@ -105,6 +107,7 @@ def test_max_chars_caps_and_keeps_validation(data_dir):
     assert train_capped[:-1] == train_full[:len(train_capped) - 1]  # a prefix: nested subsets
 
 
+@pytest.mark.subprocess
 def test_reuse_does_not_rebuild(data_dir, monkeypatch):
     first = prepare_corpus(fortunes_spec(), data_dir=data_dir)
     stamp = (first.directory / "manifest.json").stat().st_mtime_ns
@@ -118,6 +121,7 @@ def test_reuse_does_not_rebuild(data_dir, monkeypatch):
     assert (first.directory / "manifest.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.subprocess
 def test_tampered_folder_is_an_error_not_a_rebuild(data_dir):
     pc = prepare_corpus(fortunes_spec(), data_dir=data_dir)
     train = pc.directory / "train.jsonl"
@@ -136,6 +140,7 @@ def test_tampered_folder_is_an_error_not_a_rebuild(data_dir):
         prepare_corpus(fortunes_spec(), data_dir=data_dir)
 
 
+@pytest.mark.subprocess
 def test_stale_temp_folder_from_a_killed_build_is_ignored(data_dir):
     spec = load_corpus_spec(fortunes_spec())
     stale = data_dir / "prepared" / f".tmp-{corpus_build.folder_name(spec)}-999-1"
@@ -151,6 +156,7 @@ def _prepare_in_process(args):
     return pc.manifest["built_at"], pc.manifest["build_seconds"], pc.content_hash
 
 
+@pytest.mark.subprocess
 def test_concurrent_prepare_builds_once(data_dir, monkeypatch):
     calls = []
     real_build = corpus_build.build
@@ -193,6 +199,7 @@ def test_python_small_keeps_code_intact(data_dir):
 
 
 # ---------------------------------------------------------------- files kind
+@pytest.mark.subprocess
 def test_files_txt_and_jsonl(tmp_path, data_dir, fortune_texts):
     en = fortune_texts["en"][:200]
     for i in range(4):
@@ -243,6 +250,7 @@ def test_files_errors(tmp_path, data_dir):
     assert built == ["u2"]  # failed builds leave no folder, not even a temp one
 
 
+@pytest.mark.subprocess
 def test_language_filter_drops_english_from_german(tmp_path, data_dir, fortune_texts):
     german = [t for t in fortune_texts["de"] if len(t.split()) >= 12][:30]
     english = [t for t in fortune_texts["en"] if len(t.split()) >= 12][:3]
@@ -259,6 +267,7 @@ def test_language_filter_drops_english_from_german(tmp_path, data_dir, fortune_t
     assert all(e in kept for e in english)
 
 
+@pytest.mark.subprocess
 def test_dedup_removes_repeated_paragraphs(tmp_path, data_dir, fortune_texts):
     en = [t for t in fortune_texts["en"] if len(t.split()) >= 8]
     repeated = en[0]

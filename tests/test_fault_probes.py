@@ -183,7 +183,6 @@ def test_tokens_are_scrubbed_whatever_their_key():
 
 @pytest.mark.trains
 @pytest.mark.subprocess
-@pytest.mark.slow
 def test_a_job_that_fails_unexpectedly_says_why_and_the_launch_exits_non_zero(tmp_path, data_dir, cache_dir):
     """A folder where the run's config.yaml belongs (nothing below the job foresees it), in a
     multirun of two cells and in a single run."""

@@ -119,6 +119,8 @@ def test_sigkill_mid_sweep_then_the_same_command_completes_the_grid(tmp_path, da
 
 # --- kill during a checkpoint write (pre-training) -------------------------------------------------
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_kill_during_checkpoint_write_keeps_the_previous_checkpoint(reference, tmp_path, data_dir, cache_dir,
                                                                      monkeypatch):
     from transfer_lab.study.job import run_job
@@ -197,6 +199,8 @@ def killed_in_results_write(reference, tmp_path_factory, data_dir, cache_dir):
     return state
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_kill_during_results_write_keeps_the_previous_record(reference, killed_in_results_write):
     from transfer_lab.analysis import collect_local
 
@@ -215,6 +219,8 @@ def test_kill_during_results_write_keeps_the_previous_record(reference, killed_i
         assert path.read_bytes() == data
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_no_temp_file_survives_the_rerun_after_a_results_kill(killed_in_results_write):
     assert temp_files(killed_in_results_write["root"]) == []
 
@@ -272,6 +278,8 @@ def test_two_jobs_needing_one_pretrained_model_train_it_once(tmp_path, data_dir,
 
 # --- diverging runs ----------------------------------------------------------------------------------
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_diverging_cell_is_stopped_and_marked_and_the_sweep_goes_on(tmp_path, data_dir, cache_dir, monkeypatch):
     from transfer_lab.analysis import collect_local
     from transfer_lab.study.job import run_job
@@ -298,6 +306,8 @@ def test_diverging_cell_is_stopped_and_marked_and_the_sweep_goes_on(tmp_path, da
     assert not table.loc[good.run_key, "excluded"]
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_nan_first_seen_by_validation_is_marked_diverged(tmp_path, data_dir, cache_dir, monkeypatch):
     from transfer_lab.study.job import run_job
     from transfer_lab.training.lightning_module import CausalLM
@@ -319,6 +329,8 @@ def test_nan_first_seen_by_validation_is_marked_diverged(tmp_path, data_dir, cac
 
 # --- determinism -----------------------------------------------------------------------------------
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_same_seed_same_config_same_finetune_result(reference, tmp_path, data_dir, cache_dir):
     """Pre-training and fine-tuning again from nothing (CPU, same seed) give the same best losses."""
     from transfer_lab.study.job import run_job
@@ -406,6 +418,8 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_pickle_payload_in_a_checkpoint_never_runs(tmp_path, data_dir, cache_dir):
     from transfer_lab.study.job import run_job
     from transfer_lab.study.job_settings import identity_of

@@ -162,6 +162,7 @@ def test_each_shipped_hub_spec_prepares_from_its_repository_layout(name, mirrore
         assert sum(ord(c) > 0x4E00 for c in "".join(texts[:50])) > 1000
 
 
+@pytest.mark.subprocess
 def test_a_repository_holding_a_loading_script_is_one_line(mirrored, tmp_path):
     spec = {"name": "scripted", "kind": "hub", "path": "codeparrot/github-code-clean", "max_chars": 10**6,
             "text_field": "code"}
@@ -170,12 +171,14 @@ def test_a_repository_holding_a_loading_script_is_one_line(mirrored, tmp_path):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.subprocess
 def test_a_misnamed_where_field_stops_at_the_first_record(mirrored, tmp_path):
     spec = {**load_corpus_spec("github_code_python_hub"), "where": {"lang": "Python"}}
     with pytest.raises(DataError, match=r"no field 'lang' \(fields: \['code', 'language', .*fix where"):
         prepare_corpus(spec, data_dir=tmp_path)
 
 
+@pytest.mark.subprocess
 def test_a_corrupt_shard_names_the_corpus_and_the_shard(hub_mirror, monkeypatch, tmp_path):
     copy = tmp_path / "mirror"
     shutil.copytree(hub_mirror / "HuggingFaceFW", copy / "HuggingFaceFW")
@@ -193,6 +196,7 @@ def test_offline_is_one_line_naming_the_switch(monkeypatch, tmp_path):
         prepare_corpus(load_corpus_spec("openwebtext_hub"), data_dir=tmp_path)
 
 
+@pytest.mark.subprocess
 def test_check_reads_a_few_records_of_each_corpus(mirrored, capsys):
     from transfer_lab.data.corpora.__main__ import main
 
@@ -222,6 +226,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.subprocess
+@pytest.mark.network
 def test_the_one_switch_really_goes_online(tmp_path):
     """`HF_HUB_OFFLINE=0 make check-hub` asks the hub (here a local server standing in for it);
     without the switch nothing is asked and every line names the switch."""
@@ -321,7 +326,6 @@ def test_each_misleading_mirror_message_names_the_real_cause_and_fix(hub_mirror,
 
 
 @pytest.mark.subprocess
-@pytest.mark.slow
 def test_a_corrupt_shard_is_exactly_one_line(hub_mirror, tmp_path):
     """Through the real command: `datasets` logs a shard it cannot read twice before it raises."""
     fineweb = _partial_fineweb2(hub_mirror, tmp_path / "mirror")

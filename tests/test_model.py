@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -42,7 +44,23 @@ def test_lr_schedule_warms_up_then_decays_to_ten_percent():
     assert factors[110] == pytest.approx(0.1) and factors[129] == pytest.approx(0.1)
 
 
-def test_forward_gives_logits_over_padded_vocab():
+def test_a_fresh_model_predicts_every_token_about_evenly():
+    """At initialisation the logits are near zero: the loss on any tokens is ≈ ln(vocabulary), and a
+    step of Adam on one batch lowers it (the forward, the loss and the backward are wired)."""
+    torch.manual_seed(0)
     model = build_gpt2(ModelShape(1, 32, 2, n_ctx=16, vocab_size=64))
-    logits = model(input_ids=torch.zeros(2, 16, dtype=torch.long)).logits
-    assert logits.shape == (2, 16, 64)
+    ids = torch.randint(0, 64, (4, 16))
+    out = model(input_ids=ids, labels=ids)
+    assert out.logits.shape == (4, 16, 64) and torch.isfinite(out.logits).all()
+    assert out.loss.item() == pytest.approx(math.log(64), rel=0.05)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    out.loss.backward()
+    optimizer.step()
+    assert model(input_ids=ids, labels=ids).loss.item() < out.loss.item()
+
+
+@pytest.mark.parametrize("n_layer,n_embd", [(1, 16), (4, 84), (8, 288)])
+def test_the_planner_counts_parameters_as_the_model_does(n_layer, n_embd):
+    from transfer_lab.analysis.studies.priced_plan import non_embedding_params
+
+    assert non_embedding_params(n_layer, n_embd) == expected_non_embedding(n_layer, n_embd)

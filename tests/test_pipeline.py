@@ -17,6 +17,8 @@ def runs_of(cfg) -> dict[str, records.RunResult]:
     return {p.name: records.read_result(p) for p in root.iterdir()}
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_scratch_and_finetune_share_one_pretraining_and_rerun_skips(compose_cfg):
     assert run_job(compose_cfg("regime=scratch")) == "done"
     assert run_job(compose_cfg("regime=finetune")) == "done"
@@ -55,6 +57,8 @@ class Killed(BaseException):
     """Stands in for a kill: not an Exception, so nothing records it as a failure."""
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_interrupted_run_resumes_to_the_same_result(compose_cfg, monkeypatch, tmp_path):
     # the reference trains under its own output root: in the same one, the killed sweep would
     # reuse its finished twin (same key) instead of training
@@ -85,6 +89,8 @@ def test_interrupted_run_resumes_to_the_same_result(compose_cfg, monkeypatch, tm
     assert val_steps == sorted(set(val_steps)), "points logged after the checkpoint must not repeat"
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_same_seed_same_config_same_result(compose_cfg, tmp_path):
     a = compose_cfg("regime=scratch", "sweep=a", "seed=3")
     b = compose_cfg("regime=scratch", "sweep=b", "seed=3", f"paths.output_root={tmp_path}/b")  # trained again, not reused
@@ -94,6 +100,8 @@ def test_same_seed_same_config_same_result(compose_cfg, tmp_path):
     assert ra.best_val_loss == pytest.approx(rb.best_val_loss, abs=1e-6)
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_diverging_run_is_marked_and_the_sweep_goes_on(compose_cfg, monkeypatch):
     from transfer_lab.training.lightning_module import CausalLM
 
@@ -107,6 +115,8 @@ def test_diverging_run_is_marked_and_the_sweep_goes_on(compose_cfg, monkeypatch)
     assert run_job(compose_cfg("regime=scratch")) == "done", "a failed run is retried on the next sweep"
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_wandb_offline_logs_every_run_and_never_the_key(compose_cfg, monkeypatch, tmp_path):
     fake_key = "f" * 40
     monkeypatch.setenv("WANDB_API_KEY", fake_key)
@@ -122,6 +132,8 @@ def test_wandb_offline_logs_every_run_and_never_the_key(compose_cfg, monkeypatch
     assert json.dumps(result.config).count("wandb") >= 1  # the logger config is recorded, the key is not
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_run_ends_at_a_converged_early_stopping_point_scored_on_the_whole_set(compose_cfg):
     from transfer_lab.analysis import collect_local
 
@@ -149,6 +161,8 @@ def test_a_run_ends_at_a_converged_early_stopping_point_scored_on_the_whole_set(
     assert table.loc[cut.run_key, "excluded"] and "raise optim.max_steps" in table.loc[cut.run_key, "reason"]
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_run_finished_in_another_sweep_is_reused_not_retrained(compose_cfg, monkeypatch):
     import transfer_lab.study.job as job
 
@@ -166,6 +180,8 @@ def test_a_run_finished_in_another_sweep_is_reused_not_retrained(compose_cfg, mo
     assert run_job(second) == "skipped"  # and now it is this sweep's own finished run
 
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_run_stopped_by_its_ceiling_is_extended_by_a_higher_one(compose_cfg, tmp_path):
     capped = compose_cfg("regime=scratch", "sweep=grow", "optim.max_steps=40")
     assert run_job(capped) == "done"

@@ -106,6 +106,8 @@ def test_a_finished_record_is_never_replaced_by_an_unfinished_one(tmp_path):
 
 # --- 2. signals ---------------------------------------------------------------------------------------
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_killed_launchs_half_written_job_file_is_removed_by_the_next_launch(tmp_path):
     from transfer_lab.study.interrupts import JOB_FILE, remove_torn_job_files
 
@@ -179,6 +181,8 @@ def _token_file(data_dir, cache_dir, tmp_path):
 
 @pytest.mark.parametrize("damage", ["valid_ids_reshuffled", "ids_past_the_vocabulary", "meta_without_splits",
                                     "a_folder_in_its_place"])
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_damaged_token_file_is_rebuilt_before_any_training(damage, tmp_path, data_dir, cache_dir):
     from transfer_lab.data import token_files
 
@@ -248,6 +252,8 @@ def test_a_corrupted_checkpoint_restarts_the_run_and_corrupted_weights_stop_it(t
 # --- 4. torn and invalid records -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("tear", ["cut", "converged_no", "schedule_not_a_mapping"])
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_a_torn_or_invalid_record_is_a_warning_and_its_run_is_trained_again(tear, tmp_path, data_dir, cache_dir,
                                                                             capsys):
     from transfer_lab.study.job import run_job
@@ -274,6 +280,8 @@ def test_a_torn_or_invalid_record_is_a_warning_and_its_run_is_trained_again(tear
 
 # --- 5. extension owns what it needs ---------------------------------------------------------------------
 
+@pytest.mark.trains
+@pytest.mark.subprocess
 def test_an_extended_run_keeps_training_after_its_donor_is_deleted(tmp_path, data_dir, cache_dir, monkeypatch):
     from transfer_lab.study import job, lineage
     from transfer_lab.study.job import run_job

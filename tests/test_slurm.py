@@ -30,7 +30,7 @@ from run_helpers import paths, run_folders, subprocess_env
 from transfer_lab.study import records
 from transfer_lab.study.interrupts import JOB_FILE
 
-pytestmark = pytest.mark.subprocess
+pytestmark = [pytest.mark.subprocess, pytest.mark.network, pytest.mark.trains]  # a SLURM cluster runs the sweep
 CLUSTER = ROOT / "tools" / "slurm_cluster.sh"
 SCRATCH = [o for o in TINY if not o.startswith(("data.finetune_chars", "optim.max_steps"))]
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",

@@ -161,15 +161,10 @@ def do_fit(s: AnalyzeSettings) -> None:
           f"in {res.timings.get('total_s', 0):.1f} s → {out / 'report.md'}")
     for m in res.messages:
         print(f"  note: {m}")
-    if s.wandb["enabled"] or _wandb_mode_set():
+    if s.wandb["enabled"]:
         from transfer_lab.analysis import wandb_io
         run_dir = wandb_io.log_analysis(res, out, s.wandb["project"], s.wandb["entity"], s.wandb["mode"] or "offline")
         print(f"  logged to W&B as an analysis run ({run_dir})")
-
-
-def _wandb_mode_set() -> bool:
-    import os
-    return bool(os.environ.get("WANDB_MODE"))
 
 
 ACTIONS = {"fit": do_fit, "plan": do_plan, "predict": do_predict, "verify": do_verify, "collect": do_collect,
