@@ -16,6 +16,10 @@ def command_line() -> str:
 
 def gather(s: AnalyzeSettings, sweep: str | None = None) -> collect.Collection:
     sweep = sweep or s.sweep
+    if s.source == "table":
+        if s.table is None:
+            raise ConfigError("source=table needs table=PATH, e.g. table=docs/results/demo/table.csv")
+        return collect.collect_table(s.table, loss=s.fit.loss)
     if s.source == "local":
         return collect.collect_local(collect.output_root(s.output_root), sweep, loss=s.fit.loss)
     from transfer_lab.analysis import wandb_io

@@ -304,3 +304,41 @@ def collect_local(root: Path, sweep: str | None = None, loss: str = "per_char", 
     if not runs and not missing:
         raise ResultsError(f"no runs at all in {path / 'runs'}; run the sweep first")
     return records_to_table(runs, name, loss=loss, extra_rows=missing, one_val_set=one_val_set)
+
+
+# the exclusions an analysis adds (a point above a smaller D's loss); a committed table.csv carries them,
+# and a re-analysis decides them afresh
+ANALYSIS_EXCLUSIONS = ("non_monotone",)
+TABLE_REQUIRED = ("run_key", "regime", "status", "N", "D_F", "loss_per_char", "loss_per_token", "excluded", "reason")
+
+
+def collect_table(path: Path, loss: str = "per_char") -> Collection:
+    """A table.csv an analysis wrote (report/table.csv, docs/results/<study>/table.csv) read back as the
+    runs table: its record columns, with the exclusions the records decide (failed, not converged,
+    superseded) kept and those an analysis decides reset, so the same runs give the same analysis."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"table {path} does not exist; point table= at a table.csv written by analyze.py")
+    try:
+        table = pd.read_csv(path, float_precision="round_trip")  # the bits written, not a fast approximation
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise ResultsError(f"table {path} cannot be read as CSV ({type(err).__name__}); restore it (git checkout)") from None
+    missing = [c for c in TABLE_REQUIRED if c not in table.columns]
+    if missing:
+        raise ResultsError(f"{path} is not a runs table: no column {', '.join(missing[:4])}; use the table.csv "
+                           "analyze.py writes beside report.md")
+    table = table.reindex(columns=COLUMNS).copy()  # columns newer than the table: empty
+    if table["pretrain_budget"].isna().all():  # tables from before budgets were recorded: what was consumed
+        table["pretrain_budget"], table["pretrain_budget_tokens"] = table["pretrain_chars"], table["pretrain_tokens"]
+    table["loss"] = table[LOSS_COLUMNS[loss]]
+    table["reason"] = table["reason"].fillna("").astype(str)
+    again = table["reason"].str.startswith(ANALYSIS_EXCLUSIONS)
+    table.loc[again, "reason"] = ""
+    table["excluded"] = table["reason"] != ""
+    for col in ("not_converged_why", "source_mix", "tokenizer", "val_set", "pretrain_key", "experiment", "finished_at",
+                "stop_reason", "pretrain_rule", "source_corpus", "target_corpus"):
+        table[col] = table[col].where(table[col].notna(), None)
+    table["converged"] = table["converged"].map(lambda v: None if pd.isna(v) else bool(v) if not isinstance(v, str)
+                                                else v == "True")
+    sweep = str(table["sweep"].dropna().iloc[-1]) if table["sweep"].notna().any() else path.parent.name
+    return Collection(sweep=sweep, table=table, notes=[f"runs read from {path}, not from run folders"], source="table")

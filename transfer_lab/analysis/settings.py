@@ -17,7 +17,7 @@ from transfer_lab.errors import ConfigError
 from transfer_lab.study.validate import MAX_SEED, as_float, as_int, choice, flag, get, optional_float
 
 ANALYZE_ACTIONS = ("fit", "plan", "compare", "atlas", "mix", "collect", "predict", "verify")  # analysis/actions.py
-ANALYZE_SOURCES = ("local", "wandb", "wandb_offline")
+ANALYZE_SOURCES = ("local", "table", "wandb", "wandb_offline")
 ANALYZE_LOSSES = ("per_char", "per_token")
 ANALYZE_METHODS = ("interp", "kaplan")
 PREDICT_LAWS = ("transfer", "unified")
@@ -28,6 +28,7 @@ class AnalyzeSettings:
     action: str
     sweep: str | None
     source: str
+    table: Path | None
     output_root: Path
     report_dir: Path | None
     fit: FitSettings
@@ -116,7 +117,7 @@ def read_settings(cfg: DictConfig) -> AnalyzeSettings:
     sweeps = get(cfg, "compare.sweeps") or []
     root = get(cfg, "paths.output_root")
     return AnalyzeSettings(
-        action=get(cfg, "action"), sweep=_sweep(cfg), source=get(cfg, "source"),
+        action=get(cfg, "action"), sweep=_sweep(cfg), source=get(cfg, "source"), table=_path(cfg, "table"),
         output_root=Path(root or "outputs"), report_dir=_path(cfg, "paths.report_dir"), fit=_fit_settings(cfg),
         plots=get(cfg, "plots"), pdf=get(cfg, "pdf"), html=get(cfg, "html"), reference=_reference(cfg),
         compare_sweeps=tuple(str(s) for s in sweeps), compare_by=get(cfg, "compare.by"),
