@@ -263,6 +263,7 @@ def _partial_fineweb2(hub_mirror: Path, root: Path, configs=("deu_Latn",)) -> Pa
     return fineweb
 
 
+@pytest.mark.subprocess  # the mirror holds real text: the Debian packages (apt-get)
 def test_a_partial_fineweb2_mirror_with_the_real_readme_prepares(hub_mirror, monkeypatch, tmp_path):
     from transfer_lab.data.corpora.hub import shards
 
@@ -285,6 +286,7 @@ def _one_line(call) -> str:
     return str(err.value)
 
 
+@pytest.mark.subprocess  # the mirror holds real text: the Debian packages (apt-get)
 def test_each_misleading_mirror_message_names_the_real_cause_and_fix(hub_mirror, monkeypatch, tmp_path):
     from transfer_lab.data.corpora.hub import shards
 
@@ -341,6 +343,7 @@ def test_a_corrupt_shard_is_exactly_one_line(hub_mirror, tmp_path):
     assert lines[0].startswith("error: hub corpus 'fineweb2_de_hub'") and "000_00001.parquet" in lines[0]
 
 
+@pytest.mark.subprocess  # the mirror holds real text: the Debian packages (apt-get)
 def test_the_shard_check_opens_every_shard_and_finds_a_corrupt_last_one(hub_mirror, monkeypatch, tmp_path, capsys):
     from transfer_lab.data.corpora.__main__ import main
 

@@ -13,7 +13,7 @@ import pytest
 
 from transfer_lab.analysis.collect import records_to_table
 from transfer_lab.analysis.fit.result import FitSettings
-from transfer_lab.analysis.studies.priced_plan import CostModel, PlannedRun, priced_plan, widths
+from transfer_lab.analysis.studies.priced_plan import CostModel, PlannedRun, choose, priced_plan, widths
 from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 from transfer_lab.errors import ConfigError
 
@@ -22,7 +22,7 @@ D_FS = (1e4, 3e4, 1e5)
 SCRATCH = tuple(np.geomspace(1e4, 1e10, 10))
 BUDGET_CHARS, BUDGET_TOKENS = 1e9, 3e8
 NOISE = 0.006
-SETTINGS = FitSettings(n_bootstrap=200)
+SETTINGS = FitSettings(n_bootstrap=150)
 
 
 def tokens_to_converge(n, d):
@@ -61,6 +61,11 @@ def table():
     return records_to_table(sweep(SIZES), "plan").table
 
 
+@pytest.fixture(scope="module")
+def plan(table):
+    return priced_plan(run_analysis(table, SETTINGS), table, budget_hours=1e9, settings=SETTINGS)
+
+
 def test_the_cost_model_recovers_the_costs(table):
     cost = CostModel.fit(table)
     assert cost.per_token[1] == pytest.approx(0.8, abs=0.01)
@@ -70,9 +75,7 @@ def test_the_cost_model_recovers_the_costs(table):
     assert cost.seconds("pretrain", n, pretrain_tokens=1e8) == pytest.approx(1e8 * seconds_per_token(n), rel=0.05)
 
 
-def test_expected_widths_match_the_widths_the_runs_really_give(table):
-    res = run_analysis(table, SETTINGS)
-    plan = priced_plan(res, table, budget_hours=1e9, settings=SETTINGS)
+def test_expected_widths_match_the_widths_the_runs_really_give(table, plan):
     size = next(c for c in plan.candidates if c.name.startswith("a size"))
     assert {r.regime for r in size.runs} == {"pretrain", "scratch", "finetune"}
     n_new = size.runs[0].n
@@ -89,13 +92,14 @@ def test_expected_widths_match_the_widths_the_runs_really_give(table):
         assert expected < plan.before["transfer"][name]  # a larger size narrows both
 
 
-def test_the_choice_keeps_to_the_budget_and_prices_what_is_new(table):
-    res = run_analysis(table, SETTINGS)
-    cheapest = min(CostModel.fit(table).seconds("finetune", n, d) for n in SIZES for d in D_FS) / 3600
-    plan = priced_plan(res, table, budget_hours=50 * cheapest, settings=SETTINGS)
-    assert plan.hours_chosen <= 50 * cheapest and all(c.score > 0 for c in plan.chosen)
+def test_the_choice_keeps_to_the_budget_and_prices_what_is_new(table, plan):
+    budget = sorted(c.hours for c in plan.candidates)[1] * 1.01  # room for the two cheapest at most
+    chosen = choose(plan.candidates, budget)
+    assert chosen and sum(c.hours for c in chosen) <= budget and all(c.score > 0 for c in chosen)
+    best = max((c for c in plan.candidates if c.score > 0 and c.hours <= budget), key=lambda c: c.score / c.hours)
+    assert chosen[0] is best  # the most narrowing per hour comes first
     seeds = [c for c in plan.candidates if "seeds 1 and 2 of every from-scratch" in c.name]
     assert not seeds or all(r.seed == 2 for r in seeds[0].runs)  # seed 1 is trained already: not planned again
     with pytest.raises(ConfigError, match="plan.budget_hours"):
-        priced_plan(res, table, budget_hours=0, settings=SETTINGS)
+        priced_plan(run_analysis(table, SETTINGS), table, budget_hours=0, settings=SETTINGS)
     assert dataclasses.asdict(PlannedRun("scratch", 1e5, 1e4))["regime"] == "scratch"

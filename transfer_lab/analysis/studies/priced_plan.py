@@ -343,6 +343,17 @@ def _score(before: dict, after: dict) -> float:
     return float(sum(terms)) if terms else float("nan")
 
 
+def choose(cands: list[Candidate], budget_hours: float) -> list[Candidate]:
+    """Greedy by narrowing per hour: the best buys that fit in what is left of the budget."""
+    ranked = sorted((c for c in cands if np.isfinite(c.score) and c.score > 0), key=lambda c: -c.score / max(c.hours, 1e-9))
+    chosen, spent = [], 0.0
+    for c in ranked:
+        if spent + c.hours <= budget_hours:
+            chosen.append(c)
+            spent += c.hours
+    return chosen
+
+
 def priced_plan(res: AnalysisResult, coll_table: pd.DataFrame, budget_hours: float, settings: FitSettings,
                 workers: int = 2) -> PricedPlan:
     if not (budget_hours and budget_hours > 0):
@@ -359,12 +370,8 @@ def priced_plan(res: AnalysisResult, coll_table: pd.DataFrame, budget_hours: flo
             c.score = _score(before, c.widths)
         except ResultsError as err:
             c.skipped = str(err)
-    ranked = sorted((c for c in cands if np.isfinite(c.score)), key=lambda c: -c.score / max(c.hours, 1e-9))
-    chosen, spent = [], 0.0
-    for c in ranked:
-        if c.score > 0 and spent + c.hours <= budget_hours:
-            chosen.append(c)
-            spent += c.hours
+    chosen = choose(cands, budget_hours)
+    spent = sum(c.hours for c in chosen)
     expected = (_expected(coll_table, res, [r for c in chosen for r in c.runs], truth, settings, "chosen")
                 if len(chosen) > 1 else (chosen[0].widths if chosen else before))
     return PricedPlan(res.sweep, budget_hours, cost, before, cands, chosen, expected, spent, workers)
