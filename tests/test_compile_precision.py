@@ -76,7 +76,8 @@ def test_a_compiled_model_has_the_plain_models_state_dict_and_loads_old_and_pret
     assert not [k for k in compiled.state_dict() if "_orig_mod" in k or k.startswith("forward_fn")]
 
     # a checkpoint written before in-place compiling held every weight twice: it still loads, strictly
-    old = {**plain.state_dict(), **{f"forward_fn._orig_mod.{k[len('model.'):]}": v for k, v in plain.state_dict().items()}}
+    weights = plain.state_dict()
+    old = {**weights, **{f"forward_fn._orig_mod.{k[len('model.'):]}": v for k, v in weights.items()}}
     compiled.load_state_dict(old)
     x = torch.randint(0, 320, (2, 16))
     assert torch.equal(compiled(x), plain(x))
