@@ -94,6 +94,21 @@ def test_the_launcher_counts_visible_gpus_or_fakes_them_on_a_cpu_machine(monkeyp
         visible_devices(None, {})
 
 
+@pytest.mark.parametrize("settings, names", [({"devices": 2, "jobs_per_device": 0}, "jobs_per_device=0"),
+                                             ({"devices": 2, "jobs_per_device": 2, "n_jobs": 3}, "n_jobs=3"),
+                                             ({"devices": 0}, "devices=0")])
+def test_bad_per_device_settings_stop_the_launch_in_one_line(settings, names, monkeypatch, capsys):
+    from hydra_plugins.transfer_lab_sweeper.device_launcher import PerDeviceLauncher
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    with pytest.raises(SystemExit) as stop:
+        PerDeviceLauncher(**settings).launch([["regime=scratch"]], initial_job_idx=0)
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: hydra.launcher.") and names in line
+
+
 @pytest.mark.subprocess
 def test_the_issues_devices_2_command_ends_at_once_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "train.py", *ISSUE_ARGV, f"paths.output_root={tmp_path}"], cwd=ROOT,
