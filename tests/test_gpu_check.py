@@ -23,6 +23,19 @@ def test_without_a_gpu_the_full_check_is_one_line_naming_the_dry_run(monkeypatch
     assert line.startswith("error: make gpu-check needs a CUDA GPU") and "ARGS=--dry-run" in line
 
 
+@pytest.mark.parametrize("device, tflops", [("NVIDIA H100 PCIe", 756), ("NVIDIA H100 80GB HBM3", 989),
+                                            ("NVIDIA H200", 989), ("NVIDIA A100-SXM4-80GB", 312), ("NVIDIA A10", 125),
+                                            ("NVIDIA L4", 121), ("NVIDIA L40S", 362), ("NVIDIA T4", None)])
+def test_the_device_peak_is_the_data_sheets_for_the_name_torch_reports(device, tflops, monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import gpu_parts
+
+    table = OmegaConf.load(ROOT / "bench" / "bench.yaml").gpu_check.peaks_tflops
+    assert gpu_parts.spec_peak(device, table) == tflops
+
+
 @pytest.mark.subprocess
 @pytest.mark.trains
 def test_the_dry_run_measures_every_part_and_writes_its_report(tmp_path, data_dir):
