@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup apt-lists data check-hub check-hub-shards slurm-cluster demo train fit plan predict atlas study budget-study mix test test-fast bench clean-venv
+.PHONY: help setup apt-lists data check-hub check-hub-shards slurm-cluster demo train fit plan predict atlas study budget-study mix test test-fast bench gpu-check clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -105,6 +105,9 @@ test-fast: setup ## the tier that trains no model and starts no process (< 3 min
 
 bench: setup ## speed benchmarks: prints a table, writes bench/results/latest.json
 	$(PY) bench/run.py $(ARGS)
+
+gpu-check: setup ## one GPU, under 10 min: MFU (gpt2_85m, bf16, compile), k packed runs, a 3-size grid -> docs/results/gpu/ (ARGS=--dry-run: CPU)
+	$(PY) bench/gpu_check.py $(ARGS)
 
 clean-venv: ## remove .venv (outputs/ is never deleted by make)
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@
     protocol.py       which runs a study needs: the cells of a multirun
     validate.py       config checks before any data is built
     launch_checks.py  command-line checks before Hydra runs (one line, exit 2)
+    devices.py        one job per device: devices > 1 refused, each worker's device slot
     tracking.py       Weights & Biases
     outcomes.py       what a job returns, and the summary line a launch prints
 """

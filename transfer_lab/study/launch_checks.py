@@ -168,6 +168,24 @@ def check_overrides(argv: list[str], config_name: str = "train") -> None:
             check_sweep_name(cfg.sweep)
         except ConfigError as err:
             exit_with(err)
+    check_devices(cfg, overrides)
+
+
+def check_devices(cfg, overrides: list[str]) -> None:
+    """trainer.devices other than 1 is one line naming this very command with one job per device
+    (study/devices.py says why), before Hydra or Lightning starts anything."""
+    from omegaconf import OmegaConf
+
+    from transfer_lab.study import devices as several
+
+    asked = OmegaConf.select(cfg, "trainer.devices", default=1)
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=None)
+    from_argv = any(o.lstrip("+").startswith("trainer.devices=") for o in overrides)
+    command = several.per_device_command(overrides, several.devices_asked(asked), from_argv)
+    try:
+        several.check_one_device(asked, nodes if isinstance(nodes, int) else None, command)
+    except ConfigError as err:
+        exit_with(err)
 
 
 def check_output_root(cfg) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from transfer_lab.errors import ConfigError
+from transfer_lab.study.devices import check_one_device, check_single_process
 
 REGIMES = ("pretrain", "scratch", "finetune")
 SCHEDULES = ("plateau", "cosine")  # transfer_lab/schedule.py
@@ -238,6 +239,11 @@ def _check_trainer(cfg: DictConfig) -> None:
         if not torch.cuda.is_available():
             raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible here; "
                               "use trainer.accelerator=auto (or cpu)")
+    num_nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=None)
+    if num_nodes is not None:
+        num_nodes = as_int(cfg, "trainer.num_nodes", example="trainer.num_nodes=1")
+    check_one_device(get(cfg, "trainer.devices"), num_nodes)  # several: one job per device (devices.py)
+    check_single_process()
     precision = get(cfg, "trainer.precision")
     if precision is not None and str(precision) not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision!r} is unknown; use null (automatic) or one of "

@@ -14,11 +14,19 @@ from transfer_lab.data.datamodule import IGNORE_INDEX
 from transfer_lab.training.model import ModelShape, build_gpt2
 from transfer_lab.training.schedule import lr_factor
 
+STALE_WRAPPER_PREFIX = "forward_fn."  # where torch.compile's wrapper put its copy of the weights before
 hf_logging.disable_progress_bar()  # "Loading weights" bars would interleave with the sweep's log
 
 
 class CausalLM(pl.LightningModule):
-    """Hyperparameters are plain numbers so checkpoints load with torch.load(weights_only=True)."""
+    """Hyperparameters are plain numbers so checkpoints load with torch.load(weights_only=True).
+
+    With compile=True the model is compiled in place (nn.Module.compile): its state dict, and so every
+    checkpoint, holds each weight once under the model's own names, whether compiled or not, so a run
+    resumes across compile=true/false both ways and pre-trained weights load into a compiled model.
+    """
+
+    compile_options: dict = {}  # torch.compile's arguments (inductor by default; tests use the eager backend)
 
     def __init__(self, shape: dict, lr: float, weight_decay: float, betas: tuple[float, float],
                  warmup_steps: int, horizon_steps: int | None, min_lr_ratio: float,
@@ -30,12 +38,13 @@ class CausalLM(pl.LightningModule):
             self.model.train()  # from_pretrained returns eval mode; Lightning does not switch it back
         else:
             self.model = build_gpt2(ModelShape(**shape), attn_implementation)
-        self.forward_fn = torch.compile(self.model) if compile else self.model
+        if compile:  # in place: the compiled wrapper is not a submodule, so state dicts keep the model's names
+            self.model.compile(**self.compile_options)
         self._val_sum = self._val_count = None
         self.lr_scale = 1.0  # lowered by the plateau rule (callbacks.PlateauSchedule); kept in checkpoints
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.forward_fn(input_ids=input_ids).logits
+        return self.model(input_ids=input_ids).logits
 
     def _nll(self, batch, reduction: str) -> torch.Tensor:
         inputs, targets = batch
@@ -73,6 +82,12 @@ class CausalLM(pl.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, hp.warmup_steps, hp.horizon_steps, hp.min_lr_ratio) * self.lr_scale)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # checkpoints written before compiling in place also hold every weight a second time under
+        # the compiled wrapper's names (forward_fn._orig_mod.*): the copy of model.* is dropped
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith(STALE_WRAPPER_PREFIX)}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["lr_scale"] = self.lr_scale
