@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import common  # noqa: E402  (sets HF_HUB_OFFLINE=1 and friends before anything imports transformers)
 from common import BENCH_DATA, RESULTS_DIR, git_commit, machine_info, quiet_lightning  # noqa: E402
 
 NEEDS_GPU = "needs a GPU (not measured)"

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BENCH_DATA, compose, median, run_data
+from common import BENCH_DATA, compose, median
 
 
 def validation_bound(cfg) -> float:

@@ -32,7 +32,6 @@ import io
 import shutil
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from common import BENCH_DATA, compose, median, run_data, spread

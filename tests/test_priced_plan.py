@@ -13,7 +13,8 @@ import pytest
 
 from transfer_lab.analysis.collect import records_to_table
 from transfer_lab.analysis.fit.result import FitSettings
-from transfer_lab.analysis.studies.priced_plan import CostModel, PlannedRun, choose, priced_plan, widths
+from transfer_lab.analysis.studies.priced_plan import PlannedRun, choose, priced_plan, widths
+from transfer_lab.study.costs import CostModel
 from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 from transfer_lab.errors import ConfigError
 

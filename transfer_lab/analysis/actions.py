@@ -53,8 +53,8 @@ def do_atlas(s: AnalyzeSettings) -> None:
 
 
 def do_mix(s: AnalyzeSettings) -> None:
-    from transfer_lab.analysis.studies.mixing import load_mix
     from transfer_lab.analysis.report.mix_report import recommendation, write_mix
+    from transfer_lab.analysis.studies.mixing import load_mix
     root = collect.output_root(s.output_root)
     sweep = s.sweep or "mix_text_code_python"
     out = report_dir_for(s, sweep, "mix")

@@ -14,7 +14,15 @@ from omegaconf import DictConfig, ListConfig
 
 from transfer_lab.analysis.fit.result import FitSettings
 from transfer_lab.errors import ConfigError
-from transfer_lab.study.validate import MAX_SEED, as_float, as_int, choice, flag, get, optional_float
+from transfer_lab.study.validate import (
+    MAX_SEED,
+    as_float,
+    as_int,
+    choice,
+    flag,
+    get,
+    optional_float,
+)
 
 ANALYZE_ACTIONS = ("fit", "plan", "compare", "atlas", "mix", "collect", "predict", "verify")  # analysis/actions.py
 ANALYZE_SOURCES = ("local", "table", "wandb", "wandb_offline")

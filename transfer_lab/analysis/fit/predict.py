@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from transfer_lab.analysis.fit import laws
 from transfer_lab.analysis.fit.intervals import interval
 from transfer_lab.errors import ConfigError, ResultsError

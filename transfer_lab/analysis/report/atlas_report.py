@@ -14,6 +14,7 @@ from transfer_lab.analysis.report.markdown import fmt_interval as _iv
 from transfer_lab.analysis.report.markdown import markdown_to_html, md_table
 from transfer_lab.analysis.studies.atlas import AtlasStudy, PairResult
 
+
 def _matrix(pairs: list[PairResult], corpora: list[str], value) -> pd.DataFrame:
     m = pd.DataFrame(np.nan, index=corpora, columns=corpora)
     for p in pairs:

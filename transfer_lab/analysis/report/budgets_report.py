@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-from transfer_lab.analysis.report.markdown import fmt, fmt_interval, md_table
 from transfer_lab.analysis.fit.intervals import identified
 from transfer_lab.analysis.fit.result import AnalysisResult
+from transfer_lab.analysis.report.markdown import fmt, fmt_interval, md_table
 
 GREEK = {"alpha": "α", "beta": "β", "k": "k"}
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transfer_lab.analysis.report import plots
 from transfer_lab.analysis.fit.mix_fitting import STEP
-from transfer_lab.analysis.studies.mixing import VERIFY_EXPERIMENT, MixStudy, on_axis
+from transfer_lab.analysis.report import plots
 from transfer_lab.analysis.report.markdown import fmt, fmt_interval, md_table
+from transfer_lab.analysis.studies.mixing import VERIFY_EXPERIMENT, MixStudy, on_axis
 
 plt = plots.plt
 # Hernandez et al. 2021, text → Python and 50% text + 50% non-Python code → Python

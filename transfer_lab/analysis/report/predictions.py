@@ -12,6 +12,7 @@ import pandas as pd
 from transfer_lab import atomic_files
 from transfer_lab.errors import ConfigError
 
+
 def save(path: Path, document: dict) -> Path:
     """Write a predictions file; an existing one is never replaced (it is a pre-registration)."""
     path = Path(path)

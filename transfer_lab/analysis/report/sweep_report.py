@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer_lab.analysis.studies.budgets import better_buy
+from transfer_lab.analysis.fit.result import ANCHORS, AnalysisResult, FitSettings
+from transfer_lab.analysis.report import staging
 from transfer_lab.analysis.report.budgets_report import budget_sections, noise_section
 from transfer_lab.analysis.report.markdown import fmt as _g
 from transfer_lab.analysis.report.markdown import fmt_interval as _iv
 from transfer_lab.analysis.report.markdown import markdown_to_html, md_table
-from transfer_lab.analysis.fit.result import ANCHORS, AnalysisResult, FitSettings
-from transfer_lab.analysis.report import staging
+from transfer_lab.analysis.studies.budgets import better_buy
 
 
 def all_fits(res: AnalysisResult):
@@ -274,7 +274,9 @@ def write_report(res: AnalysisResult, report_dir: Path, make_plots: bool = True,
         figures = []
         if make_plots:
             label = "loss (nats/char)" if res.settings.get("loss", "per_char") == "per_char" else "loss (nats/token)"
-            from transfer_lab.analysis.report import plots  # matplotlib: only where plots are made
+            from transfer_lab.analysis.report import (
+                plots,  # matplotlib: only where plots are made
+            )
             try:
                 figures = plots.make_all(res, out / "plots", label)
             except Exception as err:  # a plot must not cost the report

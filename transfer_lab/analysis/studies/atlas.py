@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from transfer_lab.analysis import collect
-from transfer_lab.analysis.studies.sweep_analysis import run_analysis
-from transfer_lab.analysis.fit.transfer_fit import measured_multiplier
 from transfer_lab.analysis.fit.intervals import identified
+from transfer_lab.analysis.fit.transfer_fit import measured_multiplier
+from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 from transfer_lab.errors import ResultsError
 
 

@@ -34,7 +34,6 @@ import pandas as pd
 
 from transfer_lab.analysis import collect
 from transfer_lab.analysis.fit import effective_data, laws, specs
-from transfer_lab.analysis.studies.atlas import PairResult, analyse_pair
 from transfer_lab.analysis.fit.fitting import fit_law
 from transfer_lab.analysis.fit.mix_fitting import (
     MixLaw,
@@ -46,6 +45,7 @@ from transfer_lab.analysis.fit.mix_fitting import (
     refit,
     weight_columns,
 )
+from transfer_lab.analysis.studies.atlas import PairResult, analyse_pair
 from transfer_lab.analysis.studies.mix_simplex import fit_simplex
 from transfer_lab.analysis.studies.sweep_analysis import inversion_law, run_analysis
 from transfer_lab.errors import ResultsError

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from transfer_lab.study import protocol
 from transfer_lab.analysis.fit.intervals import identified
+from transfer_lab.study import protocol
 from transfer_lab.study.keys import compact_number
 
 # where an embedded target is too small, the corpus with the anchors' data (needs the hub)

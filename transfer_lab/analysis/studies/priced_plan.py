@@ -31,6 +31,7 @@ from transfer_lab.analysis.studies.plan import _base, larger_shape
 from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 from transfer_lab.errors import ConfigError, ResultsError
 from transfer_lab.study import protocol
+from transfer_lab.study.costs import CostModel
 from transfer_lab.study.keys import compact_number
 
 EXPONENTS = ("alpha", "beta")
@@ -41,47 +42,6 @@ MARGIN = 3.0  # a scratch grid should reach this far past the largest D_E it mus
 def non_embedding_params(n_layer: int, n_embd: int) -> float:
     """GPT-2 blocks without embeddings: per layer 12·d² weights + 13·d biases and norms, + the final norm."""
     return float(n_layer * (12 * n_embd ** 2 + 13 * n_embd) + 2 * n_embd)
-
-
-@dataclass
-class CostModel:
-    """ln(seconds/token) = a + b·ln N; ln(tokens) = c + d·ln D + e·ln N per regime (scratch, finetune)."""
-
-    per_token: tuple[float, float]
-    tokens: dict[str, tuple[float, float, float]]
-    runs: int
-    rms_log: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def fit(cls, table: pd.DataFrame) -> "CostModel":
-        done = table[(table["status"] == "done") & (table["wall_time_s"] > 0) & (table["tokens_seen"] > 0)]
-        if len(done) < 3 or done["N"].nunique() < 2:
-            raise ResultsError("the cost model needs finished runs at ≥ 2 model sizes (wall time and tokens "
-                               "recorded); train some first")
-        x = np.log(done["N"].to_numpy(float))
-        y = np.log(done["wall_time_s"].to_numpy(float) / done["tokens_seen"].to_numpy(float))
-        coef, rms = _lstsq(np.column_stack([np.ones_like(x), x]), y)
-        model = cls(per_token=tuple(coef), tokens={}, runs=len(done), rms_log={"seconds_per_token": rms})
-        for regime in ("scratch", "finetune"):
-            rows = done[done["regime"] == regime]
-            if len(rows) < 4:
-                continue
-            a = np.column_stack([np.ones(len(rows)), np.log(rows["D_F"].to_numpy(float)), np.log(rows["N"].to_numpy(float))])
-            coef, rms = _lstsq(a, np.log(rows["tokens_seen"].to_numpy(float)))
-            model.tokens[regime], model.rms_log[f"{regime}_tokens"] = tuple(coef), rms
-        return model
-
-    def seconds(self, regime: str, n: float, d: float | None = None, pretrain_tokens: float | None = None) -> float:
-        per_token = np.exp(self.per_token[0] + self.per_token[1] * np.log(n))
-        if regime == "pretrain":
-            return float(per_token * pretrain_tokens)
-        c, dd, e = self.tokens.get(regime) or self.tokens.get("scratch") or (np.log(1e6), 0.0, 0.0)
-        return float(per_token * np.exp(c + dd * np.log(d) + e * np.log(n)))
-
-
-def _lstsq(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    coef = np.linalg.lstsq(a, y, rcond=None)[0]
-    return coef, float(np.sqrt(np.mean((a @ coef - y) ** 2)))
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.analysis import collect
-from transfer_lab.analysis.studies import budgets
 from transfer_lab.analysis.fit import checks, effective_data, specs
 from transfer_lab.analysis.fit.fitting import FitResult, fit_law
+from transfer_lab.analysis.fit.intervals import identified, why_not_identified
 from transfer_lab.analysis.fit.result import AnalysisResult, FitSettings, data_of
 from transfer_lab.analysis.fit.transfer_fit import measure_noise, transfer_fit
-from transfer_lab.analysis.fit.intervals import identified, why_not_identified
+from transfer_lab.analysis.studies import budgets
 from transfer_lab.errors import ResultsError
 
 
