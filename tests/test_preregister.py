@@ -8,6 +8,7 @@ import json
 
 import analysis_synth as syn
 import numpy as np
+import pandas as pd
 import pytest
 from run_helpers import compose_analyze
 
@@ -69,11 +70,10 @@ def test_a_held_out_size_lands_inside_its_pre_registered_intervals(sweep, tmp_pa
     syn.write_runs(sweep, "p", _runs((HELD_OUT,), seed=7, replicates=1))
     capsys.readouterr()
     run_cli(_cfg(sweep, "action=verify", f"verify.predictions={path}"))
-    table = (path.parent / "verify.csv").read_text()
-    rows = [line for line in table.splitlines()[1:] if line]
+    rows = pd.read_csv(path.parent / "verify.csv")
     assert len(rows) == 2 * (2 * len(D_FS)) + 3  # per law: loss and D_T per D_F; 3 scratch losses
-    inside = sum(line.split(",")[-2] == "True" for line in rows)
-    assert inside >= 0.8 * len(rows), table
+    assert rows["inside"].sum() >= 0.8 * len(rows), rows
+    assert (rows["inside_with_misfit"] >= rows["inside"]).all()  # the law fits: its misfit adds (almost) nothing
     report = (path.parent / "verify.md").read_text()
     assert "## Calibration" in report and doc["commit"][:12] in report
 
@@ -90,9 +90,9 @@ def test_wrong_law_is_caught_by_verify(sweep, tmp_path):
              for d in SCRATCH]
     syn.write_runs(sweep, "p", held)
     run_cli(_cfg(sweep, "action=verify", f"verify.predictions={path}"))
-    rows = (tmp_path / "verify.csv").read_text().splitlines()[1:]
-    finetune_loss = [r for r in rows if ",finetune," in r and ",loss," in r]
-    assert sum(r.split(",")[-2] == "False" for r in finetune_loss) >= len(finetune_loss) // 2
+    rows = pd.read_csv(tmp_path / "verify.csv")
+    finetune_loss = rows[(rows["regime"] == "finetune") & (rows["quantity"] == "loss")]
+    assert (~finetune_loss["inside"]).sum() >= len(finetune_loss) // 2
 
 
 def test_changed_runs_missing_and_corrupt_files_are_one_line_errors(sweep, tmp_path):

@@ -70,11 +70,12 @@ class NoiseModel:
 
     by_size: dict = field(default_factory=dict)  # (regime, N) -> (sigma, cells)
     by_regime: dict = field(default_factory=dict)  # regime -> (sigma, cells)
+    rows: pd.DataFrame | None = None  # the runs it was measured on
     MIN_CELLS = 2
 
     @classmethod
     def measure(cls, rows: pd.DataFrame) -> "NoiseModel":
-        model = cls()
+        model = cls(rows=rows)
         for (regime, n), g in rows.groupby(["regime", "N"]):
             model.by_size[(str(regime), float(n))] = seed_noise(g)
         for regime, g in rows.groupby("regime"):
@@ -87,6 +88,15 @@ class NoiseModel:
             return sigma
         sigma, cells = self.by_regime.get(regime, (float("nan"), 0))
         return sigma if cells >= self.MIN_CELLS else None
+
+    def dof(self, regime: str, n: float) -> int:
+        """Degrees of freedom behind sigma(regime, n): Σ (seeds − 1) over the cells it pooled."""
+        rows = self.rows
+        if rows is None or not len(rows):
+            return 0
+        at = rows[(rows["regime"] == regime) & (rows["N"] == float(n))]
+        spread = _spread(at) if len(_spread(at)) >= self.MIN_CELLS else _spread(rows[rows["regime"] == regime])
+        return int(sum(d for _, d in spread))
 
     def source(self, regime: str, n: float) -> str:
         cells = self.by_size.get((regime, float(n)), (0, 0))[1]

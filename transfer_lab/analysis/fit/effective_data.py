@@ -59,6 +59,12 @@ class ScratchCurve:
     def loss_at(self, d) -> np.ndarray:
         return self._f(np.log(d)) if self._f is not None else np.full(np.shape(d), np.nan)
 
+    def log_slope(self, d) -> np.ndarray:
+        """d ln L / d ln D of the curve at D (negative where the loss falls; NaN outside the range)."""
+        if self._f is None:
+            return np.full(np.shape(d), np.nan)
+        return self._f.derivative()(np.log(d)) / self._f(np.log(d))
+
     def invert(self, loss: float) -> float:
         """D with curve(D) = loss; NaN when `loss` is outside the measured range."""
         if not self.covers(loss):

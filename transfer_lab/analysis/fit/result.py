@@ -49,10 +49,16 @@ class AnalysisResult:
     residual_noise: float | None = None  # RMS log residual of the smooth from-scratch law
     noise_effect: dict = field(default_factory=dict)  # k/alpha/beta: (interval with the residual, with measured noise)
     budgets: Any = None  # budgets.BudgetStudy where the sweep has several pre-training budgets
+    goodness: dict = field(default_factory=dict)  # (law, group) -> goodness.Goodness: misfit against the noise
 
     def fit(self, name: str) -> FitResult | None:
         f = self.fits.get(name)
         return f if f is not None and f.ok else None
+
+    def rejected(self, law: str, group: str = "") -> bool:
+        """The law's misfit exceeds the measured noise: its verdicts are not shown."""
+        g = self.goodness.get((law, group))
+        return bool(g is not None and g.rejected)
 
 
 def data_of(rows: pd.DataFrame, target: str | None = None) -> dict[str, np.ndarray]:

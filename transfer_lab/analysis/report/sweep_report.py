@@ -15,7 +15,6 @@ from transfer_lab.analysis.report.budgets_report import budget_sections, noise_s
 from transfer_lab.analysis.report.markdown import fmt as _g
 from transfer_lab.analysis.report.markdown import fmt_interval as _iv
 from transfer_lab.analysis.report.markdown import markdown_to_html, md_table
-from transfer_lab.analysis.studies.budgets import better_buy
 
 
 def all_fits(res: AnalysisResult):
@@ -27,11 +26,13 @@ def all_fits(res: AnalysisResult):
 def fits_json(res: AnalysisResult) -> list[dict]:
     out = []
     for f in all_fits(res):
+        g = res.goodness.get((f.law, f.group))
         out.append({"law": f.law, "group": f.group, "status": f.status, "message": f.message,
                     "n_points": f.n_points, "params": f.params, "ci": f.ci, "stderr_internal": f.stderr,
                     "converged": f.converged, "convergence": f.convergence, "at_bounds": f.at_bounds,
                     "aic": f.aic, "bic": f.bic, "rms_log_residual": f.rms_log, "holdout": f.holdout,
-                    "n_bootstrap_ok": 0 if f.boot_theta is None else int(len(f.boot_theta))})
+                    "n_bootstrap_ok": 0 if f.boot_theta is None else int(len(f.boot_theta)),
+                    "goodness": None if g is None else dataclasses.asdict(g) | {"rejected": g.rejected}})
     return out
 
 
@@ -66,19 +67,16 @@ def _decision_rows(res):
     t = res.table
     ft = t[(t["regime"] == "finetune") & ~t["excluded"]].sort_values(["N", "D_F"])
     tr = res.fit("transfer")
-    gaps = {f.group: f for f in res.group_fits.get("gap", []) if f.ok}
+    bb = res.budgets.better_buy if res.budgets is not None else None
+    verdicts = ({(r.N, r.D_F, r.budget): r.verdict for r in bb.itertuples()} if bb is not None and len(bb) else {})
     rows = []
     for _, r in ft.iterrows():
         pred = "—"
         if tr is not None:
             dt = tr.params["k"] * r["D_F"] ** tr.params["alpha"] * r["N"] ** tr.params["beta"]
             pred = _g(1 + dt / r["D_F"])
-        buy = "gap law not fitted: measured only"
-        g = gaps.get(f"N={r['N']:.3g}")
-        if g is not None and np.isfinite(r.get("pretrain_budget", np.nan)):
-            b = better_buy(g, r["pretrain_budget"], r["D_F"], res.settings["ci"])
-            buy = (f"{b['verdict']} (loss removed by 2× p: {_g(b['gain_p'])} {_iv(b['gain_p_ci'])}; "
-                   f"by 2× D_F: {_g(b['gain_f'])} {_iv(b['gain_f_ci'])})")
+        buy = verdicts.get((r["N"], r["D_F"], r["pretrain_budget"]),
+                           "gap law not fitted: measured only" if not verdicts else "—")
         rows.append([_g(r["N"]), _g(r["D_F"]), _g(r["pretrain_budget"]), _g(r["loss"], 4), _g(r["multiplier"]), pred,
                      r["flags"], buy])
     return rows
@@ -112,6 +110,7 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
           "largest N (or D_F) and predict it.", ""]
     L += md_table(["law", "group", "points", "converged", "at bounds", "AIC", "BIC", "RMS log resid.", "hold-out"],
                   _quality_rows(res))
+    L += goodness_section(res)
     L += ["## App. C cross-check (fit the fits)", ""]
     a = res.appc
     L += ([f"- {a['message']}"] if "message" in a else
@@ -144,6 +143,26 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     L += ["## Files", "", "- `table.csv`: one row per run (with D_E, D_T, multiplier, fraction, flags)",
           "- `fits.json`: every fit's parameters, intervals, AIC/BIC, hold-out errors", ""]
     return "\n".join(L)
+
+
+def goodness_section(res: AnalysisResult) -> list[str]:
+    """Every law of ln L or ln D_T against the seed noise of its own runs (fit/goodness.py)."""
+    out = ["## Goodness of fit against the measured noise", "",
+           "Each law's RMS residual (log space) beside the seed-to-seed noise of the same runs; a law whose misfit "
+           "exceeds the noise (lack-of-fit F test, p < 0.05) is rejected, and its verdicts (trade, better buy) are "
+           "not shown. Where no seeds repeat the misfit cannot be tested.", ""]
+    rows = []
+    for f in all_fits(res):
+        g = res.goodness.get((f.law, f.group))
+        if g is None:
+            continue
+        verdict = {"fits": "fits within the noise", "rejected": "**rejected**", "untested": "untested (no seeds)"}[g.verdict]
+        rows.append([f.law, f.group or "all", g.points, f"{g.rms_log:.2%}",
+                     f"{g.noise_rms:.2%}" if math.isfinite(g.noise_rms) else "—",
+                     _g(g.chi2_per_dof, 2), _g(g.p_value, 2), verdict])
+    if not rows:
+        return out + ["- no law fitted", ""]
+    return out + md_table(["law", "group", "points", "misfit (RMS)", "noise (RMS)", "χ²/dof", "p", "verdict"], rows)
 
 
 def _generated(table) -> str:
@@ -184,7 +203,10 @@ def headline(res: AnalysisResult) -> list[str]:
     for line in res.unidentified:
         out.append(f"- {line}")
     out += [""] + transfer_at_a_glance(res)
-    if res.trade and math.isfinite(res.trade["factor"]):
+    if res.trade and res.rejected("transfer"):
+        out.append(f"- Trade 10^(β/α) not shown: the transfer law is rejected by the data "
+                   f"({res.goodness[('transfer', '')].describe()}), so its exponents do not make a verdict.")
+    elif res.trade and math.isfinite(res.trade["factor"]):
         tci = res.trade.get("factor_ci")
         out.append(f"- Trade (interpolated law): 10× N transfers as much as {_g(res.trade['factor'])}× D_F "
                    f"(10^(β/α){', interval ' + f'[{_g(tci[0])}, {_g(tci[1])}]' if tci else ''}); the anchor's "

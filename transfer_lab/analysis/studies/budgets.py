@@ -59,6 +59,7 @@ def analyse(res: AnalysisResult, fit_kw: dict, curves: dict[float, ScratchCurve]
     for budget in budgets:
         at = ft[ft["pretrain_budget"] == budget]
         entry = {"budget": budget, "transfer": transfer_fit(res, _clean(at), fit_kw)}
+        entry["transfer"].group = f"p={budget:.3g}"
         if len(scratch) and len(at):
             both = pd.concat([scratch, at])
             xu = data_of(both)
@@ -70,7 +71,7 @@ def analyse(res: AnalysisResult, fit_kw: dict, curves: dict[float, ScratchCurve]
                               seeds=("loss", "size"))
                          .reset_index().rename(columns={"pretrain_budget": "budget"}))
     study.doubling = _doubling(study.transferred)
-    _gap(study, ft, fit_kw, res.settings["ci"])
+    _gap(study, ft, fit_kw)
     _held_out(study, res, ft, scratch, fit_kw, curves, law, kaplan_theta)
     return study
 
@@ -89,22 +90,83 @@ def _doubling(dt: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _gap(study: BudgetStudy, ft: pd.DataFrame, fit_kw: dict, ci: float) -> None:
+def _gap(study: BudgetStudy, ft: pd.DataFrame, fit_kw: dict) -> None:
     if len(study.budgets) < MIN_GAP_BUDGETS:
         study.messages.append(f"transfer-gap law not fitted: it needs fine-tuned runs at ≥ {MIN_GAP_BUDGETS} "
                               f"pre-training budgets, this sweep has {len(study.budgets)}")
         return
     study.gap = [fit_law(specs.gap_spec(data_of(g)), data_of(g), group=f"N={n:.3g}", run_keys=list(g["run_key"]),
                          **fit_kw) for n, g in ft.groupby("N")]
-    top = study.budgets[-1]
-    rows = []
+
+
+def decide_better_buy(res: AnalysisResult) -> None:
+    """At the largest budget, per (N, D_F): the gap law's better buy beside the raw secants, and the
+    verdict only where they agree and the law fits within the measured noise (once goodness is known)."""
+    study, t = res.budgets, res.table
+    ft = t[(t["regime"] == "finetune") & ~t["excluded"] & t["pretrain_budget"].notna()]
+    top, ci, rows = study.budgets[-1], res.settings["ci"], []
     for fit in study.gap:
         if not fit.ok:
             continue
-        n = float(fit.group.split("=")[1])
+        n = float(t.set_index("run_key").loc[fit.run_keys[0], "N"])  # the group's label rounds N: 3.31e+03
+        g = res.goodness.get(("gap", fit.group))
+        why = f"misfit {g.rms_log:.2%} > noise {g.noise_rms:.2%}, p = {g.p_value:.2g}" if g is not None and g.rejected else ""
+        sigma = res.noise.sigma("finetune", n) if res.noise is not None else None
         for d_f in sorted(ft.loc[(ft["N"] == n) & (ft["pretrain_budget"] == top), "D_F"].unique()):
-            rows.append({"N": n, "D_F": d_f, "budget": top, **better_buy(fit, top, d_f, ci)})
+            law = better_buy(fit, top, d_f, ci)
+            raw = raw_gains(ft, n, top, d_f, sigma)
+            rows.append({"N": n, "D_F": d_f, "budget": top, **law, **raw, "law_verdict": law["verdict"],
+                         "verdict": decide(law["verdict"], raw, why)})
     study.better_buy = pd.DataFrame(rows)
+
+
+Z95 = 1.959963984540054  # two-sided 95% of a normal
+
+
+def raw_gains(ft: pd.DataFrame, n: float, budget: float, d_f: float, sigma: float | None) -> dict:
+    """The better-buy question asked of the measured cells alone, at (N, p, D_F): what the last doubling
+    of p removed (the secant from the next smaller budget) and what a doubling of D_F removes (the
+    secant to the next D_F, per doubling of D_F), seeds averaged, with 95% intervals from the measured
+    seed noise σ of one run's ln loss. {} where a neighbouring cell is missing."""
+    at = ft[np.isclose(ft["N"], n)]
+    cells = at.groupby(["pretrain_budget", "D_F"])["loss"].agg(["mean", "count"])
+    budgets = sorted(b for b in at["pretrain_budget"].unique() if b < budget)
+    d_fs = sorted(at.loc[at["pretrain_budget"] == budget, "D_F"].unique())
+    if not budgets or len(d_fs) < 2 or (budget, d_f) not in cells.index or (budgets[-1], d_f) not in cells.index:
+        return {}
+    lower = budgets[-1]
+    i = d_fs.index(d_f)
+    near = d_fs[i + 1] if i + 1 < len(d_fs) else d_fs[i - 1]
+    per = np.log(2) / abs(np.log(near / d_f))  # a secant over near/d_f, scaled to one doubling of D_F
+    here, before, other = cells.loc[(budget, d_f)], cells.loc[(lower, d_f)], cells.loc[(budget, near)]
+    gain_p = (before["mean"] - here["mean"]) / np.log2(budget / lower)
+    gain_f = per * (here["mean"] - other["mean"]) * (1 if near > d_f else -1)
+    s = sigma if sigma is not None else np.nan
+
+    def sd(cell):  # one cell's mean loss: σ·L per run, averaged over its seeds
+        return s * cell["mean"] / np.sqrt(cell["count"])
+
+    sd_p = np.hypot(sd(before), sd(here)) / np.log2(budget / lower)
+    sd_f = per * np.hypot(sd(here), sd(other))
+    sign = 1 if near > d_f else -1  # gain_p − gain_f shares L(p, D_F): its variance counts it once
+    sd_diff = np.sqrt(sd(before) ** 2 + (1 + sign * per) ** 2 * sd(here) ** 2 + (per * sd(other)) ** 2)
+    diff = gain_p - gain_f
+    verdict = ("tie" if not np.isfinite(sd_diff) or abs(diff) <= Z95 * sd_diff
+               else "pre-train more" if diff > 0 else "collect target data")
+    return {"raw_gain_p": gain_p, "raw_gain_p_ci": (gain_p - Z95 * sd_p, gain_p + Z95 * sd_p),
+            "raw_gain_f": gain_f, "raw_gain_f_ci": (gain_f - Z95 * sd_f, gain_f + Z95 * sd_f),
+            "raw_verdict": verdict, "raw_from": (lower, near)}
+
+
+def decide(law_verdict: str, raw: dict, rejected_why: str) -> str:
+    """A verdict only where the law fits within the noise and the raw cells say the same."""
+    if rejected_why:
+        return f"no verdict: gap law rejected ({rejected_why}); the data say {raw.get('raw_verdict', 'nothing (no raw check)')}"
+    if not raw:
+        return f"no verdict: no raw check (a smaller budget and a neighbouring D_F are needed); the law says {law_verdict}"
+    if raw["raw_verdict"] == law_verdict or (raw["raw_verdict"] == "tie" and law_verdict == "indistinguishable"):
+        return law_verdict
+    return f"law and data disagree: the law says {law_verdict}, the data say {raw['raw_verdict']}"
 
 
 def better_buy(fit: FitResult, budget: float, d_f: float, ci: float) -> dict:

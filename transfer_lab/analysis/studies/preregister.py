@@ -120,25 +120,40 @@ def _law_parts(res, law: str):
     return best, (boot_dt[:m], boot_loss[:m])
 
 
-def _finetune_cell(parts, n: float, d_f: float, noise: Noise, rng, ci: float) -> dict:
-    out = {}
-    for name, (dt_theta, loss_theta) in (("best", parts[0]), ("draws", parts[1])):
-        d_t = laws.transfer_dt(d_f, n, 10 ** dt_theta[:, 0], dt_theta[:, 1], dt_theta[:, 2])
-        kap = _kaplan(loss_theta)
-        d_e = d_f + d_t
-        loss = laws.kaplan_loss(n, d_e, *kap)
-        if name == "draws":
-            slope = np.abs(_kaplan_slope(n, d_e, *kap))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sigma_ln_de = np.hypot(noise.finetune, noise.scratch) / slope
-            d_t = d_e * np.exp(rng.standard_normal(len(d_e)) * np.nan_to_num(sigma_ln_de, nan=0.0)) - d_f
-            loss = loss * np.exp(rng.standard_normal(len(loss)) * noise.finetune)
-        out[name] = (d_t, loss)
-    d_t, loss = out["best"]
-    d_tb, loss_b = out["draws"]
-    return {"D_T": float(d_t[0]), "D_T_ci": interval(d_tb, ci),
-            "multiplier": float((d_f + d_t[0]) / d_f), "multiplier_ci": interval((d_f + d_tb) / d_f, ci),
-            "loss": float(loss[0]), "loss_ci": interval(loss_b, ci)}
+def excess_misfit(res, law: str) -> float:
+    """The law's misfit beyond the measured noise (RMS, log space of its own target): 0 where it fits
+    within the noise or the noise is not measured. A prediction 'with misfit' adds it."""
+    g = res.goodness.get((law, ""))
+    if g is None or g.verdict == "untested":
+        return 0.0
+    return float(np.sqrt(max(g.rms_log ** 2 - g.noise_rms ** 2, 0.0)))
+
+
+def _finetune_draws(theta, n, d_f, noise: Noise, rng, disc_dt: float, disc_loss: float):
+    """D_T one new run would measure and its loss: the law's draws, its misfit (disc_*), one run's noise."""
+    dt_theta, loss_theta = theta
+    d_t = laws.transfer_dt(d_f, n, 10 ** dt_theta[:, 0], dt_theta[:, 1], dt_theta[:, 2])
+    d_t = d_t * np.exp(rng.standard_normal(len(d_t)) * disc_dt)
+    kap = _kaplan(loss_theta)
+    d_e = d_f + d_t
+    loss = laws.kaplan_loss(n, d_e, *kap) * np.exp(rng.standard_normal(len(d_t)) * np.hypot(noise.finetune, disc_loss))
+    slope = np.abs(_kaplan_slope(n, d_e, *kap))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma_ln_de = np.sqrt(noise.finetune ** 2 + noise.scratch ** 2 + disc_loss ** 2) / slope
+    d_t = d_e * np.exp(rng.standard_normal(len(d_e)) * np.nan_to_num(sigma_ln_de, nan=0.0)) - d_f
+    return d_t, loss
+
+
+def _finetune_cell(parts, n: float, d_f: float, noise: Noise, rng, ci: float, disc: tuple[float, float]) -> dict:
+    dt_theta, loss_theta = parts[0]
+    d_t = float(laws.transfer_dt(d_f, n, 10 ** dt_theta[0, 0], dt_theta[0, 1], dt_theta[0, 2]))
+    loss = float(laws.kaplan_loss(n, d_f + d_t, *_kaplan(loss_theta))[0])
+    out = {"D_T": d_t, "multiplier": (d_f + d_t) / d_f, "loss": loss}
+    for suffix, (disc_dt, disc_loss) in (("", (0.0, 0.0)), ("_with_misfit", disc)):
+        d_tb, loss_b = _finetune_draws(parts[1], n, d_f, noise, rng, disc_dt, disc_loss)
+        out |= {f"D_T_ci{suffix}": interval(d_tb, ci), f"multiplier_ci{suffix}": interval((d_f + d_tb) / d_f, ci),
+                f"loss_ci{suffix}": interval(loss_b, ci)}
+    return out
 
 
 def _scratch_cell(res, n: float, d: float, noise: Noise, rng, ci: float) -> dict | None:
@@ -147,8 +162,10 @@ def _scratch_cell(res, n: float, d: float, noise: Noise, rng, ci: float) -> dict
         return None
     best = laws.kaplan_loss(n, d, *_kaplan(fit.theta[None, :]))
     draws = laws.kaplan_loss(n, d, *_kaplan(_draws(fit, slice(0, 4))))
-    draws = draws * np.exp(rng.standard_normal(len(draws)) * noise.scratch)
-    return {"loss": float(best[0]), "loss_ci": interval(draws, ci)}
+    out = {"loss": float(best[0])}
+    for suffix, disc in (("", 0.0), ("_with_misfit", excess_misfit(res, "kaplan"))):
+        out[f"loss_ci{suffix}"] = interval(draws * np.exp(rng.standard_normal(len(draws)) * np.hypot(noise.scratch, disc)), ci)
+    return out
 
 
 def predict_cells(res, sizes: list[float], finetune_chars: list[float], scratch_chars: list[float],
@@ -161,10 +178,13 @@ def predict_cells(res, sizes: list[float], finetune_chars: list[float], scratch_
         parts = _law_parts(res, law)
         if parts is None:
             continue
+        # transfer: its misfit in ln D_T, and Kaplan's in the loss it reads D_T through; unified: one law of ln L
+        disc = ((excess_misfit(res, "transfer"), excess_misfit(res, "kaplan")) if law == "transfer"
+                else (0.0, excess_misfit(res, "unified")))
         for n in sizes:
             for d_f in finetune_chars:
                 noise = _noise(res, n)
-                cell = _finetune_cell(parts, n, d_f, noise, rng, ci)
+                cell = _finetune_cell(parts, n, d_f, noise, rng, ci, disc)
                 cells.append({"law": law, "regime": "finetune", "N": float(n), "D": float(d_f),
                               "pretrain_budget": res.main_budget, **cell, "noise": noise.source})
     for n in sizes:
@@ -239,11 +259,13 @@ def compare(doc: dict, table: pd.DataFrame) -> pd.DataFrame:
             quantities.append(("D_T", float(interp["D_T"].mean()) if len(interp) else float("nan")))
         for quantity, measured in quantities:
             lo, hi = cell[quantity + "_ci"]
+            wide = cell.get(quantity + "_ci_with_misfit", (lo, hi))
             rows.append({"law": cell["law"], "regime": cell["regime"], "N": cell["N"], "D": cell["D"],
                          "quantity": quantity, "predicted": cell[quantity], "lo": lo, "hi": hi,
                          "measured": measured, "seeds": len(runs),
                          "inside": bool(lo <= measured <= hi) if np.isfinite(measured) else None,
-                         "miss": _miss(measured, lo, hi)})
+                         "miss": _miss(measured, lo, hi), "lo_with_misfit": wide[0], "hi_with_misfit": wide[1],
+                         "inside_with_misfit": bool(wide[0] <= measured <= wide[1]) if np.isfinite(measured) else None})
     return pd.DataFrame(rows)
 
 
@@ -261,11 +283,12 @@ def calibration(rows: pd.DataFrame, nominal: float) -> pd.DataFrame:
     out = []
     scored = rows[rows["inside"].notna()]
     for (law, quantity), g in scored.groupby(["law", "quantity"], sort=False):
-        k, n = int(g["inside"].sum()), len(g)
-        ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
-        out.append({"law": law, "quantity": quantity, "inside": k, "cells": n, "share": k / n,
-                    "share_lo": ci.low, "share_hi": ci.high, "nominal": nominal,
-                    "consistent": bool(ci.low <= nominal <= ci.high)})
+        for interval_kind, column in (("law and seed noise", "inside"), ("with the law's misfit", "inside_with_misfit")):
+            k, n = int(g[column].sum()), len(g)
+            ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+            out.append({"law": law, "quantity": quantity, "interval": interval_kind, "inside": k, "cells": n,
+                        "share": k / n, "share_lo": ci.low, "share_hi": ci.high, "nominal": nominal,
+                        "consistent": bool(ci.low <= nominal <= ci.high)})
     return pd.DataFrame(out)
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from transfer_lab.analysis import collect
 from transfer_lab.analysis.fit import checks, effective_data, specs
 from transfer_lab.analysis.fit.fitting import FitResult, fit_law
+from transfer_lab.analysis.fit.goodness import goodness
 from transfer_lab.analysis.fit.intervals import identified, why_not_identified
 from transfer_lab.analysis.fit.result import AnalysisResult, FitSettings, data_of
 from transfer_lab.analysis.fit.transfer_fit import measure_noise, transfer_fit
@@ -159,10 +160,15 @@ def _per_size_laws(res: AnalysisResult, ft: pd.DataFrame, ftm: pd.DataFrame, cur
     else:
         res.messages += res.budgets.messages
     res.group_fits["gap"] = res.budgets.gap if res.budgets is not None else []
+    res.group_fits["per_budget"] = [entry[law] for entry in (res.budgets.per_budget if res.budgets else [])
+                                    for law in ("transfer", "unified") if law in entry]
 
 
 def _summarise(res: AnalysisResult) -> None:
     res.agreement = _agreement(res.fit("transfer"), res.fit("unified"))
+    _test_goodness(res)
+    if res.budgets is not None and res.budgets.gap:
+        budgets.decide_better_buy(res)  # needs the gap laws' goodness
     for f in res.fits.values():
         if not f.ok:
             res.messages.append(f"{f.title}: not fitted ({f.message})")
@@ -170,6 +176,39 @@ def _summarise(res: AnalysisResult) -> None:
             res.messages.append(f"{f.title}: optimiser did not report convergence ({f.convergence})")
     _identification(res)
     _trade(res)
+
+
+def _test_goodness(res: AnalysisResult) -> None:
+    """Every law of ln L or ln D_T against the seed noise of its own runs (fit/goodness.py)."""
+    if res.noise is None:
+        res.noise = checks.NoiseModel.measure(res.table[~res.table["excluded"] & res.table["regime"].isin(collect.FIT_REGIMES)])
+    rows = res.table.set_index("run_key")
+    curves = effective_data.scratch_curves(res.table)
+    fits = list(res.fits.values()) + [f for name, group in res.group_fits.items() if name != "appc_fraction" for f in group]
+    for fit in fits:
+        if not fit.ok or fit.spec is None or fit.spec.target not in ("lnL", "lnDT") or not fit.run_keys:
+            continue
+        at = rows.loc[fit.run_keys]
+        sigma, dof = _point_noise(res.noise, at, curves, fit.spec.target)
+        res.goodness[(fit.law, fit.group)] = goodness(fit.predicted - fit.observed, sigma, fit.n_params, dof)
+
+
+def _point_noise(noise: checks.NoiseModel, at: pd.DataFrame, curves, target: str) -> tuple[np.ndarray, int]:
+    """σ of each point's target (one run's ln L, or ln D_T through its curve's slope) and the
+    degrees of freedom of the noise estimate behind them (the least among the points)."""
+    sigma, dofs = [], []
+    for r in at.itertuples():
+        ft, sc = noise.sigma("finetune", r.N), noise.sigma("scratch", r.N)
+        if target == "lnL":
+            s = noise.sigma(r.regime, r.N)
+            dofs.append(noise.dof(r.regime, r.N))
+        else:
+            curve = curves.get(float(r.N))
+            slope = abs(float(curve.log_slope(r.D_E))) if curve is not None else np.nan
+            s = np.hypot(ft, sc) / slope if ft is not None and sc is not None and slope > 0 else None
+            dofs.append(min(noise.dof("finetune", r.N), noise.dof("scratch", r.N)))
+        sigma.append(np.nan if s is None else s)
+    return np.array(sigma, float), min(dofs) if dofs else 0
 
 
 def _check_measurement(res: AnalysisResult, floor: float) -> None:
