@@ -47,6 +47,7 @@ def simplex_grid(q: int, step: float = STEP) -> np.ndarray:
 def mix_data(g: pd.DataFrame, columns: list[str] | None = None) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         data = {"lnDT": np.log(g["D_T"].to_numpy(float))}  # D_T ≤ 0: NaN, left out of the fit
+    data["seeds"] = g["seeds"].to_numpy(float) if "seeds" in g else np.ones(len(g))  # runs behind each mean D_T
     if columns is None:
         data["r"] = g["r"].to_numpy(float)
     else:

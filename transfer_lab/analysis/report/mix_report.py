@@ -3,6 +3,7 @@ test its predictions). Reads a MixStudy (analysis/mixing.py); computes nothing b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from pathlib import Path
@@ -13,7 +14,7 @@ import pandas as pd
 from transfer_lab.analysis.fit.mix_fitting import STEP
 from transfer_lab.analysis.report import plots
 from transfer_lab.analysis.report.markdown import fmt, fmt_interval, md_table
-from transfer_lab.analysis.studies.mixing import VERIFY_EXPERIMENT, MixStudy, on_axis
+from transfer_lab.analysis.studies.mixing import VERIFY_EXPERIMENT, MixStudy, on_axis, r_star_verdict
 
 plt = plots.plt
 # Hernandez et al. 2021, text → Python and 50% text + 50% non-Python code → Python
@@ -56,6 +57,15 @@ def recommendation(study: MixStudy) -> tuple[str, str]:
     a, b = study.axis
     r, (lo, hi) = cell.best[b], cell.best_ci[b]
     where = f"for {study.target} at N = {_size(cell.n)} with {_chars(cell.d_f)} target characters"
+    stands, caveat = r_star_verdict(study, cell)
+    trained = set(np.round(study.table.loc[np.isclose(study.table["N"], cell.n), f"w_{b}"].dropna(), 2))
+    if not stands:  # seeds at the trained ratios both the law and the data point to resolve them
+        raw, raw_lo, raw_hi = study.raw_best.get((cell.n, cell.d_f), (np.nan,) * 3)
+        span = (min(lo, raw_lo), max(hi, raw_hi)) if np.isfinite(raw) else (lo, hi)
+        inside = sorted(c for c in trained if span[0] - 1e-9 <= c <= span[1] + 1e-9)
+        return (f"no verdict on the best mixture {where}: {caveat}; the grid's measured best is {raw:.0%} {b} "
+                f"(the mixing law's r* would be {r:.0%} {_iv((lo, hi), pct=True)})"), \
+            _train(study, study.experiment, cell.n, [{a: 1 - c, b: c} for c in inside]) + " seed=1,2"
     worth = (f"worth {fmt(cell.gain, 2)}× {_iv(cell.gain_ci, 2)} the data {a} alone transfers "
              f"(D_T = {fmt(cell.d_t)} {_iv(cell.d_t_ci)} characters)")
     if r <= 1e-9 and lo <= 1e-9 and hi <= STEP:
@@ -64,7 +74,8 @@ def recommendation(study: MixStudy) -> tuple[str, str]:
         text = f"{where}, pre-train on {r:.0%} {_iv((lo, hi), pct=True)} {b} (the rest {a}): {worth}"
     if cell.model_based:
         text += f"; {cell.model_based} of its {cell.fit.n_points} points have a model-based D_E"
-    trained = set(np.round(study.table.loc[np.isclose(study.table["N"], cell.n), f"w_{b}"].dropna(), 2))
+    if caveat:
+        text += f"; {caveat}"
     candidates = sorted({round(round(v / STEP) * STEP, 2) for v in (lo, (lo + r) / 2, r, (r + hi) / 2, hi)} - trained)
     if not candidates:  # the interval's ratios are all trained: seeds, not ratios, narrow it
         inside = sorted(c for c in trained if lo - 1e-9 <= c <= hi + 1e-9)
@@ -123,10 +134,42 @@ def _cells_table(study: MixStudy) -> list[str]:
 def _best_rows(study: MixStudy) -> list[str]:
     b = study.axis[1]
     return md_table(["N", "D_F", f"r* ({b} share)", "D_T at r*", "gain over r = 0", "replicates at an end",
-                     "model-based points"],
+                     "model-based points", "grid's best (measured)", "verdict"],
                     [[_size(c.n), _chars(c.d_f), f"{c.best[b]:.0%} {_iv(c.best_ci[b], pct=True)}",
                       f"{fmt(c.d_t)} {_iv(c.d_t_ci)}", f"{fmt(c.gain, 2)}× {_iv(c.gain_ci, 2)}", f"{c.at_edge:.0%}",
-                      f"{c.model_based} of {c.fit.n_points}"] for c in study.cells])
+                      f"{c.model_based} of {c.fit.n_points}", _raw(study, c), _verdict(study, c)] for c in study.cells])
+
+
+def _raw(study: MixStudy, c) -> str:
+    best, lo, hi = study.raw_best.get((c.n, c.d_f), (np.nan,) * 3)
+    return f"{best:.0%} ({lo:.0%}–{hi:.0%})" if np.isfinite(best) else "—"
+
+
+def _verdict(study: MixStudy, c) -> str:
+    stands, caveat = r_star_verdict(study, c)
+    return ("r* stands" + (f" ({caveat})" if caveat else "")) if stands else f"no verdict: {caveat}"
+
+
+def _noise_section(study: MixStudy) -> list[str]:
+    """The run noise, measured from seeds on the ratio grid, against the law's misfit and the spread."""
+    sn, law = study.seed_noise, study.law
+    if not sn:
+        return [f"No seeds on the ratio grid: the chosen law's residual, {fmt(study.residual.get(law))} in ln D_T, "
+                "stands in for run noise in its bootstrap. That counts its misfit as noise; seeds would measure it.", ""]
+    g = study.goodness.get(law)
+    out = [f"Run noise, measured: σ of ln D_T between seeds of one cell = {fmt(sn['sigma'])} ({sn['cells']} cells on the "
+           f"ratio grid, {sn['dof']} degrees of freedom). The chosen law's pooled residual is {fmt(study.residual.get(law))}: "
+           f"{'it is **rejected** by the data' if g is not None and g.rejected else 'it fits within the noise'} "
+           f"({g.describe() if g is not None else 'untested'}). The r* bootstrap redraws points by the seed noise.", "",
+           "How far apart the mixtures are, at each (N, D_F) (D_T averaged over the seeds where a cell was repeated; "
+           "z: the two ends' difference over its seed noise):", ""]
+    rows = [[_size(r["N"]), _chars(r["D_F"]), r["ratios"], f"{fmt(r['max_over_min'], 3)}×",
+             f"{fmt(r.get('ends_ratio'), 3)}×" if "ends_ratio" in r else "—",
+             f"{r['ends_z']:+.1f}σ" if "ends_z" in r else "—",
+             "/".join(map(str, r["ends_seeds"])) if "ends_seeds" in r else "—"] for r in study.spread]
+    out += md_table(["N", "D_F", "ratios", "largest / smallest D_T", f"{study.axis[1]} / {study.axis[0]} (r = 1 vs 0)",
+                     "z", "seeds (r = 0 / 1)"], rows)
+    return out
 
 
 def _moves(study: MixStudy) -> list[str]:
@@ -284,8 +327,9 @@ def write_mix(study: MixStudy, out: Path, command: str, settings: dict) -> Path:
               "ratios:", ""]
         L += md_table(["law", "RMSE of ln D_T"], [[k + (" (chosen)" if k == study.law else ""), fmt(v)]
                                                   for k, v in study.selection.items()])
-        L += ["", f"Run noise in the bootstrap: the chosen law's pooled residual, {fmt(study.noise.get(study.law))} "
-              "in ln D_T.", "", "## The best ratio per (N, D_F)", ""] + _best_rows(study) + [""]
+        L += ["", "## Noise and misfit", ""] + _noise_section(study)
+        L += ["## The best ratio per (N, D_F)", "", "r* is a verdict only where the mixing law fits within the seed "
+              "noise and the grid's measured best ratio lies inside r*'s interval.", ""] + _best_rows(study) + [""]
         L += ["Does r* move with N or with D_F? (paired replicate differences)", ""] + _moves(study) + [""]
         L += ["![ratio](plots/mix_ratio.png)", "", "## Verified: held-out runs at r*", ""] + _verified(study)
     L += ["## Three or more sources", ""] + _simplex(study)
@@ -318,7 +362,10 @@ def _fits(study: MixStudy, sentence: str, narrow: str, verify: list[str], settin
     s = study.simplex
     return {"sweep": study.sweep, "target": study.target, "axis": study.axis, "reference": study.ref,
             "settings": settings, "recommendation": sentence, "narrow": narrow, "verify": verify,
-            "selection": study.selection, "law": study.law, "noise": study.noise, "cells": [law(c) for c in study.cells],
+            "selection": study.selection, "law": study.law, "noise": study.noise, "residual": study.residual,
+            "seed_noise": study.seed_noise, "spread": study.spread,
+            "goodness": {k: dataclasses.asdict(g) | {"rejected": g.rejected} for k, g in study.goodness.items()},
+            "cells": [law(c) for c in study.cells],
             "moves": study.moves, "verified": study.verified,
             "transfer_laws": [{"pretrained_on": p.source, "law": p.law, "params": p.params, "ci": p.ci}
                               for p in study.transfer_laws],

@@ -35,6 +35,7 @@ import pandas as pd
 from transfer_lab.analysis import collect
 from transfer_lab.analysis.fit import effective_data, laws, specs
 from transfer_lab.analysis.fit.fitting import fit_law
+from transfer_lab.analysis.fit.goodness import goodness
 from transfer_lab.analysis.fit.mix_fitting import (
     MixLaw,
     best_on,
@@ -63,7 +64,12 @@ class MixStudy:
     axis: tuple[str, str] | None  # the two-source axis: r is the weight of axis[1]
     table: pd.DataFrame  # one row per fine-tuned cell
     ref: dict  # the reference (N, D_F) of the recommendation
-    noise: dict = field(default_factory=dict)  # law -> pooled residual (ln D_T) used as run noise
+    noise: dict = field(default_factory=dict)  # law -> the run noise (ln D_T) its bootstrap uses: seeds where measured
+    residual: dict = field(default_factory=dict)  # law -> its pooled residual (ln D_T): the misfit, never the noise
+    seed_noise: dict = field(default_factory=dict)  # sigma, dof, cells: ln D_T between seeds of one cell on the grid
+    goodness: dict = field(default_factory=dict)  # law -> goodness.Goodness of its misfit against the seed noise
+    spread: list = field(default_factory=list)  # per (N, D_F): the ratios' D_T against each other, in seed noise
+    raw_best: dict = field(default_factory=dict)  # (N, D_F) -> (best grid ratio, lo, hi): the measured best, model-free
     selection: dict = field(default_factory=dict)  # two-source law -> leave-one-ratio-out RMSE (ln D_T)
     law: str = ""
     cells: list[MixLaw] = field(default_factory=list)
@@ -195,9 +201,13 @@ def _two_sources(study: MixStudy, records: list, n_bootstrap: int, seed: int, ci
     on = on_axis(study.table, study.axis)
     fit_rows = on[~on["held_out"]]
     groups = []
+    study.seed_noise = measure_seed_noise(fit_rows)
     for n, d_f, by_r in _cells(fit_rows):
-        g = by_r.agg(D_T=("D_T", "mean"), model_based=("D_E_method", lambda m: int((m != "interpolated").sum())))
+        g = by_r.agg(D_T=("D_T", "mean"), seeds=("D_T", "size"),
+                     model_based=("D_E_method", lambda m: int((m != "interpolated").sum())))
         g = g.reset_index()
+        study.raw_best[(n, d_f)] = _raw_best(g, study.seed_noise.get("sigma", 0.0))
+        study.spread.append(_spread(n, d_f, g, study.seed_noise))
         if (g["D_T"] > 0).sum() >= 4:
             groups.append(((n, d_f), mix_data(g), ((g["r"] > 0) & (g["r"] < 1)).to_numpy(), int(g["model_based"].sum())))
     if not groups:
@@ -208,7 +218,8 @@ def _two_sources(study: MixStudy, records: list, n_bootstrap: int, seed: int, ci
     study.law = min(study.selection, key=lambda k: (np.nan_to_num(study.selection[k], nan=np.inf)))
     build = TWO_SOURCE_LAWS[study.law]
     plain = [fit_law(build(d), d, n_bootstrap=0, ci=ci) for _, d, _, _ in groups]
-    study.noise[study.law] = sigma = pooled_noise(plain)
+    study.residual[study.law] = pooled_noise(plain)
+    sigma = _noise_and_goodness(study, plain, [d for _, d, _, _ in groups])
     grid = np.column_stack([1 - R_GRID, R_GRID])
     for i, ((n, d_f), data, _, model_based) in enumerate(groups):
         fit = refit(build, data, sigma, n_bootstrap, seed + i, ci)
@@ -227,6 +238,80 @@ def _two_sources(study: MixStudy, records: list, n_bootstrap: int, seed: int, ci
         label = collect.mix_label(collect.source_weights_of(fine[0]))
         study.transfer_laws.append(analyse_pair(scratch + fine, label, study.target, study.ref, n_bootstrap, seed,
                                                 ci, tolerance))
+
+
+def _raw_best(g: pd.DataFrame, sigma: float) -> tuple[float, float, float]:
+    """The best ratio the grid measured, model-free: the ratio of most D_T, and the range in which the
+    best can lie: from the grid ratio below the lowest to the one above the highest ratio whose D_T is
+    not below the best's by more than the seed noise allows (95%, two-sided)."""
+    ok = g[g["D_T"] > 0].sort_values("r")
+    if ok.empty:
+        return (np.nan, np.nan, np.nan)
+    top = ok.loc[ok["D_T"].idxmax()]
+    gap = np.log(top["D_T"] / ok["D_T"])
+    sd = sigma * np.sqrt(1 / top["seeds"] + 1 / ok["seeds"])
+    tied = ok.loc[gap <= 1.96 * sd, "r"].to_numpy(float)
+    grid = ok["r"].to_numpy(float)
+    below, above = grid[grid < tied.min()], grid[grid > tied.max()]
+    return (float(top["r"]), float(below.max()) if len(below) else float(tied.min()),
+            float(above.min()) if len(above) else float(tied.max()))
+
+
+def r_star_verdict(study: MixStudy, cell: MixLaw) -> tuple[bool, str]:
+    """(does r* stand as a verdict, the caveat or the reason it does not): it stands where the mixing law
+    is not rejected by the seed noise and r* lies in the range the grid's measurements allow."""
+    g = study.goodness.get(study.law)
+    if g is not None and g.rejected:
+        return False, f"the mixing law is rejected by the data ({g.describe()})"
+    best, lo, hi = study.raw_best.get((cell.n, cell.d_f), (np.nan,) * 3)
+    r = cell.best[study.axis[1]]
+    if np.isfinite(best) and not lo - 1e-9 <= r <= hi + 1e-9:
+        return False, (f"law and data disagree: the grid measured its most D_T at {best:.0%}, and r* = {r:.0%} lies "
+                       f"outside the {lo:.0%}–{hi:.0%} the measurements allow")
+    return True, "" if g is not None else "the mixing law's misfit is untested (no seeds on the ratio grid)"
+
+
+def measure_seed_noise(rows: pd.DataFrame) -> dict:
+    """The noise of one run's ln D_T, from seeds on the ratio grid: the pooled standard deviation of
+    ln D_T between seeds of one cell (N, D_F, mixture), with its degrees of freedom."""
+    spread = [(float(np.var(np.log(g["D_T"]), ddof=1)), len(g) - 1)
+              for _, g in rows[rows["D_T"] > 0].groupby(["N", "D_F", "source_mix"]) if len(g) >= 2]
+    dof = sum(d for _, d in spread)
+    if not dof:
+        return {}
+    return {"sigma": float(np.sqrt(sum(v * d for v, d in spread) / dof)), "dof": dof, "cells": len(spread)}
+
+
+def _noise_and_goodness(study: MixStudy, plain: list, data: list[dict]) -> float:
+    """The run noise the r* bootstrap uses (seeds where measured; else the residual, labelled), and the
+    chosen law's misfit tested against the seed noise."""
+    sn = study.seed_noise
+    if not sn:
+        study.messages.append("no seeds on the ratio grid: the mixing law's misfit cannot be tested, and its residual "
+                              "stands in for run noise (an upper bound: misfit counted as noise); add seeds: "
+                              f"python train.py -m experiment={study.experiment or 'mix_text_code_python'} seed=1,2 ...")
+        study.noise[study.law] = study.residual[study.law]
+        return study.noise[study.law]
+    residuals = np.concatenate([f.predicted - f.observed for f in plain if f.ok])
+    seeds = np.concatenate([d["seeds"][np.isfinite(d["lnDT"])] for d, f in zip(data, plain) if f.ok])
+    params = sum(f.n_params for f in plain if f.ok)
+    study.goodness[study.law] = goodness(residuals, sn["sigma"] / np.sqrt(seeds), params, sn["dof"])
+    study.noise[study.law] = sn["sigma"]
+    return sn["sigma"]
+
+
+def _spread(n: float, d_f: float, g: pd.DataFrame, noise: dict) -> dict:
+    """How far apart the ratios' D_T are at one (N, D_F): the largest over the smallest, and the two
+    ends (r = 0 and 1) in units of their difference's seed noise."""
+    ok = g[g["D_T"] > 0]
+    out = {"N": n, "D_F": d_f, "ratios": len(ok), "max_over_min": float(ok["D_T"].max() / ok["D_T"].min()) if len(ok) else np.nan}
+    ends = ok[ok["r"].isin((0.0, 1.0))].set_index("r")
+    if len(ends) == 2 and noise:
+        diff = float(np.log(ends.loc[1.0, "D_T"] / ends.loc[0.0, "D_T"]))
+        sd = noise["sigma"] * np.sqrt(1 / ends.loc[0.0, "seeds"] + 1 / ends.loc[1.0, "seeds"])
+        out |= {"ends_ratio": float(np.exp(diff)), "ends_z": diff / sd, "ends_seeds": (int(ends.loc[0.0, "seeds"]),
+                                                                                        int(ends.loc[1.0, "seeds"]))}
+    return out
 
 
 def _moves(study: MixStudy) -> list[dict]:
