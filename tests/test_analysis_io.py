@@ -125,7 +125,11 @@ def test_analyze_cli_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     report = tmp_path / "sweeps" / "demo" / "report"
     text = (report / "report.md").read_text()
-    headline = text.split("## Headline")[1].split("## Measurement checks")[0]
+    answer, laws = text.split("## What pre-training was worth, measured")[1].split("## How it was measured")[0], \
+        text.split("## The laws")[1].split("## Measurement checks")[0]
+    assert text.index("## What pre-training was worth") < text.index("## The laws")  # the measured answer first
+    assert "characters trained from scratch" in answer and "| N \\ D_F |" in answer and "](plots/dt_vs_df.png)" in answer
+    headline = laws
     assert "interpolated" in headline and "model-based (unified law" in headline and "1.9e+04" in headline
     assert "## Measurement checks" in text and "Converged early-stopping points" in text
     for name in ("loss_vs_data", "dt_vs_df", "multiplier", "loss_vs_compute", "predicted_vs_observed"):

@@ -50,7 +50,6 @@ def main(cfg: DictConfig) -> None:
 def swept_corpora() -> list[str]:
     """Corpora a multirun of this experiment sweeps over (data.source / data.target, e.g. an atlas)."""
     from hydra.core.hydra_config import HydraConfig
-
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = HydraConfig.get().sweeper.get("params") or {}

@@ -21,7 +21,17 @@ from transfer_lab.errors import UserError
 from transfer_lab.study import interrupts, lineage, records
 from transfer_lab.study.job_settings import JobSettings, identity_of, read_settings
 from transfer_lab.study.keys import key_prefix, run_key, run_lineage
-from transfer_lab.study.outcomes import BUSY, DONE, INTERRUPTED, NO_SPACE, NOT_RUN, SKIPPED, Outcome, failed, one_line
+from transfer_lab.study.outcomes import (
+    BUSY,
+    DONE,
+    INTERRUPTED,
+    NO_SPACE,
+    NOT_RUN,
+    SKIPPED,
+    Outcome,
+    failed,
+    one_line,
+)
 from transfer_lab.study.pretraining import (
     PRETRAINED_MODEL_DIR,
     check_init_from,

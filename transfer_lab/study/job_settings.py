@@ -114,7 +114,9 @@ def _plain(node: Any) -> Any:
 
 
 def _absolute(path: Any) -> Path:
-    from hydra.utils import to_absolute_path  # outside a Hydra run: relative to the working directory
+    from hydra.utils import (
+        to_absolute_path,  # outside a Hydra run: relative to the working directory
+    )
 
     return Path(to_absolute_path(str(path)))
 

@@ -266,12 +266,11 @@ def check_sweep_cells(argv: list[str], limit: int = 1000) -> None:
 def warn_unreadable_records(sweep_dir: Path) -> list[Path]:
     """Every existing record of the sweep is read before the first job trains: a torn or invalid
     one is a warning line here, and its job sets it aside and trains the run again."""
+    import os
     import sys
 
     from transfer_lab.errors import ResultsError
     from transfer_lab.study import records
-
-    import os
 
     unreadable = []
     # each run folder's record by name: a glob would skip a symbolic-link loop, which "does not exist"

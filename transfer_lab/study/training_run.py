@@ -19,11 +19,21 @@ from transfer_lab.data.run_data import RunData
 from transfer_lab.errors import UserError
 from transfer_lab.study import interrupts, records
 from transfer_lab.study.job_settings import JobSettings
-from transfer_lab.study.records import STATUS_DONE, STATUS_FAILED, STATUS_INTERRUPTED, RunResult
+from transfer_lab.study.records import (
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_INTERRUPTED,
+    RunResult,
+)
 from transfer_lab.study.tracking import finish, make_logger
 from transfer_lab.training.callbacks import DivergedError, RunInterrupted
 from transfer_lab.training.fit import compile_for, fit
-from transfer_lab.training.model import ModelShape, build_gpt2, count_params, flops_per_token
+from transfer_lab.training.model import (
+    ModelShape,
+    build_gpt2,
+    count_params,
+    flops_per_token,
+)
 from transfer_lab.training.run_files import CHECKPOINT_DIR
 from transfer_lab.training.schedule import Schedule
 

@@ -14,7 +14,13 @@ import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.trainer.states import TrainerFn
 
-from transfer_lab.atomic_files import as_disk_full, atomic_write_text, digest, replace_into, temp_path
+from transfer_lab.atomic_files import (
+    as_disk_full,
+    atomic_write_text,
+    digest,
+    replace_into,
+    temp_path,
+)
 from transfer_lab.training.run_files import METRICS_FILE
 
 

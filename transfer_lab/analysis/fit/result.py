@@ -50,6 +50,8 @@ class AnalysisResult:
     noise_effect: dict = field(default_factory=dict)  # k/alpha/beta: (interval with the residual, with measured noise)
     budgets: Any = None  # budgets.BudgetStudy where the sweep has several pre-training budgets
     goodness: dict = field(default_factory=dict)  # (law, group) -> goodness.Goodness: misfit against the noise
+    answer: list = field(default_factory=list)  # per measured (N, D_F): the multiplier with its own interval
+    next_runs: list = field(default_factory=list)  # the plan's train.py commands that would close the gaps
 
     def fit(self, name: str) -> FitResult | None:
         f = self.fits.get(name)

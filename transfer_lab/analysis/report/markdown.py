@@ -20,6 +20,17 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def fmt_size(n: float) -> str:
+    """A model size as researchers say it: 76832 → 76.8k, 3.4e6 → 3.4M."""
+    return f"{n / 1e3:.3g}k" if n < 1e6 else f"{n / 1e6:.3g}M"
+
+
+def fmt_chars(d: float) -> str:
+    """A data size the way the grids are written: 1e4, 3e4 (one significant digit)."""
+    mantissa, exponent = f"{d:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def fmt_interval(interval, digits: int = 3, missing: str | None = None, pct: bool = False) -> str:
     """[lo, hi] of an interval, each with `digits` significant digits (pct: as whole percentages);
     `missing` in place of an interval that is absent or not finite (None: print its '—' ends)."""

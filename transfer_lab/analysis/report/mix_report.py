@@ -14,7 +14,14 @@ import pandas as pd
 from transfer_lab.analysis.fit.mix_fitting import STEP
 from transfer_lab.analysis.report import plots
 from transfer_lab.analysis.report.markdown import fmt, fmt_interval, md_table
-from transfer_lab.analysis.studies.mixing import VERIFY_EXPERIMENT, MixStudy, on_axis, r_star_verdict
+from transfer_lab.analysis.report.markdown import fmt_chars as _chars
+from transfer_lab.analysis.report.markdown import fmt_size as _size
+from transfer_lab.analysis.studies.mixing import (
+    VERIFY_EXPERIMENT,
+    MixStudy,
+    on_axis,
+    r_star_verdict,
+)
 
 plt = plots.plt
 # Hernandez et al. 2021, text → Python and 50% text + 50% non-Python code → Python
@@ -23,16 +30,6 @@ PAPER = {0.0: {"k": 1.9e4, "alpha": 0.18, "beta": 0.38}, 0.5: {"k": 2.1e5, "alph
 
 def _iv(ci, digits: int = 3, pct: bool = False) -> str:
     return fmt_interval(ci, digits, missing="", pct=pct)
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e3:.3g}k" if n < 1e6 else f"{n / 1e6:.3g}M"
-
-
-def _chars(d: float) -> str:
-    """1e4, 3e4: the way the grids are written."""
-    mantissa, exponent = f"{d:.0e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def _source_arg(mixtures: list[dict]) -> str:

@@ -9,12 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
+from transfer_lab.analysis.fit.intervals import identified
 from transfer_lab.analysis.fit.result import ANCHORS, AnalysisResult, FitSettings
 from transfer_lab.analysis.report import staging
 from transfer_lab.analysis.report.budgets_report import budget_sections, noise_section
 from transfer_lab.analysis.report.markdown import fmt as _g
+from transfer_lab.analysis.report.markdown import (
+    fmt_chars,
+    fmt_size,
+    markdown_to_html,
+    md_table,
+)
 from transfer_lab.analysis.report.markdown import fmt_interval as _iv
-from transfer_lab.analysis.report.markdown import markdown_to_html, md_table
 
 
 def all_fits(res: AnalysisResult):
@@ -84,11 +90,12 @@ def _decision_rows(res):
 
 def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_dir: Path) -> str:
     t, s = res.table, res.settings
-    L = [f"# Transfer analysis: sweep `{res.sweep}`", "",
-         f"{_generated(t)} Loss: `{s.get('loss', 'per_char')}`; "
-         f"bootstrap: {s['n_bootstrap']} resamples of whole runs, seed {s['seed']}, {s['ci']:.0%} percentile "
-         f"intervals; Huber δ: {s['huber']}; D_E method: {s['method']}; low-data cut: D_F ≤ "
-         f"{s['low_data_fraction']}·D(N).", ""]
+    L = [f"# Transfer analysis: sweep `{res.sweep}`", ""] + answer_section(res, figures, report_dir)
+    L += ["## How it was measured", "",
+          f"{_generated(t)} Loss: `{s.get('loss', 'per_char')}`; "
+          f"bootstrap: {s['n_bootstrap']} resamples of whole runs, seed {s['seed']}, {s['ci']:.0%} percentile "
+          f"intervals; Huber δ: {s['huber']}; D_E method: {s['method']}; low-data cut: D_F ≤ "
+          f"{s['low_data_fraction']}·D(N).", ""]
     experiments = sorted({e for e in t.get("experiment", []) if isinstance(e, str) and e})
     if s.get("command"):
         train = (f"`python train.py -m experiment={experiments[0]}`" if len(experiments) == 1
@@ -97,7 +104,7 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     counts = t["regime"].value_counts().to_dict()
     L += [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
           f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}.", ""]
-    L += ["## Headline", ""] + headline(res) + [""]
+    L += ["## The laws", ""] + headline(res) + [""]
     L += ["## Measurement checks", ""] + measurement_checks(res) + [""] + noise_section(res)
     if res.messages:
         L += ["## Messages (what could not be computed)", ""] + [f"- {m}" for m in res.messages] + [""]
@@ -143,6 +150,75 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     L += ["## Files", "", "- `table.csv`: one row per run (with D_E, D_T, multiplier, fraction, flags)",
           "- `fits.json`: every fit's parameters, intervals, AIC/BIC, hold-out errors", ""]
     return "\n".join(L)
+
+
+def _corpora(res: AnalysisResult) -> tuple[str, str]:
+    ft = res.table[res.table["regime"] == "finetune"]
+    column = "source_mix" if ft["source_mix"].notna().any() else "source_corpus"  # older tables: one source
+    sources = sorted({str(s) for s in ft[column].dropna()})
+    targets = sorted({str(s) for s in res.table["target_corpus"].dropna()})
+    return (sources[0] if len(sources) == 1 else "the source"), (targets[0] if len(targets) == 1 else "target")
+
+
+def _answer_sentence(res: AnalysisResult) -> str:
+    """The measured cell a reader acts on: the largest N whose multiplier is identified (interpolated, its
+    interval above 1), at its smallest D_F; else the largest N measured at all, saying what it is."""
+    cells = sorted(res.answer, key=lambda c: (-c["identified"], -c["N"], c["D_F"]))
+    if not cells:
+        return "No fine-tuned cell has an effective data D_E yet: nothing is measured (see Messages)."
+    c = cells[0]
+    source, target = _corpora(res)
+    worth = c["multiplier"] * c["D_F"]
+    text = (f"At N = {fmt_size(c['N'])}, {fmt_chars(c['D_F'])} {target} characters fine-tuned from {source} are worth "
+            f"{_g(worth)} [{_g(c['lo'] * c['D_F'])}, {_g(c['hi'] * c['D_F'])}] characters trained from scratch: "
+            f"{_g(c['multiplier'], 2)}× [{_g(c['lo'], 2)}, {_g(c['hi'], 2)}]")
+    n_id = sum(x["identified"] for x in res.answer)
+    return text + (f". {n_id} of {len(res.answer)} measured cells have a multiplier whose interval lies above 1."
+                   if c["identified"] else f" ({c['method']}: not an identified measurement).")
+
+
+def answer_section(res: AnalysisResult, figures, report_dir: Path) -> list[str]:
+    """What was measured, first: one sentence, the multiplier of every cell with its own interval, the
+    D_T figure with the fitted law, the law in one line, and what is not identified with its fix."""
+    out = ["## What pre-training was worth, measured", "", _answer_sentence(res), ""]
+    if res.answer:
+        d_fs = sorted({c["D_F"] for c in res.answer})
+        by = {(c["N"], c["D_F"]): c for c in res.answer}
+        rows = [[fmt_size(n)] + [(f"{_g(c['multiplier'], 2)}× [{_g(c['lo'], 2)}, {_g(c['hi'], 2)}]"
+                            + ("" if c["method"] == "interpolated" else " †") if (c := by.get((n, d))) else "—")
+                           for d in d_fs] for n in sorted({c["N"] for c in res.answer})]
+        budget = (f" at the largest pre-training budget (p = {_g(res.main_budget)} characters)"
+                  if res.budgets is not None else "")
+        seeds = " Seeds are averaged where a cell was repeated." if any(c["seeds"] > 1 for c in res.answer) else ""
+        out += [f"Effective data multiplier (D_F + D_T)/D_F per measured cell{budget}, with its own "
+                f"{res.settings['ci']:.0%} bootstrap interval (both regimes redrawn); † model-based D_E.{seeds}", ""]
+        out += md_table(["N \\ D_F"] + [fmt_chars(d) for d in d_fs], rows)
+    fig = next((png for title, png in figures if title == "D_T vs D_F"), None)
+    if fig is not None:
+        out += [f"![D_T vs D_F]({fig.relative_to(report_dir).as_posix()})", ""]
+    out += _law_line(res)
+    return out
+
+
+def _law_line(res: AnalysisResult) -> list[str]:
+    tr = res.fit("transfer")
+    out = []
+    if tr is not None:
+        g = res.goodness.get(("transfer", ""))
+        fits = "" if g is None else (" Rejected by the data: " if g.rejected else " Against the noise: ") + g.describe() + "."
+        out.append(f"The transfer law D_T = k·D_F^α·N^β on the interpolated points: α = {_g(tr.params['alpha'])} "
+                   f"{_ci(tr.ci, 'alpha')}, β = {_g(tr.params['beta'])} {_ci(tr.ci, 'beta')}.{fits}")
+    gaps = {}
+    for law in ("transfer", "unified"):
+        f = res.fit(law)
+        for name, symbol in (("alpha", "α"), ("beta", "β")):
+            if f is not None and not identified(*f.ci.get(name, (np.nan, np.nan))):
+                gaps.setdefault(symbol, []).append(law)
+    if gaps:
+        what = ", ".join(f"{s} ({' and '.join(laws)} law{'s' if len(laws) > 1 else ''})" for s, laws in gaps.items())
+        fix = f": `{res.next_runs[0]}` would narrow it (analyze.py action=plan lists every run)" if res.next_runs else ""
+        out.append(f"Not identified (interval covers 0 or is wider than 0.5): {what}{fix}.")
+    return out + ([""] if out else [])
 
 
 def goodness_section(res: AnalysisResult) -> list[str]:

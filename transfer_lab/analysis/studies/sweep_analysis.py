@@ -15,8 +15,12 @@ from transfer_lab.analysis.fit.fitting import FitResult, fit_law
 from transfer_lab.analysis.fit.goodness import goodness
 from transfer_lab.analysis.fit.intervals import identified, why_not_identified
 from transfer_lab.analysis.fit.result import AnalysisResult, FitSettings, data_of
-from transfer_lab.analysis.fit.transfer_fit import measure_noise, transfer_fit
-from transfer_lab.analysis.studies import budgets
+from transfer_lab.analysis.fit.transfer_fit import (
+    measure_noise,
+    measured_multiplier,
+    transfer_fit,
+)
+from transfer_lab.analysis.studies import budgets, plan
 from transfer_lab.errors import ResultsError
 
 
@@ -58,11 +62,27 @@ def run_analysis(source, settings: FitSettings | None = None, *, scope: str = "a
     t2 = time.perf_counter()
     if scope == "all":
         _per_size_laws(res, ft, ftm, curves, law, fit_kw)
+        _answer(res)
+        res.next_runs = plan.plan_runs(res).commands  # what would close the gaps the report names
     t3 = time.perf_counter()
     _summarise(res)
     res.timings = {"from_scratch_fits_s": t1 - t0, "transfer_fits_s": t2 - t1, "other_fits_s": t3 - t2,
                    "total_s": time.perf_counter() - t0}
     return res
+
+
+def _answer(res: AnalysisResult) -> None:
+    """The measured answer, cell by cell: each (N, D_F)'s multiplier (D_F + D_T)/D_F with its own
+    bootstrap interval (both regimes redrawn), at the main pre-training budget; seeds averaged."""
+    t = res.table
+    ft = t[(t["regime"] == "finetune") & ~t["excluded"] & t["D_E"].notna()]
+    if res.budgets is not None:
+        ft = ft[ft["pretrain_budget"] == res.main_budget]
+    for (n, d_f), g in ft.groupby(["N", "D_F"]):
+        best, (lo, hi), method = measured_multiplier(res, n, d_f)
+        if np.isfinite(best):
+            res.answer.append({"N": float(n), "D_F": float(d_f), "multiplier": best, "lo": lo, "hi": hi,
+                               "method": method, "seeds": len(g), "identified": method == "interpolated" and lo > 1})
 
 
 def _usable(res: AnalysisResult) -> tuple[pd.DataFrame, pd.DataFrame]:

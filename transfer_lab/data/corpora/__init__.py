@@ -8,8 +8,16 @@ Kinds: embedded (real text from Debian packages / PyPI archives / the interprete
 files (user txt/jsonl/parquet), hub (a streamed public dataset, capped by max_chars).
 """
 
-from transfer_lab.data.corpora.build import PreparedCorpus, open_prepared, prepare_corpus
-from transfer_lab.data.corpora.spec import available_corpora, load_corpus_spec, spec_hash
+from transfer_lab.data.corpora.build import (
+           PreparedCorpus,
+           open_prepared,
+           prepare_corpus,
+)
+from transfer_lab.data.corpora.spec import (
+           available_corpora,
+           load_corpus_spec,
+           spec_hash,
+)
 
 __all__ = ["PreparedCorpus", "available_corpora", "load_corpus_spec", "open_prepared",
            "prepare_corpus", "spec_hash"]
