@@ -44,6 +44,32 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session")
+def corpora_cache(tmp_path_factory) -> Path:
+    """The raw downloads of the corpus tests (tests/test_corpora.py), each of which prepares into a
+    fresh data dir linked to it: builds are fresh, downloads are not. TRANSFER_LAB_TEST_DATA keeps them."""
+    base = os.environ.get("TRANSFER_LAB_TEST_DATA")
+    root = Path(base) if base else tmp_path_factory.mktemp("corpora-cache")
+    (root / "raw").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fortune_texts(corpora_cache) -> dict[str, list[str]]:
+    """Real fortunes by language: {'en': [...], 'de': [...]} (cleaned, one per item)."""
+    from transfer_lab.data.corpora.clean import normalise_text
+    from transfer_lab.data.corpora.debian import debian_tree
+    from transfer_lab.data.corpora.readers import read_fortune
+
+    out = {}
+    for lang, package, rel in (("en", "fortunes", "usr/share/games/fortunes/computers"),
+                               ("de", "fortunes-de", "usr/share/games/fortunes/de/zitate")):
+        root, _ = debian_tree(package, None, corpora_cache / "raw")
+        texts = [normalise_text(t) for t in read_fortune((root / rel).read_bytes())]
+        out[lang] = [t for t in texts if t and "\n\n" not in t]
+    return out
+
+
 @pytest.fixture()
 def compose_cfg(tmp_path, data_dir, cache_dir):
     """Compose conf/train.yaml as train.py would, shrunk by TINY, writing under tmp_path."""
