@@ -123,6 +123,7 @@ def test_a_killed_launchs_half_written_job_file_is_removed_by_the_next_launch(tm
     assert not torn.exists() and writing.exists() and (killed / JOB_FILE).exists()
 
 
+@pytest.mark.trains  # the uninterrupted twin trains in this process
 @pytest.mark.subprocess
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_launch_resumes_it(
