@@ -17,18 +17,32 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 
-# A CPU-sized transfer study on real text: fortunes (English) → a few stdlib modules (Python).
-# 1 layer × 32 wide ≈ 13k non-embedding params; 8 × 64 = 512 tokens per step. Runs early-stop
-# for real (plateau rule, two anneals) in ~200-300 steps, a few seconds: a fixed 3-validation
-# plateau window and the scratch LR for fine-tunes (the 1e4-token pre-training teaches little).
-TINY = [
-    "data.source=fortunes_en", "data.target=python_small", "data.val_tokens=2048",
-    "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.n_ctx=64",
-    "tokenizer.vocab_size=300", "tokenizer.train_chars=2e5",
-    "optim.batch_size=8", "optim.val_batch_size=32", "optim.max_steps=600", "optim.val_every_n_steps=10", "optim.lr=3e-3",
-    "optim.warmup_steps=5", "optim.patience=3", "optim.patience_fraction=0", "finetune.lr=3e-3",
-    "pretrain.tokens=1e4", "trainer.log_every_n_steps=5", "data.finetune_chars=1e4",
-]
+# Every test composes the real config (conf/train.yaml) at test size: the experiment below, a CPU-sized
+# transfer study on real text (fortunes → a few stdlib modules) whose runs early-stop for real in a few
+# seconds. Command lines (run_helpers.train_command) and in-process composes take it from one rule.
+TEST_SIZE = "experiment=tiny_test"  # conf/experiment/tiny_test.yaml
+
+
+def at_test_size(overrides) -> list[str]:
+    """The overrides on the test-size experiment. A list that names its own experiment keeps it, at
+    that experiment's size: Hydra takes one value per group, and such a test is about that experiment."""
+    overrides = list(overrides)
+    if any(line.partition("=")[0].lstrip("+~") == "experiment" for line in overrides):
+        return overrides
+    return [TEST_SIZE, *overrides]
+
+
+def compose(*overrides: str, config: str = "train", test_size: bool = True, hydra: bool = False):
+    """conf/<config>.yaml composed as its script would: train at test size (test_size=False: the
+    shipped default experiment), analyze as it is. hydra=True keeps the hydra node (sweeper params)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    lines = at_test_size(overrides) if config == "train" and test_size else list(overrides)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config, overrides=lines, return_hydra_config=hydra)
 
 
 @pytest.fixture(scope="session")
@@ -44,17 +58,39 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.fixture(scope="session")
+def corpora_cache(tmp_path_factory) -> Path:
+    """The raw downloads of the corpus tests (tests/test_corpora.py), each of which prepares into a
+    fresh data dir linked to it: builds are fresh, downloads are not. TRANSFER_LAB_TEST_DATA keeps them."""
+    base = os.environ.get("TRANSFER_LAB_TEST_DATA")
+    root = Path(base) if base else tmp_path_factory.mktemp("corpora-cache")
+    (root / "raw").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fortune_texts(corpora_cache) -> dict[str, list[str]]:
+    """Real fortunes by language: {'en': [...], 'de': [...]} (cleaned, one per item)."""
+    from transfer_lab.data.corpora.clean import normalise_text
+    from transfer_lab.data.corpora.debian import debian_tree
+    from transfer_lab.data.corpora.readers import read_fortune
+
+    out = {}
+    for lang, package, rel in (("en", "fortunes", "usr/share/games/fortunes/computers"),
+                               ("de", "fortunes-de", "usr/share/games/fortunes/de/zitate")):
+        root, _ = debian_tree(package, None, corpora_cache / "raw")
+        texts = [normalise_text(t) for t in read_fortune((root / rel).read_bytes())]
+        out[lang] = [t for t in texts if t and "\n\n" not in t]
+    return out
+
+
 @pytest.fixture()
 def compose_cfg(tmp_path, data_dir, cache_dir):
-    """Compose conf/train.yaml as train.py would, shrunk by TINY, writing under tmp_path."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """compose() of train.yaml writing under tmp_path, with the session's data and cache."""
 
-    def _compose(*overrides: str, tiny: bool = True):
-        GlobalHydra.instance().clear()
+    def _compose(*overrides: str, test_size: bool = True):
         paths = [f"paths.output_root={tmp_path}/outputs", f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}"]
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose("train", overrides=(TINY if tiny else []) + paths + list(overrides))
+        return compose(*paths, *overrides, test_size=test_size)
 
     return _compose
 

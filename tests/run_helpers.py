@@ -1,33 +1,21 @@
-"""Helpers for tests that run real jobs: compose the shrunk config, name the folders, read what runs left."""
+"""Helpers for tests that run real jobs: the train.py command at test size, the folders, what runs left."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-from conftest import CONF_DIR, TINY
+from conftest import at_test_size
 
 from transfer_lab.study import records
 
 
-def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("train", overrides=TINY + list(overrides))
-
-
-def compose_analyze(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("analyze", overrides=list(overrides))
+def train_command(*args: str) -> list[str]:
+    """`python train.py ARGS` at test size (conftest.at_test_size), flags (-m) ahead of the overrides
+    as argparse wants them. Run it with cwd=ROOT."""
+    flags = [a for a in args if a.startswith("-")]
+    return [sys.executable, "train.py", *flags, *at_test_size(a for a in args if not a.startswith("-"))]
 
 
 def paths(root: Path, data_dir: Path, cache_dir: Path, pretrained_dir: Path | None = None) -> list[str]:

@@ -73,16 +73,13 @@ def test_a_narrow_size_range_leaves_beta_unidentified_and_plan_adds_a_size(tmp_p
 
 
 def test_the_plan_action_of_analyze_prints_commands(tmp_path, capsys, monkeypatch):
-    from conftest import CONF_DIR
-    from hydra import compose, initialize_config_dir
+    from conftest import compose
 
     from transfer_lab.analysis.actions import run_cli
 
     syn.make_sweep(tmp_path, sweep="v", extras=False, seed=2, ns=SIZES, scratch_ds=MATCHED_SCRATCH,
                    finetune_ds=FINETUNE, noise=0.003)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("analyze", [f"paths.output_root={tmp_path}", "sweep=v", "action=plan", "fit.n_bootstrap=50"])
-    run_cli(cfg)
+    run_cli(compose(f"paths.output_root={tmp_path}", "sweep=v", "action=plan", "fit.n_bootstrap=50", config="analyze"))
     out = capsys.readouterr().out
     assert out.startswith("plan for sweep v:") and "python train.py -m sweep=v regime=scratch" in out
 

@@ -24,7 +24,7 @@ from typing import Callable
 
 import analysis_synth as syn
 import pytest
-from conftest import CONF_DIR, ROOT, TINY
+from conftest import ROOT, at_test_size, compose
 
 from transfer_lab import errors
 from transfer_lab.errors import ConfigError, DataError, ResultsError, UserError
@@ -36,16 +36,6 @@ SWEEP = "keep"  # the finished sweep every bad command runs beside
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-def compose(config: str, overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config, overrides=overrides)
-
 
 def snapshot(*roots: Path) -> dict[Path, str]:
     """sha256 of every file under `roots` (lock files excluded: they are empty and come and go)."""
@@ -124,7 +114,7 @@ class World:
         paths = [f"paths.output_root={root or self.root}", f"paths.data_dir={data_dir or self.data_dir}",
                  f"paths.cache_dir={cache_dir or self.cache_dir}"]
         sweep = [] if any(o.startswith("sweep=") for o in overrides) else [f"sweep={SWEEP}"]
-        return compose("train", TINY + paths + sweep + list(overrides))
+        return compose(*paths, *sweep, *overrides)
 
     @property
     def runs(self) -> Path:
@@ -677,8 +667,8 @@ def test_metrics_cut_mid_line_is_read_up_to_the_cut(world, tmp_path):
 # --- 4. analysis: no runs, one N only, all D_T <= 0, NaN losses, analyze's own keys --------------
 
 def analyze_cfg(root: Path, *overrides: str):
-    return compose("analyze", [f"paths.output_root={root}", "fit.n_bootstrap=10", "plots=false", "html=false",
-                               *overrides])
+    return compose(f"paths.output_root={root}", "fit.n_bootstrap=10", "plots=false", "html=false", *overrides,
+                   config="analyze")
 
 
 def _ossified(runs):
@@ -813,10 +803,9 @@ def test_train_script_unknown_key_and_unknown_experiment(world):
 def test_train_script_sweep_with_a_binary_corpus(world, bad_files):
     """A multirun whose data is unusable: one line, exit 2, and the finished sweep beside it untouched."""
     before = snapshot(world.root)
-    tiny = [o for o in TINY if not o.startswith("data.finetune_chars")]
-    proc = script("train.py", "-m", *tiny, "regime=scratch", "data.finetune_chars=1e4,2e4", f"sweep={SWEEP}",
-                  f"data.target={bad_files / 'binary.yaml'}", f"paths.output_root={world.root}",
-                  f"paths.data_dir={world.data_dir}", f"paths.cache_dir={world.cache_dir}")
+    proc = script("train.py", "-m", *at_test_size([
+        "regime=scratch", "data.finetune_chars=1e4,2e4", f"sweep={SWEEP}", f"data.target={bad_files / 'binary.yaml'}",
+        f"paths.output_root={world.root}", f"paths.data_dir={world.data_dir}", f"paths.cache_dir={world.cache_dir}"]))
     assert_one_line_exit_2(proc, "binary.txt")
     assert_intact(before)
 

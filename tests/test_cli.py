@@ -4,35 +4,31 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT
+from run_helpers import train_command
 
 from transfer_lab.study import records
 
 
-
 def train(tmp_path: Path, data_dir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRANSFER_LAB_OUTPUTS": str(tmp_path / "outputs"), "HF_HUB_OFFLINE": "1"}
-    tiny = [o for o in TINY if not o.startswith(("model.n_layer", "data.finetune_chars"))]
-    flags = [a for a in args if a.startswith("-")]  # argparse wants -m before the overrides
-    overrides = [a for a in args if not a.startswith("-")]  # and ours after TINY, to win
-    cmd = [sys.executable, "train.py", *flags, *tiny, f"paths.data_dir={data_dir}", *overrides]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(train_command(f"paths.data_dir={data_dir}", *args), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
 
 
 @pytest.mark.subprocess
 def test_design_card_sweep_runs_every_cell(tmp_path, data_dir):
-    # the card's `-m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6`, at test size; the demo's own
-    # scratch grid reaches 3e6 characters, more than the test corpus holds, so the test gives its own
+    # the card's `-m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6`, at test size, with one scratch D
+    # of its own (the test-size experiment's scratch grid would add four runs per size)
     card = ["-m", "model.n_layer=1,2", "data.finetune_chars=1e4,2e4", "data.scratch_chars=3e4"]
     first = train(tmp_path, data_dir, *card)
     assert first.returncode == 0, first.stderr[-2000:]
     # per size: one pre-training job, scratch at each D, fine-tunes at each D_F
-    assert "sweep demo: 8 done, 0 skipped, 0 failed" in first.stdout
-    runs = [records.read_result(p) for p in (tmp_path / "outputs/sweeps/demo/runs").iterdir()]
+    assert "sweep tiny_test: 8 done, 0 skipped, 0 failed" in first.stdout
+    runs = [records.read_result(p) for p in (tmp_path / "outputs/sweeps/tiny_test/runs").iterdir()]
     target = [r for r in runs if r.regime != "pretrain"]
     cells = {(r.regime, r.n_layer, r.finetune_chars // 1000) for r in target}
     assert cells == {(regime, n, d) for n in (1, 2) for regime, ds in (("scratch", (30,)), ("finetune", (10, 20)))
@@ -49,7 +45,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, data_dir):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "model.n_head" in lines[0] and "Traceback" not in result.stderr
-    assert not (tmp_path / "outputs" / "sweeps" / "demo" / "runs").exists(), "nothing trained or written"
+    assert not (tmp_path / "outputs" / "sweeps" / "tiny_test" / "runs").exists(), "nothing trained or written"
 
 
 @pytest.mark.parametrize("argv,named", [

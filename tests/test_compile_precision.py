@@ -22,9 +22,9 @@ from transfer_lab.training.lightning_module import CausalLM
 SHAPE = dict(n_layer=1, n_embd=32, n_head=2, n_ctx=64, vocab_size=320)
 HPARAMS = dict(shape=SHAPE, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95), warmup_steps=5, horizon_steps=None,
                min_lr_ratio=0.1)
-# Seed noise of the TINY fine-tune (conftest.TINY, seeds 0-3, fp32): best val 3.591-3.647 nats/token,
-# standard deviation 0.75% (measured on this project's 2-core machine, 2026-12-03). bf16-mixed must
-# land within one standard deviation of fp32 at the same seed (measured gaps: 0.03-0.48%).
+# Seed noise of the test-size fine-tune (conf/experiment/tiny_test.yaml, seeds 0-3, fp32): best val
+# 3.591-3.647 nats/token, standard deviation 0.75% (measured on this project's 2-core machine, 2026-12-03).
+# bf16-mixed must land within one standard deviation of fp32 at the same seed (measured gaps: 0.03-0.48%).
 FINETUNE_SEED_NOISE = 0.0075
 
 

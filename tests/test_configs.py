@@ -16,7 +16,7 @@ STUDIES = [e for e in available("experiment") if e not in BASES]
 
 @pytest.mark.parametrize("experiment", STUDIES)
 def test_experiment_composes_and_validates(compose_cfg, experiment):
-    cfg = compose_cfg(f"experiment={experiment}", tiny=False)
+    cfg = compose_cfg(f"experiment={experiment}")  # at its own size
     validate_config(cfg)
     assert cfg.sweep == JOINS.get(experiment, experiment)
     corpora = set(available_corpora())
@@ -26,28 +26,25 @@ def test_experiment_composes_and_validates(compose_cfg, experiment):
 
 
 def test_default_experiment_is_the_demo_grid(compose_cfg):
-    cfg = compose_cfg(tiny=False)
+    cfg = compose_cfg(test_size=False)
     assert cfg.sweep == "demo" and cfg.data.source == "english" and cfg.data.target == "python"
 
 
 def test_gpu_experiments_use_gpt2_bpe_and_long_context(compose_cfg):
-    cfg = compose_cfg("experiment=en2de", tiny=False)
+    cfg = compose_cfg("experiment=en2de")
     assert cfg.tokenizer.kind == "gpt2" and cfg.model.n_ctx == 1024 and cfg.data.target == "german"
-    assert OmegaConf.to_container(compose_cfg("experiment=textcode2python", tiny=False).data.source) == {
+    assert OmegaConf.to_container(compose_cfg("experiment=textcode2python").data.source) == {
         "english": 0.5, "code_nonpython": 0.5}
 
 
 @pytest.mark.parametrize("experiment", STUDIES)
 def test_every_experiment_runs_scratch_a_decade_past_its_largest_fine_tune(experiment):
     """D_E is ~10-1000× D_F: a from-scratch grid that stops at the largest D_F cannot be inverted."""
-    from conftest import CONF_DIR
-    from hydra import compose, initialize_config_dir
+    from conftest import compose
 
     from transfer_lab.study import protocol
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    params = OmegaConf.to_container(compose(f"experiment={experiment}", hydra=True).hydra.sweeper.params)
     dims = protocol.sweep_dimensions([f"{k}={v}" for k, v in params.items()])
     finetune = [float(v) for v in dims[protocol.FINETUNE_GRID]]
     scratch = [float(v) for v in dims[protocol.SCRATCH_GRID]]

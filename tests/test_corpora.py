@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from corpora_fixtures import corpora_cache, data_dir, fortune_texts, fortunes_spec  # noqa: F401
 
 from transfer_lab.data.corpora import (
     PreparedCorpus,
@@ -26,6 +25,25 @@ from transfer_lab.errors import ConfigError, DataError
 SHIPPED = ["english", "python", "german", "spanish", "chinese", "fortunes_en", "fortunes_de",
            "fortunes_es", "fortunes_zh", "python_small", "openwebtext_hub", "fineweb2_de_hub",
            "fineweb2_es_hub", "fineweb2_zh_hub", "codeparrot_python_hub", "github_code_python_hub"]
+
+
+@pytest.fixture
+def data_dir(tmp_path, corpora_cache) -> Path:
+    """A fresh data dir per test (not conftest's shared one) whose raw/ links to the shared downloads."""
+    path = tmp_path / "data"
+    path.mkdir()
+    (path / "raw").symlink_to(corpora_cache / "raw", target_is_directory=True)
+    return path
+
+
+def fortunes_spec(name: str = "fx", files=("art", "computers", "cookie"), **extra) -> dict:
+    """A small real English corpus: a few files of the Debian `fortunes` package."""
+    spec = {"name": name, "kind": "embedded", "language": "en", "val_chars": 5000,
+            "sources": [{"name": "fortunes", "from": "debian", "package": "fortunes",
+                         "reader": "fortune",
+                         "include": [f"usr/share/games/fortunes/{f}" for f in files]}]}
+    spec.update(extra)
+    return spec
 
 
 # ---------------------------------------------------------------- specs

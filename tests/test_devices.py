@@ -9,13 +9,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
-from run_helpers import paths, run_folders, subprocess_env
+from conftest import ROOT
+from run_helpers import paths, run_folders, subprocess_env, train_command
 
 from transfer_lab.errors import ConfigError
 from transfer_lab.study import devices, records
@@ -24,7 +23,6 @@ from transfer_lab.study.interrupts import JOB_FILE
 # the command of issue 26 that hung until SIGKILL
 ISSUE_ARGV = ["-m", "experiment=smoke", "threads=1", "regime=scratch", "model.n_layer=1", "data.finetune_chars=1e4",
               "optim.max_steps=40", "hydra/launcher=basic", "trainer.devices=2"]
-SCRATCH = [o for o in TINY if not o.startswith(("data.finetune_chars", "optim.max_steps"))]
 
 
 @pytest.mark.parametrize("asked", ["2", "'2'", "auto", "-1", "[0,1]", "'0,1'", "0"])
@@ -111,7 +109,7 @@ def test_bad_per_device_settings_stop_the_launch_in_one_line(settings, names, mo
 
 @pytest.mark.subprocess
 def test_the_issues_devices_2_command_ends_at_once_with_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "train.py", *ISSUE_ARGV, f"paths.output_root={tmp_path}"], cwd=ROOT,
+    proc = subprocess.run(train_command(*ISSUE_ARGV, f"paths.output_root={tmp_path}"), cwd=ROOT,
                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     (line,) = proc.stderr.strip().splitlines()
@@ -129,9 +127,9 @@ def _jobs(out: Path, sweep: str) -> list[dict]:
 def test_each_job_gets_its_own_device_and_sigterm_stops_the_launch_as_it_stops_a_single_one(tmp_path, data_dir,
                                                                                             cache_dir):
     out = tmp_path / "out"
-    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=1e4,2e4,3e4",
-           "optim.max_steps=400", "optim.patience=50", "threads=1", "sweep=sig", "hydra/launcher=per_device",
-           "hydra.launcher.devices=2", *paths(out, data_dir, cache_dir)]
+    cmd = train_command("-m", "regime=scratch", "data.finetune_chars=1e4,2e4,3e4", "optim.max_steps=400",
+                        "optim.patience=50", "threads=1", "sweep=sig", "hydra/launcher=per_device",
+                        "hydra.launcher.devices=2", *paths(out, data_dir, cache_dir))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     runs = out / "sweeps" / "sig" / "runs"

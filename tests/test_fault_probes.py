@@ -11,18 +11,15 @@ import os
 import random
 import string
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
-from run_helpers import compose, paths, run_folders, subprocess_env
+from conftest import ROOT, compose
+from run_helpers import paths, run_folders, subprocess_env, train_command
 
 from transfer_lab.errors import DataError
 from transfer_lab.study import records
 from transfer_lab.study.pretraining import PRETRAINED_MODEL_DIR, TOKENIZER_NOTE, WEIGHTS_FILE, weights_missing
-
-SCRATCH = [o for o in TINY if not o.startswith(("data.finetune_chars", "optim.max_steps"))]
 
 
 class Killed(BaseException):
@@ -134,7 +131,7 @@ def test_a_folder_or_link_loop_in_place_of_a_record_is_one_runs_business(blocker
     from transfer_lab.study.launch_checks import warn_unreadable_records
 
     out = tmp_path / "out"
-    cfg = compose(*SCRATCH, "regime=scratch", "sweep=s", "optim.max_steps=600", *paths(out, data_dir, cache_dir))
+    cfg = compose("regime=scratch", "sweep=s", "optim.max_steps=600", *paths(out, data_dir, cache_dir))
     assert run_job(cfg) == "done"
     (run,) = run_folders(out, "s").values()
     path = run / records.RESULTS_FILE
@@ -156,7 +153,7 @@ def test_a_file_in_place_of_the_checkpoints_is_set_aside_and_the_run_trains(tmp_
     from transfer_lab.study.keys import run_key
 
     out = tmp_path / "out"
-    cfg = compose(*SCRATCH, "regime=scratch", "sweep=c", "optim.max_steps=600", *paths(out, data_dir, cache_dir))
+    cfg = compose("regime=scratch", "sweep=c", "optim.max_steps=600", *paths(out, data_dir, cache_dir))
     run = out / "sweeps" / "c" / "runs" / run_key(identity_of(cfg))
     run.mkdir(parents=True)
     (run / "checkpoints").write_text("not a folder")
@@ -191,10 +188,9 @@ def test_a_job_that_fails_unexpectedly_says_why_and_the_launch_exits_non_zero(tm
 
     out = tmp_path / "out"
     cells = ["regime=scratch", "sweep=f", "optim.max_steps=20", *paths(out, data_dir, cache_dir)]
-    broken = run_key(identity_of(compose(*SCRATCH, *cells, "data.finetune_chars=2e4")))
+    broken = run_key(identity_of(compose(*cells, "data.finetune_chars=2e4")))
     (out / "sweeps" / "f" / "runs" / broken / "config.yaml").mkdir(parents=True)
-    multi = subprocess.run([sys.executable, "train.py", "-m", *SCRATCH, *cells, "data.finetune_chars=1e4,2e4"],
-                           cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    multi = subprocess.run(train_command("-m", *cells, "data.finetune_chars=1e4,2e4"), cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     text = multi.stdout + multi.stderr
     assert multi.returncode == 1, text[-3000:]
     (summary,) = [line for line in multi.stdout.splitlines() if line.startswith("sweep f:")]
@@ -207,7 +203,7 @@ def test_a_job_that_fails_unexpectedly_says_why_and_the_launch_exits_non_zero(tm
               if json.loads(p.read_text()).get("run_key") == broken]
     assert job["outcome"] == "failed" and job["error"].startswith(broken) and "Traceback" in job["traceback"]
 
-    single = subprocess.run([sys.executable, "train.py", *SCRATCH, *cells, "data.finetune_chars=2e4"], cwd=ROOT,
+    single = subprocess.run(train_command(*cells, "data.finetune_chars=2e4"), cwd=ROOT,
                             env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert single.returncode == 1, (single.stdout + single.stderr)[-3000:]
     assert f"{broken} failed: IsADirectoryError" in single.stdout + single.stderr

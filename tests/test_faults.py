@@ -18,22 +18,13 @@ import secrets
 import signal
 import string
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY
-from run_helpers import (  # noqa: F401
-    compose,
-    compose_analyze,
-    paths,
-    run_folders,
-    subprocess_env,
-    temp_files,
-    val_steps,
-)
+from conftest import ROOT, compose
+from run_helpers import paths, run_folders, subprocess_env, temp_files, train_command, val_steps
 
 from transfer_lab.study import records
 
@@ -64,9 +55,8 @@ def test_sigkill_mid_sweep_then_the_same_command_completes_the_grid(tmp_path, da
     from transfer_lab.analysis import collect_local
 
     out = tmp_path / "out"
-    tiny = [o for o in TINY if not o.startswith(("data.finetune_chars", "optim.max_steps"))]
-    cmd = [sys.executable, "train.py", "-m", *tiny, "regime=scratch", "data.finetune_chars=1e4,2e4,3e4",
-           "optim.max_steps=40", "sweep=killed", *paths(out, data_dir, cache_dir)]
+    cmd = train_command("-m", "regime=scratch", "data.finetune_chars=1e4,2e4,3e4", "optim.max_steps=40", "sweep=killed",
+                        *paths(out, data_dir, cache_dir))
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -239,16 +229,15 @@ def test_two_jobs_needing_one_pretrained_model_train_it_once(tmp_path, data_dir,
     from transfer_lab.study.keys import pretrain_key
 
     out = tmp_path / "out"
-    tiny = [o for o in TINY if not o.startswith("data.finetune_chars")]
-    common = [*tiny, "regime=finetune", "sweep=pair", "optim.max_steps=10", *paths(out, data_dir, cache_dir)]
+    common = ["regime=finetune", "sweep=pair", "optim.max_steps=10", *paths(out, data_dir, cache_dir)]
     key = pretrain_key(identity_of(compose(*common)))
     (out / "pretrained").mkdir(parents=True)
     lock = FileLock(str(out / "pretrained" / key) + ".lock")
     logs = [tmp_path / f"job_{d_f}.log" for d_f in ("1e4", "2e4")]
     lock.acquire()
     try:
-        procs = [subprocess.Popen([sys.executable, "train.py", *common, f"data.finetune_chars={d_f}",
-                                   "hydra.verbose=filelock", f"hydra.run.dir={tmp_path / f'hydra_{d_f}'}"],
+        procs = [subprocess.Popen(train_command(*common, f"data.finetune_chars={d_f}", "hydra.verbose=filelock",
+                                                f"hydra.run.dir={tmp_path / f'hydra_{d_f}'}"),
                                   cwd=ROOT, env=subprocess_env(), stdout=log.open("w"), stderr=subprocess.STDOUT)
                  for d_f, log in zip(("1e4", "2e4"), logs)]
         deadline = time.time() + 300
@@ -462,14 +451,15 @@ def test_secrets_never_reach_logs_results_reports_or_saved_config(tmp_path, data
                      "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "train.py", *TINY, "regime=scratch", "sweep=secret", "logger=wandb", "optim.max_steps=10",
-         "+logger.api_key=${oc.env:WANDB_API_KEY}", f"hydra.run.dir={out / 'hydra'}", *paths(out, data_dir, cache_dir),
-         "+note=${oc.env:HF_TOKEN}", "+run_label=${oc.env:WANDB_API_KEY}"],  # keys that say nothing of a secret
+        train_command("regime=scratch", "sweep=secret", "logger=wandb", "optim.max_steps=10",
+                      "+logger.api_key=${oc.env:WANDB_API_KEY}", f"hydra.run.dir={out / 'hydra'}",
+                      *paths(out, data_dir, cache_dir),
+                      "+note=${oc.env:HF_TOKEN}", "+run_label=${oc.env:WANDB_API_KEY}"),  # keys that name no secret
         cwd=ROOT, env=subprocess_env(**secret_values), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     from transfer_lab.analysis.actions import run_cli
 
-    run_cli(compose_analyze(f"paths.output_root={out}", "sweep=secret", "action=collect"))  # the report's table
+    run_cli(compose(f"paths.output_root={out}", "sweep=secret", "action=collect", config="analyze"))  # its table
     assert (out / "sweeps" / "secret" / "report" / "table.csv").exists()
     files = [p for p in out.rglob("*") if p.is_file()]
     assert any(p.name == records.RESULTS_FILE for p in files) and any("wandb" in p.parts for p in files)

@@ -10,7 +10,7 @@ import analysis_synth as syn
 import numpy as np
 import pandas as pd
 import pytest
-from run_helpers import compose_analyze
+from conftest import compose
 
 from transfer_lab.analysis.actions import run_cli
 from transfer_lab.errors import ConfigError, ResultsError
@@ -38,8 +38,8 @@ def _runs(ns, seed, replicates=3):
 
 
 def _cfg(root, *overrides):
-    return compose_analyze(f"paths.output_root={root}", "sweep=p", "fit.n_bootstrap=200", "plots=false",
-                           "html=false", "pdf=false", *overrides)
+    return compose(f"paths.output_root={root}", "sweep=p", "fit.n_bootstrap=200", "plots=false", "html=false",
+                   "pdf=false", *overrides, config="analyze")
 
 
 @pytest.fixture()

@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY
-from run_helpers import compose, paths, run_folders, subprocess_env, val_steps
+from conftest import ROOT, compose
+from run_helpers import paths, run_folders, subprocess_env, train_command, val_steps
 
 from transfer_lab.errors import ConfigError, DataError, ResultsError
 from transfer_lab.study import records
-
-SCRATCH = [o for o in TINY if not o.startswith(("data.finetune_chars", "optim.max_steps"))]
 
 
 def _status(run_dir: Path) -> str:
@@ -48,8 +46,8 @@ def _wait_for(predicate, proc, timeout: float = 300.0, what: str = ""):
 def test_a_second_launch_skips_the_run_the_first_is_training_and_never_overwrites_it(tmp_path, data_dir, cache_dir):
     out = tmp_path / "out"
     # a run that keeps training (it never plateaus: patience 1000, a 100,000-step ceiling) until it is stopped
-    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=3e4", "sweep=twice",
-           "optim.max_steps=100000", "optim.patience=1000", *paths(out, data_dir, cache_dir)]
+    cmd = train_command("-m", "regime=scratch", "data.finetune_chars=3e4", "sweep=twice", "optim.max_steps=100000",
+                        "optim.patience=1000", *paths(out, data_dir, cache_dir))
     first = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     runs = out / "sweeps" / "twice" / "runs"
@@ -74,8 +72,8 @@ def test_a_second_launch_skips_the_run_the_first_is_training_and_never_overwrite
 @pytest.mark.subprocess
 def test_two_identical_launches_train_every_cell_once_and_count_only_their_own(tmp_path, data_dir, cache_dir):
     out = tmp_path / "out"
-    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=1e4,2e4,3e4",
-           "sweep=pair", "optim.max_steps=60", *paths(out, data_dir, cache_dir)]
+    cmd = train_command("-m", "regime=scratch", "data.finetune_chars=1e4,2e4,3e4", "sweep=pair", "optim.max_steps=60",
+                        *paths(out, data_dir, cache_dir))
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
@@ -125,6 +123,7 @@ def test_a_killed_launchs_half_written_job_file_is_removed_by_the_next_launch(tm
     assert not torn.exists() and writing.exists() and (killed / JOB_FILE).exists()
 
 
+@pytest.mark.trains  # the uninterrupted twin trains in this process
 @pytest.mark.subprocess
 @pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_launch_resumes_it(
@@ -133,7 +132,7 @@ def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_laun
 
     out = tmp_path / "out"
     cells = ["regime=scratch", "data.finetune_chars=2e4,3e4", "optim.max_steps=80", "sweep=sig"]
-    cmd = [sys.executable, "train.py", "-m", *SCRATCH, *cells, *paths(out, data_dir, cache_dir)]
+    cmd = train_command("-m", *cells, *paths(out, data_dir, cache_dir))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     runs = out / "sweeps" / "sig" / "runs"
@@ -347,8 +346,8 @@ def _fill(disk: Path) -> Path:
 def test_a_full_disk_fails_one_run_stops_the_sweep_with_its_summary_and_the_rerun_resumes(
         small_disk, tmp_path, data_dir, cache_dir):
     out = small_disk / "out"
-    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "data.finetune_chars=1e4,2e4,3e4",
-           "sweep=full", "optim.max_steps=60", *paths(out, data_dir, cache_dir)]
+    cmd = train_command("-m", "regime=scratch", "data.finetune_chars=1e4,2e4,3e4", "sweep=full", "optim.max_steps=60",
+                        *paths(out, data_dir, cache_dir))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     first = _wait_for(lambda: next((p for p in run_folders(out, "full").values() if _status(p) == "done"), None), proc,

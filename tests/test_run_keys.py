@@ -11,10 +11,22 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR
+from conftest import CONF_DIR, compose
 
 FIXTURE = Path(__file__).parent / "data" / "run_keys.json"
 BASES = {"cpu_base"}  # settings other experiments start from; not launched on their own, so no cells
+TEST_ONLY = {"tiny_test"}  # the test suite's size (conftest.TEST_SIZE): its runs live in temp folders, no key to keep
+
+
+def _cells(experiment: str) -> list:
+    """The cells `python train.py -m experiment=EXPERIMENT` plans (the sweeper's own planning)."""
+    from omegaconf import OmegaConf
+
+    from transfer_lab.study import protocol
+
+    params = OmegaConf.to_container(compose(f"experiment={experiment}", hydra=True).hydra.sweeper.params) or {}
+    lines = protocol.experiment_params(params, [f"experiment={experiment}"]) + [f"experiment={experiment}"]
+    return protocol.expand(protocol.sweep_dimensions(lines))
 
 
 def _sample(rows: list[dict], experiment: str) -> list[dict]:
@@ -34,68 +46,49 @@ def recorded() -> dict:
 
 
 def test_every_shipped_experiment_is_recorded(recorded):
-    shipped = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if p.stem not in BASES)
+    shipped = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if p.stem not in BASES | TEST_ONLY)
     missing = [e for e in shipped if e not in recorded]
     assert not missing, f"experiments without recorded keys: {missing} (a new experiment has no keys to keep)"
 
 
 def test_cells_and_keys_are_unchanged(recorded):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from transfer_lab.study import protocol
     from transfer_lab.study.job_settings import identity_of
     from transfer_lab.study.keys import pretrain_key, run_key, run_lineage
 
-    GlobalHydra.instance().clear()
     changed = []
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for experiment, rows in sorted(recorded.items()):
-            first = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-            params = OmegaConf.to_container(first.hydra.sweeper.params) or {}
-            lines = protocol.experiment_params(params, [f"experiment={experiment}"]) + [f"experiment={experiment}"]
-            cells = [c.overrides for c in protocol.expand(protocol.sweep_dimensions(lines))]
-            assert cells == [r["overrides"] for r in rows], f"{experiment}: the protocol plans other cells"
-            for row in _sample(rows, experiment):
-                identity = identity_of(compose("train", overrides=row["overrides"]))
-                now = {"run_key": run_key(identity)}
-                if "lineage" in row:
-                    now["lineage"] = run_lineage(identity)
-                if "pretrain_key" in row:
-                    now["pretrain_key"] = pretrain_key(identity)
-                if now != {k: row[k] for k in now}:
-                    changed.append(f"{experiment} [{' '.join(row['overrides'])}]: {now}")
-    GlobalHydra.instance().clear()
+    for experiment, rows in sorted(recorded.items()):
+        cells = [c.overrides for c in _cells(experiment)]
+        assert cells == [r["overrides"] for r in rows], f"{experiment}: the protocol plans other cells"
+        for row in _sample(rows, experiment):
+            identity = identity_of(compose(*row["overrides"], test_size=False))
+            now = {"run_key": run_key(identity)}
+            if "lineage" in row:
+                now["lineage"] = run_lineage(identity)
+            if "pretrain_key" in row:
+                now["pretrain_key"] = pretrain_key(identity)
+            if now != {k: row[k] for k in now}:
+                changed.append(f"{experiment} [{' '.join(row['overrides'])}]: {now}")
     assert not changed, f"{len(changed)} cells changed key: " + "; ".join(changed[:3])
 
 
 def record(experiments: list[str]) -> None:
     """Add new experiments' cells and keys to the fixture (the current code's keys, from now on kept):
     python tests/test_run_keys.py EXPERIMENT..."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from transfer_lab.study import protocol
     from transfer_lab.study.job_settings import identity_of
     from transfer_lab.study.keys import pretrain_key, run_key, run_lineage
 
     fixture = json.loads(FIXTURE.read_text())
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for experiment in experiments:
-            first = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-            params = OmegaConf.to_container(first.hydra.sweeper.params) or {}
-            lines = protocol.experiment_params(params, [f"experiment={experiment}"]) + [f"experiment={experiment}"]
-            rows = []
-            for cell in protocol.expand(protocol.sweep_dimensions(lines)):
-                identity = identity_of(compose("train", overrides=cell.overrides))
-                row = {"overrides": cell.overrides, "run_key": run_key(identity)}
-                if cell.regime != "pretrain":
-                    row["lineage"] = run_lineage(identity)
-                if cell.regime != "scratch":
-                    row["pretrain_key"] = pretrain_key(identity)
-                rows.append(row)
-            fixture[experiment] = rows
+    for experiment in experiments:
+        rows = []
+        for cell in _cells(experiment):
+            identity = identity_of(compose(*cell.overrides, test_size=False))
+            row = {"overrides": cell.overrides, "run_key": run_key(identity)}
+            if cell.regime != "pretrain":
+                row["lineage"] = run_lineage(identity)
+            if cell.regime != "scratch":
+                row["pretrain_key"] = pretrain_key(identity)
+            rows.append(row)
+        fixture[experiment] = rows
     FIXTURE.write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
 
 

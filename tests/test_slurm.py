@@ -18,21 +18,19 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
-from run_helpers import paths, run_folders, subprocess_env
+from conftest import ROOT
+from run_helpers import paths, run_folders, subprocess_env, train_command
 
 from transfer_lab.study import records
 from transfer_lab.study.interrupts import JOB_FILE
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.network, pytest.mark.trains]  # a SLURM cluster runs the sweep
 CLUSTER = ROOT / "tools" / "slurm_cluster.sh"
-SCRATCH = [o for o in TINY if not o.startswith(("data.finetune_chars", "optim.max_steps"))]
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
             "hydra.launcher.timeout_min=30"]
 
@@ -99,7 +97,7 @@ def _array_id(launch: Path) -> str:
 
 def test_a_multirun_on_slurm_survives_killed_jobs_and_the_rerun_resumes_them(slurm, tmp_path, data_dir, cache_dir):
     out = tmp_path / "out"
-    base = [sys.executable, "train.py", "-m", *LAUNCHER, *SCRATCH, "regime=scratch", *paths(out, data_dir, cache_dir)]
+    base = train_command("-m", *LAUNCHER, "regime=scratch", *paths(out, data_dir, cache_dir))
 
     # three cells that train for a while; two are killed from outside once they have a checkpoint, the
     # third finishes (COMPLETED in SLURM's accounting)
@@ -148,8 +146,8 @@ def test_a_multirun_on_slurm_survives_killed_jobs_and_the_rerun_resumes_them(slu
 
 
 def test_a_submission_slurm_rejects_is_one_line(slurm, tmp_path, data_dir, cache_dir):
-    cmd = [sys.executable, "train.py", "-m", *LAUNCHER, "hydra.launcher.partition=no_such_partition", *SCRATCH,
-           "regime=scratch", "sweep=rejected", *paths(tmp_path / "out", data_dir, cache_dir)]
+    cmd = train_command("-m", *LAUNCHER, "hydra.launcher.partition=no_such_partition", "regime=scratch",
+                        "sweep=rejected", *paths(tmp_path / "out", data_dir, cache_dir))
     done = subprocess.run(cmd, cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -63,7 +63,27 @@ def as_float(cfg: DictConfig, key: str, low: float, high: float = math.inf, low_
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Check every user-settable number and name; raise ConfigError on the first problem."""
+    """Check every user-settable number and name; raise ConfigError on the first problem (in this
+    order: the job, the model, the optimiser, the target run, the pre-training, then paths and the rest)."""
+    regime = _check_job(cfg)
+    _check_model(cfg)
+    _check_optim(cfg)
+    _check_target_run(cfg, regime)
+    if regime != "scratch":
+        _check_pretraining(cfg)
+    target = get(cfg, "data.target")
+    if regime != "pretrain" and (not isinstance(target, str) or not target):
+        raise ConfigError(f"data.target={target!r} must name a corpus; e.g. data.target=python")
+    _check_paths(cfg)
+    _check_tokenizer(cfg)
+    _check_trainer(cfg)
+    _check_corpora(cfg, regime)
+    if regime == "finetune":
+        _check_init_from(cfg)
+
+
+def _check_job(cfg: DictConfig) -> str:
+    """The regime (returned: later checks depend on it), the sweep's name, the seed, the threads."""
     regime = get(cfg, "regime")
     if regime not in REGIMES:
         raise ConfigError(f"regime={regime!r} is unknown; use one of {', '.join(REGIMES)}")
@@ -71,7 +91,10 @@ def validate_config(cfg: DictConfig) -> None:
     as_int(cfg, "seed", minimum=0, maximum=MAX_SEED, example="seed=0")
     if get(cfg, "threads") is not None:
         as_int(cfg, "threads", minimum=1, maximum=1024, example="threads=1")
+    return regime
 
+
+def _check_model(cfg: DictConfig) -> None:
     as_int(cfg, "model.n_layer", example="model.n_layer=4")
     n_embd = as_int(cfg, "model.n_embd", example="model.n_embd=128")
     n_head = as_int(cfg, "model.n_head", example="model.n_head=4")
@@ -91,6 +114,8 @@ def validate_config(cfg: DictConfig) -> None:
     if not isinstance(compile_, bool):
         raise ConfigError(f"model.compile={compile_!r} must be true or false; e.g. model.compile=false")
 
+
+def _check_optim(cfg: DictConfig) -> None:
     as_float(cfg, "optim.lr", 0.0, 1.0, example="optim.lr=3e-3")
     as_float(cfg, "optim.weight_decay", 0.0, 10.0, low_inclusive=True, example="optim.weight_decay=0.1")
     betas = get(cfg, "optim.betas")
@@ -116,6 +141,9 @@ def validate_config(cfg: DictConfig) -> None:
     choice(cfg, "optim.anneal_window", ANNEAL_WINDOWS, "run")
     as_float(cfg, "optim.min_rel_improvement", 0.0, 0.5, low_inclusive=True, example="optim.min_rel_improvement=0.002")
 
+
+def _check_target_run(cfg: DictConfig, regime: str) -> None:
+    """The validation set every regime scores on, a fine-tune's own LR and warm-up, D_F (or D)."""
     as_int(cfg, "data.val_tokens", minimum=2, example="data.val_tokens=32768")
     if get(cfg, "data.stopping_val_tokens") is not None:  # more than val_tokens: the whole set
         as_int(cfg, "data.stopping_val_tokens", minimum=2, example="data.stopping_val_tokens=4096 (or null: the whole set)")
@@ -126,34 +154,28 @@ def validate_config(cfg: DictConfig) -> None:
             as_int(cfg, "finetune.warmup_steps", minimum=0, example="finetune.warmup_steps=20")
     if regime != "pretrain":
         as_int(cfg, "data.finetune_chars", example="data.finetune_chars=1e5")
-    if regime != "scratch":
-        chars, tokens = get(cfg, "pretrain.chars"), get(cfg, "pretrain.tokens")
-        if (chars is None) == (tokens is None):
-            raise ConfigError("set exactly one of pretrain.tokens and pretrain.chars; e.g. pretrain.tokens=3e6 "
-                              "pretrain.chars=null")
-        as_int(cfg, "pretrain.chars" if chars is not None else "pretrain.tokens", example="pretrain.tokens=3e6")
-        as_float(cfg, "pretrain.lr", 0.0, 1.0, example="pretrain.lr=3e-3")
-        as_int(cfg, "pretrain.warmup_steps", minimum=0, example="pretrain.warmup_steps=50")
-        as_int(cfg, "pretrain.batch_size", example="pretrain.batch_size=16")
-        as_int(cfg, "pretrain.patience", example="pretrain.patience=8")
-        choice(cfg, "pretrain.on_plateau", ON_PLATEAU, "continue")
-        if get(cfg, "pretrain.max_epochs") is not None:
-            as_float(cfg, "pretrain.max_epochs", 0.0, math.inf, example="pretrain.max_epochs=4")
-        source = get(cfg, "data.source")
-        if OmegaConf.is_dict(source):
-            _check_mixture(cfg, source)
-        elif not isinstance(source, str) or not source:
-            raise ConfigError(f"data.source={source!r} must name a corpus or map corpora to weights; "
-                              "e.g. data.source=english")
-    target = get(cfg, "data.target")
-    if regime != "pretrain" and (not isinstance(target, str) or not target):
-        raise ConfigError(f"data.target={target!r} must name a corpus; e.g. data.target=python")
-    _check_paths(cfg)
-    _check_tokenizer(cfg)
-    _check_trainer(cfg)
-    _check_corpora(cfg, regime)
-    if regime == "finetune":
-        _check_init_from(cfg)
+
+
+def _check_pretraining(cfg: DictConfig) -> None:
+    """pretrain.* and the source it reads (a fine-tune's pre-training is checked with it)."""
+    chars, tokens = get(cfg, "pretrain.chars"), get(cfg, "pretrain.tokens")
+    if (chars is None) == (tokens is None):
+        raise ConfigError("set exactly one of pretrain.tokens and pretrain.chars; e.g. pretrain.tokens=3e6 "
+                          "pretrain.chars=null")
+    as_int(cfg, "pretrain.chars" if chars is not None else "pretrain.tokens", example="pretrain.tokens=3e6")
+    as_float(cfg, "pretrain.lr", 0.0, 1.0, example="pretrain.lr=3e-3")
+    as_int(cfg, "pretrain.warmup_steps", minimum=0, example="pretrain.warmup_steps=50")
+    as_int(cfg, "pretrain.batch_size", example="pretrain.batch_size=16")
+    as_int(cfg, "pretrain.patience", example="pretrain.patience=8")
+    choice(cfg, "pretrain.on_plateau", ON_PLATEAU, "continue")
+    if get(cfg, "pretrain.max_epochs") is not None:
+        as_float(cfg, "pretrain.max_epochs", 0.0, math.inf, example="pretrain.max_epochs=4")
+    source = get(cfg, "data.source")
+    if OmegaConf.is_dict(source):
+        _check_mixture(cfg, source)
+    elif not isinstance(source, str) or not source:
+        raise ConfigError(f"data.source={source!r} must name a corpus or map corpora to weights; "
+                          "e.g. data.source=english")
 
 
 MAX_SWEEP_NAME = 100  # characters: a folder name (255 bytes at most) with room for what is derived from it

@@ -24,6 +24,8 @@ from typing import Callable
 import lmfit
 import numpy as np
 
+from transfer_lab.analysis.fit.intervals import interval
+
 Model = Callable[[list[np.ndarray], dict[str, np.ndarray]], np.ndarray]
 
 
@@ -204,32 +206,61 @@ def fit_law(spec: LawSpec, data: dict[str, np.ndarray], *, group: str = "", n_bo
     targets and weights of B replicates that resampled more than these rows (e.g. the from-scratch
     runs a D_T was inverted through); W = 0 leaves a row out of a replicate."""
     res = FitResult(law=spec.name, title=spec.title, group=group, spec=spec, n_params=len(spec.params))
-    y_all = np.asarray(data[spec.target], float)
-    finite = np.isfinite(y_all)
+    finite = _usable_rows(spec, data)
+    y, data = np.asarray(data[spec.target], float)[finite], _subset(data, finite)
+    res.run_keys = list(np.asarray(run_keys)[finite]) if run_keys is not None else []
+    res.n_points = y.size
+    res.message = _too_few(spec, data, y.size)
+    if res.message:
+        return res
+    rng = np.random.default_rng(seed)  # the starts draw from it first, then the bootstrap
+    bounds = (np.array([q.lo for q in spec.params]), np.array([q.hi for q in spec.params]))
+    start = _best_start(spec, data, y, rng, bounds, huber)
+    if start is None:
+        res.status, res.message = "failed", "no start of the grid gave a finite objective"
+        return res
+    _record_fit(res, spec, data, y, _lmfit(spec, data, y, start, huber), bounds)
+    if bootstrap_targets is not None:
+        targets = [np.asarray(a, float)[:, finite] for a in bootstrap_targets]
+        res.boot_theta = _bootstrap_targets(spec, data, res.theta, *targets, bounds, huber)
+    elif n_bootstrap > 0:
+        res.boot_theta = _bootstrap_rows(spec, data, y, res.theta, n_bootstrap, rng, bounds, huber)
+    if res.boot_theta is not None and len(res.boot_theta):
+        res.ci = {par.label: interval(par.to_report(res.boot_theta[:, j]), ci) for j, par in enumerate(spec.params)}
+    if spec.holdout:
+        res.holdout = _holdout(spec, data, y, res.theta, huber, *bounds)
+    return res
+
+
+def _usable_rows(spec: LawSpec, data: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows whose target and model inputs are all finite."""
+    finite = np.isfinite(np.asarray(data[spec.target], float))
     for key in spec.inputs:
         finite &= np.isfinite(np.asarray(data[key], float))
-    data = _subset(data, finite)
-    y = y_all[finite]
-    res.run_keys = list(np.asarray(run_keys)[finite]) if run_keys is not None else []
-    n, p = y.size, len(spec.params)
-    res.n_points = n
+    return finite
+
+
+def _too_few(spec: LawSpec, data: dict[str, np.ndarray], n: int) -> str:
+    """Why these rows cannot be fitted ('' where they can): fewer points than parameters + 1, or
+    fewer distinct values of a key than the law needs."""
+    p = len(spec.params)
     if n < p + 1:
-        res.message = f"{n} usable points for {p} parameters; needs at least {p + 1}"
-        return res
+        return f"{n} usable points for {p} parameters; needs at least {p + 1}"
     for key, k in spec.needs_distinct.items():
         distinct = np.unique(data[key]).size
         if distinct < k:
-            res.message = f"only {distinct} distinct {key} value(s); this law needs at least {k}"
-            return res
-    rng = np.random.default_rng(seed)
-    lo = np.array([q.lo for q in spec.params])
-    hi = np.array([q.hi for q in spec.params])
-    starts = _starts(spec, rng)
-    theta_g, cost_g = batched_lm(spec.model, starts, data, y, np.ones(n), lo, hi, huber)
-    if not np.isfinite(cost_g).any():
-        res.status, res.message = "failed", "no start of the grid gave a finite objective"
-        return res
-    out = _lmfit(spec, data, y, theta_g[np.argmin(cost_g)], huber)
+            return f"only {distinct} distinct {key} value(s); this law needs at least {k}"
+    return ""
+
+
+def _best_start(spec: LawSpec, data: dict, y: np.ndarray, rng: np.random.Generator, bounds, huber) -> np.ndarray | None:
+    """The grid's best start after the batched LM; None where no start gave a finite objective."""
+    theta, cost = batched_lm(spec.model, _starts(spec, rng), data, y, np.ones(y.size), *bounds, huber)
+    return theta[np.argmin(cost)] if np.isfinite(cost).any() else None
+
+
+def _record_fit(res: FitResult, spec: LawSpec, data: dict, y: np.ndarray, out, bounds) -> None:
+    """lmfit's polished fit into `res`: values, errors, convergence, the parameters at a bound, AIC/BIC."""
     names = [q.name for q in spec.params]
     res.theta = np.array([out.params[nm].value for nm in names])
     res.stderr = {nm: (out.params[nm].stderr if out.params[nm].stderr is not None else float("nan"))
@@ -237,34 +268,34 @@ def fit_law(spec: LawSpec, data: dict[str, np.ndarray], *, group: str = "", n_bo
     res.params = {q.label: float(q.to_report(t)) for q, t in zip(spec.params, res.theta)}
     res.converged = bool(out.success)
     res.convergence = str(out.message)
-    span = hi - lo
+    span = bounds[1] - bounds[0]
     res.at_bounds = [q.label for q, t in zip(spec.params, res.theta)
                      if min(t - q.lo, q.hi - t) < 1e-6 * span[names.index(q.name)]]
     res.aic, res.bic = float(out.aic), float(out.bic)
     res.observed, res.predicted = y, res.evaluate(data)
     res.rms_log = float(np.sqrt(np.mean((res.predicted - y) ** 2)))
     res.status = "ok"
-    if bootstrap_targets is not None:
-        y_boot, w_boot = (np.asarray(a, float)[:, finite] for a in bootstrap_targets)
-        w_boot = np.where(np.isfinite(y_boot), w_boot, 0.0)
-        y_boot = np.where(np.isfinite(y_boot), y_boot, 0.0)
-        bt, bc = batched_lm(spec.model, np.tile(res.theta, (len(y_boot), 1)), data, y_boot, w_boot, lo, hi, huber)
-        bc[w_boot.sum(axis=1) < p + 1] = np.inf  # a replicate with too few usable rows has no fit
-    elif n_bootstrap > 0:
-        idx = rng.integers(0, n, size=(n_bootstrap, n))
-        w = np.zeros((n_bootstrap, n))
-        np.add.at(w, (np.repeat(np.arange(n_bootstrap), n), idx.ravel()), 1.0)
-        bt, bc = batched_lm(spec.model, np.tile(res.theta, (n_bootstrap, 1)), data, y, w, lo, hi, huber)
-    if bootstrap_targets is not None or n_bootstrap > 0:
-        res.boot_theta = bt[np.isfinite(bc)]
-    if res.boot_theta is not None and len(res.boot_theta):
-        q = [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100]
-        for j, par in enumerate(spec.params):
-            lo_q, hi_q = np.percentile(par.to_report(res.boot_theta[:, j]), q)
-            res.ci[par.label] = (float(lo_q), float(hi_q))
-    if spec.holdout:
-        res.holdout = _holdout(spec, data, y, res.theta, huber, lo, hi)
-    return res
+
+
+def _bootstrap_targets(spec: LawSpec, data: dict, theta: np.ndarray, y_boot: np.ndarray, w_boot: np.ndarray,
+                       bounds, huber) -> np.ndarray:
+    """Refits to given replicate targets (a non-finite target leaves its row out of that replicate)."""
+    w_boot = np.where(np.isfinite(y_boot), w_boot, 0.0)
+    y_boot = np.where(np.isfinite(y_boot), y_boot, 0.0)
+    bt, bc = batched_lm(spec.model, np.tile(theta, (len(y_boot), 1)), data, y_boot, w_boot, *bounds, huber)
+    bc[w_boot.sum(axis=1) < len(spec.params) + 1] = np.inf  # a replicate with too few usable rows has no fit
+    return bt[np.isfinite(bc)]
+
+
+def _bootstrap_rows(spec: LawSpec, data: dict, y: np.ndarray, theta: np.ndarray, n_bootstrap: int,
+                    rng: np.random.Generator, bounds, huber) -> np.ndarray:
+    """Refits to whole rows resampled with replacement (multinomial weights on the same rows)."""
+    n = y.size
+    idx = rng.integers(0, n, size=(n_bootstrap, n))
+    w = np.zeros((n_bootstrap, n))
+    np.add.at(w, (np.repeat(np.arange(n_bootstrap), n), idx.ravel()), 1.0)
+    bt, bc = batched_lm(spec.model, np.tile(theta, (n_bootstrap, 1)), data, y, w, *bounds, huber)
+    return bt[np.isfinite(bc)]
 
 
 def _holdout(spec, data, y, theta0, huber, lo, hi) -> dict:
