@@ -124,6 +124,25 @@ def test_an_outcome_only_the_launcher_returned_gets_its_line_with_the_reason(tmp
     assert launch.lines[0].startswith("[1/2] failed scratch-run0 (scratch): no space left on /full |")
 
 
+def test_a_job_slurm_killed_gets_its_failed_line_when_the_launcher_finds_it_gone(tmp_path):
+    import time
+
+    from hydra_plugins.transfer_lab_sweeper.slurm_launcher import StudySlurmLauncher
+
+    class Job:  # what the launcher reads of a submitit job SLURM killed
+        job_id = "12_0"
+
+    launch = Launch(tmp_path, jobs=2)
+    progress = launch.progress(workers=2)
+    launch.now = time.time()
+    key = launch.end(0, None, began=launch.now - 30)  # it named its run, then the OOM killer ended it
+    StudySlurmLauncher()._killed(Job(), ["regime=scratch"], launch.dir / "0", "OUT_OF_MEMORY")
+    progress.poll()
+    assert len(launch.lines) == 1 and re.match(
+        rf"\[1/2\] failed {key} \(scratch\) after 3\ds: the job ended without a result: SLURM state OUT_OF_MEMORY "
+        r"\(job 12_0\) \|", launch.lines[0]), launch.lines
+
+
 # --- the ETA's sources -----------------------------------------------------------------------------
 
 def test_a_resumed_launch_prices_the_cells_an_earlier_launch_finished_at_nothing(tmp_path):
