@@ -145,7 +145,7 @@ def test_a_job_slurm_killed_gets_its_failed_line_when_the_launcher_finds_it_gone
 
 # --- the ETA's sources -----------------------------------------------------------------------------
 
-def test_a_resumed_launch_prices_the_cells_an_earlier_launch_finished_at_nothing(tmp_path):
+def test_a_resumed_launch_prices_the_cells_an_earlier_launch_finished_as_skips(tmp_path):
     earlier = Launch(tmp_path, "L0", jobs=3)
     earlier.end(0, "done", took=40)
     earlier.end(1, "done", took=40)
@@ -154,8 +154,10 @@ def test_a_resumed_launch_prices_the_cells_an_earlier_launch_finished_at_nothing
     progress = launch.progress(workers=1)
     launch.end(2, "done", began=0, took=30)  # the one cell left ends first (workers take it before the skips)
     progress.poll()
-    assert launch.lines[0].endswith("ETA 0s (the rest finished in an earlier launch)"), launch.lines
-    launch.end(0, "skipped")
+    assert launch.lines[0].endswith("ETA 0s (2 to skip, finished in an earlier launch)"), launch.lines
+    launch.end(0, "skipped", took=3)  # a skip takes what a job takes to start and read its record
+    progress.poll()
+    assert launch.lines[1].endswith("ETA 3s (1 to skip, finished in an earlier launch)"), launch.lines
     launch.end(1, "skipped")
     progress.poll()
     assert [r[:3] for r in parsed(launch.lines)] == [("1", "3", "done"), ("2", "3", "skipped"), ("3", "3", "skipped")]
@@ -165,7 +167,7 @@ def test_a_resumed_launch_prices_the_cells_an_earlier_launch_finished_at_nothing
     progress = again.progress(workers=1)
     again.end(2, "done", took=30)
     progress.poll()
-    assert again.lines[0].endswith("ETA 30s (mean of this launch's 1 trained run)"), again.lines
+    assert again.lines[0].endswith("ETA 30s (mean of this launch's 1 trained run; 1 to skip)"), again.lines
 
 
 def test_the_eta_prices_what_is_left_with_the_cost_model_of_the_sweeps_records(tmp_path):
@@ -189,15 +191,16 @@ def test_the_eta_prices_what_is_left_with_the_cost_model_of_the_sweeps_records(t
                    PlannedJob("pretrain", ("c",), n=big, pretrain_tokens=1e7),
                    PlannedJob("finetune", ("d",), n=big, d=1e4)]
     eta = Eta(launch.dir, tmp_path / "runs", launch.jobs)
-    price, source = eta.price(1, trained={})
+    price, source = eta.price(1)
     # records keep whole tokens: the law comes back to 1e-4
     assert source == "model" and price == pytest.approx(seconds_per_token(big) * tokens(3e5, big), rel=1e-4)
-    price, source = eta.price(2, trained={})
+    price, source = eta.price(2)
     assert source == "model" and price == pytest.approx(seconds_per_token(big) * 1e7, rel=1e-4)
-    assert eta.price(3, trained={}) is None, "no fine-tune recorded, none timed: nothing prices it"
-    assert eta.price(3, trained={"scratch": [12.0, 18.0]}) == (15.0, "launch")
+    assert eta.price(3) is None, "no fine-tune recorded, none timed: nothing prices it"
+    eta.timed("done", "scratch", 12.0, None)
+    eta.timed("done", "scratch", 18.0, None)
+    assert eta.price(3) == (15.0, "launch"), "no fine-tune timed yet: the mean of this launch's jobs"
 
-    launch.jobs = launch.jobs[:3]
     progress = launch.progress(workers=2)
     launch.now = 1000.0 + 100
     t = int(tokens(2e4, small))
@@ -205,8 +208,13 @@ def test_the_eta_prices_what_is_left_with_the_cost_model_of_the_sweeps_records(t
         "non_embedding_params": int(small), "finetune_chars": 20000, "tokens_seen": t,
         "wall_time_s": seconds_per_token(int(small)) * t})
     progress.poll()
-    longest = max(seconds_per_token(big) * tokens(3e5, big), seconds_per_token(big) * 1e7)  # two workers, one job each
-    assert launch.lines[0].endswith(f"ETA {duration(longest)} (cost model of 7 runs)"), launch.lines
+    # the job took 100 s, its training less: the rest (starting, loading data) is added to what the model prices;
+    # the fine-tune, which the cost model cannot price yet, goes at this launch's one run (100 s); two workers
+    overhead = 100 - seconds_per_token(int(small)) * t
+    priced = [seconds_per_token(big) * tokens(3e5, big) + overhead, seconds_per_token(big) * 1e7 + overhead, 100.0]
+    left = finish_in([], priced, 2)
+    assert launch.lines[0].endswith(f"ETA {duration(left)} (cost model of 7 runs; 1 job at the mean of this launch's "
+                                    "1 trained run)"), launch.lines
 
 
 def test_the_workers_are_the_launchers_own_count():

@@ -1,12 +1,14 @@
 """A launch's ETA: its jobs not yet ended, each priced, handed to its workers in dispatch order.
 
 A job's price, first that applies:
-  0                  an earlier launch of this sweep finished the same cell (same overrides) and its
-                     record is still done: this launch skips it in a second
+  a skip             an earlier launch of this sweep finished the same cell (same overrides) and its
+                     record is still done: this launch skips it, in the mean time its skips take
   the cost model     study/costs.py fitted on the sweep's finished records (every launch's), where
                      it prices the job's regime (a pre-training: its budget of tokens; a scratch or
                      fine-tuned run: the tokens it takes to converge, fitted per regime)
   this launch        the mean time of the jobs this launch trained in that regime, else in any
+The cost model prices training; a job also starts, loads its data and scores its best point: the
+mean of that overhead in this launch's jobs (job time less the record's training time) is added.
 A running job costs its price less the time it has already run. Used by study/progress.py.
 """
 
@@ -54,8 +56,21 @@ class Eta:
             except Exception:  # noqa: BLE001 - a torn or foreign record: its job says so, the ETA does without
                 continue
         self.free = finished_before(Path(launch_dir), jobs)
+        self.trained: dict[str, list[float]] = {}  # regime -> seconds of each job this launch trained
+        self.overhead: list[float] = []  # seconds of each of those jobs outside its training loop
+        self.skips: list[float] = []  # seconds of each job this launch skipped (a second or two: start, read)
         self._model = None  # a CostModel, refitted when a run is added
         self._fitted = False
+
+    def timed(self, outcome: str, regime: str, seconds: float, record: records.RunResult | None) -> None:
+        """A job this launch trained or skipped, and how long it took: the means' data, the cost model's too."""
+        if outcome == SKIPPED:
+            self.skips.append(seconds)
+            return
+        self.trained.setdefault(regime, []).append(seconds)
+        if record is not None:
+            self.add(record)
+            self.overhead.append(max(seconds - record.wall_time_s, 0.0))
 
     def add(self, record: records.RunResult) -> None:
         """A finished run the cost model learns from (a run this launch trained, or an earlier one)."""
@@ -81,18 +96,19 @@ class Eta:
             self._fitted = True
         return self._model
 
-    def price(self, index: int, trained: dict[str, list[float]]) -> tuple[float, str] | None:
+    def price(self, index: int) -> tuple[float, str] | None:
         """(seconds, "model" | "launch") for one job, or None where nothing can price it."""
         job = self.jobs[index]
         model = self.model()
+        overhead = sum(self.overhead) / len(self.overhead) if self.overhead else 0.0
         if model is not None and job.n:
             if job.regime == "pretrain":
                 tokens = job.pretrain_tokens or self._tokens_of(job.pretrain_chars)
                 if tokens:
-                    return model.seconds("pretrain", job.n, pretrain_tokens=tokens), "model"
+                    return model.seconds("pretrain", job.n, pretrain_tokens=tokens) + overhead, "model"
             elif job.regime in model.tokens and job.d:
-                return model.seconds(job.regime, job.n, job.d), "model"
-        times = trained.get(job.regime) or [s for runs in trained.values() for s in runs]
+                return model.seconds(job.regime, job.n, job.d) + overhead, "model"
+        times = self.trained.get(job.regime) or [s for runs in self.trained.values() for s in runs]
         return (sum(times) / len(times), "launch") if times else None
 
     def _tokens_of(self, chars: float | None) -> float | None:
@@ -101,32 +117,33 @@ class Eta:
                   if r["regime"] == "pretrain" and r["chars_per_token"]]
         return chars / median(ratios) if chars and ratios else None
 
-    def eta(self, running: list[tuple[int, float]], queued: list[int], trained: dict[str, list[float]],
-            workers: int) -> str:
-        """`ETA 9m30s (cost model of 14 runs)`: `running` holds (job, seconds it has run)."""
-        sources: dict[str, int] = {}
+    def eta(self, running: list[tuple[int, float]], queued: list[int], workers: int) -> str:
+        """`ETA 9m30s (cost model of 14 runs; 3 to skip)`: `running` holds (job, seconds it has run)."""
+        sources = {"model": 0, "launch": 0, "skip": 0}
         left: dict[int, float] = {}
         for index in [i for i, _ in running] + queued:
             if index in self.free:
-                left[index] = 0.0
-                continue
-            priced = self.price(index, trained)
-            if priced is None:
-                return f"ETA unknown until a {self.jobs[index].regime} run is timed"
-            left[index], source = priced
-            sources[source] = sources.get(source, 0) + 1
+                left[index], source = (sum(self.skips) / len(self.skips) if self.skips else 0.0), "skip"
+            else:
+                priced = self.price(index)
+                if priced is None:
+                    return f"ETA unknown until a {self.jobs[index].regime} run is timed"
+                left[index], source = priced
+            sources[source] += 1
         seconds = finish_in([max(left[i] - ran, 0.0) for i, ran in running], [left[i] for i in queued], workers)
-        model = self.model()
-        said = []
-        if sources.get("model"):
-            said.append(f"cost model of {model.runs} runs")
-        if sources.get("launch"):
-            timed = sum(len(t) for t in trained.values())
-            said.append(f"mean of this launch's {timed} trained run{'s' if timed > 1 else ''}" + (
-                f", for {sources['launch']} jobs" if sources.get("model") else ""))
-        if not said:
-            said.append("the rest finished in an earlier launch")
-        return f"ETA {duration(seconds)} ({'; '.join(said)})"
+        return f"ETA {duration(seconds)} ({self._source(sources)})"
+
+    def _source(self, sources: dict[str, int]) -> str:
+        """What priced the jobs left: the cost model, this launch's mean (how many, where both did), skips."""
+        timed = sum(len(t) for t in self.trained.values())
+        mean = f"mean of this launch's {timed} trained run{'s' if timed > 1 else ''}"
+        said = [f"cost model of {self.model().runs} runs"] if sources["model"] else []
+        if sources["launch"]:
+            n = sources["launch"]
+            said.append(f"{n} job{'s' if n > 1 else ''} at the {mean}" if said else mean)
+        if sources["skip"]:
+            said.append(f"{sources['skip']} to skip" + ("" if said else ", finished in an earlier launch"))
+        return "; ".join(said)
 
 
 def finished_before(launch_dir: Path, jobs: list) -> set[int]:

@@ -79,7 +79,6 @@ class Progress:
         self.started = clock()
         self.counted = 0
         self.seen: set[int] = set()
-        self.trained: dict[str, list[float]] = {}  # regime -> seconds of each job this launch trained
         self.prices: Eta | None = None  # built at the first line (it reads every record of the sweep)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -133,17 +132,15 @@ class Progress:
         self.counted += outcome in COUNTED
         seconds = _seconds(job)
         record = _record(job.get("run_dir"))
-        if outcome == DONE and seconds is not None:
-            self.trained.setdefault(self.jobs[index].regime, []).append(seconds)
+        if self.prices is None:  # the first line: read the sweep's records once
+            self.prices = Eta(self.launch_dir, self.runs_dir, self.jobs)
+        if outcome in (DONE, SKIPPED) and seconds is not None:
+            self.prices.timed(outcome, self.jobs[index].regime, seconds, record)
         key = str(job.get("run_key") or f"job #{index}")
         reason = str(job.get("error") or "")
         line = job_line(self.counted, len(self.jobs), outcome, key, self.jobs[index].regime,
                         bits=record.best_val_bits_per_char if record else None, seconds=seconds,
                         reason=reason[len(key) + 2:] if reason.startswith(f"{key}: ") else reason)
-        if self.prices is None:  # the first line: read the sweep's records once
-            self.prices = Eta(self.launch_dir, self.runs_dir, self.jobs)
-        if outcome == DONE and record is not None:
-            self.prices.add(record)
         now = self.clock()
         self.write(f"{line} | elapsed {duration(now - self.started)}, {self._eta(now, jobs)}")
 
@@ -159,7 +156,7 @@ class Progress:
                 queued.append(index)
         if not running and not queued:
             return "ETA 0s (nothing left)"
-        return self.prices.eta(running, queued, self.trained, max(1, int(self.workers() or 1)))
+        return self.prices.eta(running, queued, max(1, int(self.workers() or 1)))
 
 
 def _stdout(line: str) -> None:
