@@ -247,10 +247,12 @@ def _lines(stdout: str) -> list[tuple]:
 def test_a_two_run_multirun_prints_a_line_per_run_and_its_resumed_launch_counts_the_skipped(tmp_path, data_dir,
                                                                                               cache_dir):
     out = tmp_path / "out"
-    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "optim.max_steps=40", "threads=1",
+    # 80 steps: a few seconds a run, far more than the line's one-second poll
+    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "optim.max_steps=80", "threads=1",
            "hydra/launcher=joblib_cpu", "sweep=p", *paths(out, data_dir, cache_dir)]
-    first = subprocess.run(cmd + ["data.finetune_chars=1e4,2e4"], cwd=ROOT, env=subprocess_env(), capture_output=True,
-                           text=True, timeout=600)
+    # one joblib worker: the second run is still to come when the first ends, so [1/2] has an ETA to price
+    first = subprocess.run(cmd + ["data.finetune_chars=1e4,2e4", "hydra.launcher.n_jobs=1"], cwd=ROOT,
+                           env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     rows = _lines(first.stdout)
     assert [r[:3] for r in rows] == [("1", "2", "done"), ("2", "2", "done")], first.stdout
@@ -263,7 +265,7 @@ def test_a_two_run_multirun_prints_a_line_per_run_and_its_resumed_launch_counts_
     assert all(first.stdout.splitlines().index(line) < summary for line in first.stdout.splitlines()
                if line.startswith(("[1/2]", "[2/2]")))
 
-    # the same sweep with one cell more: the two finished runs are skipped, and counted, once each
+    # the same sweep with one cell more, on two workers: the two finished runs are skipped, and counted, once each
     again = subprocess.run(cmd + ["data.finetune_chars=1e4,2e4,3e4"], cwd=ROOT, env=subprocess_env(),
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
@@ -308,14 +310,15 @@ def _on_a_terminal(cmd: list[str], timeout: float = 600) -> tuple[int, str]:
 
 
 @pytest.mark.subprocess
-def test_a_single_run_keeps_lightnings_bar_and_a_multirun_prints_lines_instead(tmp_path, data_dir, cache_dir):
+def test_a_single_run_keeps_lightnings_bar_and_a_basic_multirun_prints_lines_instead(tmp_path, data_dir, cache_dir):
     base = [sys.executable, "train.py", *SCRATCH, "regime=scratch", "data.finetune_chars=1e4", "optim.max_steps=40",
             "threads=1", *paths(tmp_path / "out", data_dir, cache_dir)]
     code, single = _on_a_terminal(base + ["sweep=one"])
     assert code == 0, single[-3000:]
     assert "Epoch 0" in single and "it/s" in single, single[-3000:]
     assert not re.search(r"^\[\d+/\d+\] ", single, re.MULTILINE), "a single run prints no progress line"
-    code, multi = _on_a_terminal(base[:2] + ["-m"] + base[2:] + ["sweep=many"])
+    # the basic launcher runs the job in the launching process: its thread prints the line (joblib's: above)
+    code, multi = _on_a_terminal(base[:2] + ["-m"] + base[2:] + ["sweep=many", "hydra/launcher=basic"])
     assert code == 0, multi[-3000:]
     assert re.search(r"^\[1/1\] done \S+ \(scratch\) in \d+s: [\d.]+ bits/char \| elapsed \S+, ETA 0s", multi,
                      re.MULTILINE), multi[-3000:]
