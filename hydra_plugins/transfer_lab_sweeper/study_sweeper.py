@@ -108,7 +108,6 @@ class StudySweeper(BasicSweeper):
             sys.exit(1)
         return []
 
-
     def _launch(self, batches, launch_dir: Path, progress: Progress) -> tuple[Counter, list, int, str]:
         """Launch batch after batch until a job asks the launch to stop: (counts, every outcome with the
         reason a failed job gave, jobs launched, why the launch stopped early or '')."""
@@ -147,10 +146,9 @@ class StudySweeper(BasicSweeper):
                             or line.partition("=")[0].lstrip("+~").split(".")[0] in ("model", "pretrain"))
             if shaping not in shapes:
                 shapes[shaping] = self._shape(list(job))
-            chars = values.get(protocol.FINETUNE_GRID)
+            chars = values.get(protocol.FINETUNE_GRID)  # a pre-training's cell has none
             planned.append(PlannedJob(values.get(protocol.REGIME, "finetune"), tuple(map(str, job)),
-                                      d=float(chars) if chars and values.get(protocol.REGIME) != "pretrain" else None,
-                                      **shapes[shaping]))
+                                      d=float(chars) if chars else None, **shapes[shaping]))
         return planned
 
     def _shape(self, overrides: list[str]) -> dict:
@@ -177,6 +175,7 @@ def workers(launcher) -> int:
     if isinstance(params, Mapping) and params.get("array_parallelism"):  # a SLURM array: its limit
         return int(params["array_parallelism"])
     return 1
+
 
 def _outcome_of(result) -> str:
     value = result._return_value
