@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -143,6 +144,9 @@ def test_each_job_gets_its_own_device_and_sigterm_stops_the_launch_as_it_stops_a
     summary = [line for line in text.splitlines() if line.startswith("sweep sig:")]
     assert summary == [f"sweep sig: 0 done, 0 skipped, 0 failed, 2 interrupted, 1 not run (records in {runs}); "
                        "stopped by SIGTERM"], text[-3000:]
+    # the per-device launcher prints what the others do: a line per stopped job, not counted
+    lines = [line for line in text.splitlines() if re.match(r"\[\d/3\] ", line)]
+    assert len(lines) == 2 and all(line.startswith("[0/3] interrupted scratch-") for line in lines), text[-3000:]
     folders = list(run_folders(out, "sig").values())
     assert len(folders) == 2 and all(records.read_result(p).status == "interrupted" for p in folders)
     assert all((p / "checkpoints" / "last.ckpt").exists() for p in folders)

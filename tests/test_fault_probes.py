@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import random
+import re
 import string
 import subprocess
 from pathlib import Path
@@ -197,6 +198,10 @@ def test_a_job_that_fails_unexpectedly_says_why_and_the_launch_exits_non_zero(tm
     assert summary.startswith("sweep f: 1 done, 0 skipped, 1 failed") and f"1 failed: {broken}: IsADirectoryError" \
         in summary, summary
     assert "Traceback" not in text and "job(s) failed" in multi.stderr
+    lines = [line for line in multi.stdout.splitlines() if re.match(r"\[\d/2\] ", line)]
+    assert [line[:5] for line in lines] == ["[1/2]", "[2/2]"], multi.stdout[-3000:]  # a failed job counts
+    (failed_line,) = [line for line in lines if line.split()[1] == "failed"]
+    assert failed_line.split()[2] == broken and ": IsADirectoryError" in failed_line, failed_line
     record = records.read_result(out / "sweeps" / "f" / "runs" / broken)
     assert record.status == "failed" and record.error.startswith("IsADirectoryError")
     (job,) = [json.loads(p.read_text()) for p in (out / "sweeps" / "f" / "hydra").glob("*/*/job.json")

@@ -87,6 +87,9 @@ def test_sigkill_mid_sweep_then_the_same_command_completes_the_grid(tmp_path, da
     output = again.stdout + again.stderr
     assert again.returncode == 0, output[-3000:]
     assert f"sweep killed: {3 - len(done)} done, {len(done)} skipped, 0 failed" in output
+    lines = [line for line in again.stdout.splitlines() if re.match(r"\[\d/3\] ", line)]
+    assert [line[:5] for line in lines] == ["[1/3]", "[2/3]", "[3/3]"], output[-3000:]  # each cell counted once
+    assert sorted(line.split()[2] for line in lines if line.split()[1] == "skipped") == sorted(done)
     assert f"resuming {resumable} from step" in output
 
     folders = run_folders(out, "killed")

@@ -145,6 +145,10 @@ def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_laun
     # two workers: the second cell was interrupted too, or never started
     assert summary.startswith("sweep sig: 0 done, 0 skipped, 0 failed, ") and f"stopped by {name}" in summary
     assert summary.count("interrupted") == 1 and ("2 interrupted" in summary or "1 interrupted, 1 not run" in summary)
+    # each stopped job has its line, which does not count: the next launch resumes it and counts it then
+    stopped_lines = [line for line in text.splitlines() if re.match(r"\[\d+/2\] ", line)]
+    assert stopped_lines and len(stopped_lines) == int(re.search(r"(\d) interrupted", summary).group(1)), text[-3000:]
+    assert all(line.startswith("[0/2] interrupted scratch-") and "not counted" in line for line in stopped_lines)
     folders = [p for p in run_folders(out, "sig").values() if (p / records.RESULTS_FILE).exists()]
     assert folders and all(records.read_result(p).status == "interrupted" for p in folders)
     stopped = folders[0]
@@ -156,6 +160,8 @@ def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_laun
     again = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "sweep sig: 2 done, 0 skipped, 0 failed" in again.stdout
+    assert sorted(line[:11] for line in again.stdout.splitlines() if re.match(r"\[\d/2\] ", line)) == [
+        "[1/2] done ", "[2/2] done "]
     assert f"resuming {stopped.name} from step" in again.stdout + again.stderr
     resumed = records.read_result(stopped)
     # the same run uninterrupted, in this process: a resumed run is the run it would have been

@@ -1,7 +1,7 @@
 """The SLURM launcher on a real one-node cluster (tools/slurm_cluster.sh: munge, MariaDB, slurmdbd,
 slurmctld, slurmd from Debian's packages), through hydra/launcher=slurm:
 
-  a small multirun: the summary line, the run records and sacct's states;
+  a small multirun: the summary line, a progress line per job as it ends, the run records and sacct's states;
   jobs killed from outside, gracefully (scancel: the run stops at a step and keeps its checkpoint)
   and outright (SIGKILL to the job's process, as the kernel's OOM killer does: the run is recorded
   failed with SLURM's state and the job id): the sweep still ends with its summary and loses nothing;
@@ -125,6 +125,15 @@ def test_a_multirun_on_slurm_survives_killed_jobs_and_the_rerun_resumes_them(slu
     assert proc.returncode == 1, text[-4000:]  # a job failed: the launch says so
     assert "sweep killed: 1 done, 0 skipped, 1 failed, 1 interrupted" in text, text[-4000:]
     assert "1 failed: " in text and "the job ended without a result: SLURM state" in text, text[-4000:]
+    # a line per job as SLURM finishes it, as on one machine: the done and the killed one count, the stopped one not
+    lines = [line for line in text.splitlines() if re.match(r"\[\d/3\] ", line)]
+    counted = [line for line in lines if line.split()[1] != "interrupted"]
+    assert [line[:5] for line in counted] == ["[1/3]", "[2/3]"], text[-4000:]
+    assert sorted(line.split()[1] for line in counted) == ["done", "failed"] and all(" ETA " in line for line in lines)
+    (killed_line,) = [line for line in counted if line.split()[1] == "failed"]
+    (stopped_line,) = [line for line in lines if line.split()[1] == "interrupted"]
+    assert killed_line.split()[2] == hard.name and "SLURM state" in killed_line, killed_line
+    assert stopped_line.split()[2] == graceful.name and "not counted" in stopped_line, stopped_line
     stopped, killed = records.read_result(graceful), records.read_result(hard)
     assert stopped.status == "interrupted" and "SIGTERM" in stopped.error
     assert (graceful / "checkpoints" / "last.ckpt").exists()
@@ -141,6 +150,9 @@ def test_a_multirun_on_slurm_survives_killed_jobs_and_the_rerun_resumes_them(slu
     again = subprocess.run(cmd, cwd=ROOT, env=slurm, capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "sweep killed: 2 done, 1 skipped, 0 failed" in again.stdout
+    lines = [line for line in again.stdout.splitlines() if re.match(r"\[\d/3\] ", line)]
+    assert [line[:5] for line in lines] == ["[1/3]", "[2/3]", "[3/3]"], again.stdout[-4000:]
+    assert sorted(line.split()[1] for line in lines) == ["done", "done", "skipped"]
     assert all(records.read_result(p).status == "done" for p in run_folders(out, "killed").values())
     assert all((p / records.RESULTS_FILE).read_bytes() == data for p, data in done_before.items())
 

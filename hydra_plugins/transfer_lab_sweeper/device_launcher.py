@@ -16,7 +16,6 @@ the assignment is tested). Every job notes its device in its job file (hydra/<la
 # dataclass cannot resolve string annotations
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -116,11 +115,7 @@ class OnItsDevice:
         slot = claim_slot(self.slot_dir, self.visible, self.per_device)
         job_dir = Path(HydraConfig.get().runtime.output_dir)
         # no pid here: the launcher signals pids only once the job's own handlers are installed
-        interrupts.note_job(job_dir, device=slot.visible, device_place=slot.place, worker=os.getpid(),
-                            started_at=time.time())
+        interrupts.note_job(job_dir, device=slot.visible, device_place=slot.place, worker=os.getpid())
         log.info("job %s on device %s (place %d of %d)", job_dir.name, slot.visible, slot.place + 1,
                  self.per_device)
-        try:
-            return self.task(cfg)
-        finally:
-            interrupts.note_job(job_dir, ended_at=time.time())
+        return self.task(cfg)  # the job notes its own start and end (study/job.py)

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from transfer_lab.errors import ConfigError, exit_with
 from transfer_lab.study import interrupts, records
-from transfer_lab.study.outcomes import failed
+from transfer_lab.study.outcomes import FAILED, failed
 
 log = logging.getLogger("transfer_lab")
 POLL_S = 5.0  # between two looks at the queue
@@ -123,6 +123,8 @@ class StudySlurmLauncher(SlurmLauncher):
         ret = JobReturn(overrides=list(overrides))
         run = job.get("run_key", f"job #{job_dir.name}")
         ret.status, ret._return_value = JobStatus.COMPLETED, failed(f"{run}: {why}")
+        if "outcome" not in job:  # the job file says how it ended, as a returned job's does: its progress line
+            interrupts.note_job(job_dir, outcome=FAILED, error=ret._return_value.reason, ended_at=time.time())
         return ret
 
 

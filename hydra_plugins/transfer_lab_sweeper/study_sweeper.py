@@ -1,5 +1,6 @@
 """Hydra's basic sweeper, with the study protocol's cells in place of a plain Cartesian product,
-and one summary line per launch.
+one line per finished job (done/total, the run and its loss, elapsed time and an ETA:
+transfer_lab/study/progress.py) and one summary line per launch.
 
 `python train.py -m model.n_layer=2,4,8 data.finetune_chars=1e5,1e6` then runs, per size, one
 pre-training, the fine-tunes at each D_F and the from-scratch runs at each D of the experiment's
@@ -18,8 +19,10 @@ first failed runs and their one-line reasons (the jobs' own words: transfer_lab/
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
@@ -30,6 +33,8 @@ from hydra.errors import HydraException
 
 from transfer_lab.atomic_files import disk_full_path, is_disk_full
 from transfer_lab.study import interrupts, protocol
+from transfer_lab.study.costs import non_embedding_params
+from transfer_lab.study.launch_checks import config_groups
 from transfer_lab.study.outcomes import (
     FAILED,
     NO_SPACE,
@@ -41,6 +46,7 @@ from transfer_lab.study.outcomes import (
     failure_note,
     summary_line,
 )
+from transfer_lab.study.progress import PlannedJob, Progress
 from transfer_lab.study.records import STATUS_INTERRUPTED, read_result
 
 log = logging.getLogger("transfer_lab")
@@ -70,27 +76,15 @@ class StudySweeper(BasicSweeper):
         lines = self._parse_config() + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         batches = self.split_arguments(parser.parse_overrides(lines), self.max_batch_size)
-        counts: Counter = Counter()
-        seen: list[str] = []  # every outcome, with the reason a failed job gave
-        total, launched, why = sum(map(len, batches)), 0, ""
         # every cell was composed and checked before Hydra started (launch_checks.check_sweep_cells)
-        for batch in batches:
-            try:
-                outcomes = [_outcome_of(r) for r in self.launcher.launch(batch, initial_job_idx=launched)]
-            except BaseException as err:  # noqa: BLE001 - Hydra's job set-up on a full disk; a worker a signal
-                # reached before its job could install the handlers (joblib re-raises its KeyboardInterrupt)
-                if isinstance(err, SystemExit) or (not is_disk_full(err) and interrupts.requested() is None):
-                    raise
-                outcomes = [_outcome_from_files(launch_dir / str(launched + i)) for i in range(len(batch))]
-                if is_disk_full(err):
-                    why = f"no space left on {disk_full_path(err, launch_dir)}"
-                    if NO_SPACE not in outcomes and NOT_RUN in outcomes:  # the job whose set-up hit the full disk
-                        outcomes[outcomes.index(NOT_RUN)] = NO_SPACE
-            counts.update(outcomes)
-            seen += outcomes
-            launched += len(batch)
-            if any(counts[s] for s in STOPPING) or interrupts.requested():
-                break
+        progress = Progress(launch_dir, Path(str(self.config.paths.sweep_dir)) / "runs",
+                            self._planned([job for batch in batches for job in batch]), lambda: workers(self.launcher))
+        progress.start()
+        try:
+            counts, seen, launched, why = self._launch(batches, launch_dir, progress)
+        finally:
+            progress.stop()  # every job that ended has its line before the summary
+        total = sum(map(len, batches))
         counts[NOT_RUN] += total - launched
         signum = interrupts.requested()
         if signum is not None and not why:
@@ -113,6 +107,74 @@ class StudySweeper(BasicSweeper):
                   "and run the same command again: finished runs are kept", file=sys.stderr, flush=True)
             sys.exit(1)
         return []
+
+    def _launch(self, batches, launch_dir: Path, progress: Progress) -> tuple[Counter, list, int, str]:
+        """Launch batch after batch until a job asks the launch to stop: (counts, every outcome with the
+        reason a failed job gave, jobs launched, why the launch stopped early or '')."""
+        counts: Counter = Counter()
+        seen: list[str] = []
+        launched, why = 0, ""
+        for batch in batches:
+            try:
+                outcomes = [_outcome_of(r) for r in self.launcher.launch(batch, initial_job_idx=launched)]
+            except BaseException as err:  # noqa: BLE001 - Hydra's job set-up on a full disk; a worker a signal
+                # reached before its job could install the handlers (joblib re-raises its KeyboardInterrupt)
+                if isinstance(err, SystemExit) or (not is_disk_full(err) and interrupts.requested() is None):
+                    raise
+                outcomes = [_outcome_from_files(launch_dir / str(launched + i)) for i in range(len(batch))]
+                if is_disk_full(err):
+                    why = f"no space left on {disk_full_path(err, launch_dir)}"
+                    if NO_SPACE not in outcomes and NOT_RUN in outcomes:  # the job whose set-up hit the full disk
+                        outcomes[outcomes.index(NOT_RUN)] = NO_SPACE
+            for i, outcome in enumerate(outcomes):
+                progress.report(launched + i, outcome)
+            counts.update(outcomes)
+            seen += outcomes
+            launched += len(batch)
+            if any(counts[s] for s in STOPPING) or interrupts.requested():
+                break
+        return counts, seen, launched, why
+
+    def _planned(self, jobs: list[list[str]]) -> list[PlannedJob]:
+        """What prices each job: its regime and data size from its overrides; N and the pre-training
+        budget from its composed config, composed once per model and pre-training setting (no other
+        override changes them, and a composition takes a tenth of a second)."""
+        groups, shapes, planned = set(config_groups()), {}, []
+        for job in jobs:
+            values = dict(str(line).partition("=")[::2] for line in job)  # a later value of a key wins
+            shaping = tuple(line for line in map(str, job) if line.partition("=")[0].lstrip("+~") in groups
+                            or line.partition("=")[0].lstrip("+~").split(".")[0] in ("model", "pretrain"))
+            if shaping not in shapes:
+                shapes[shaping] = self._shape(list(job))
+            chars = values.get(protocol.FINETUNE_GRID)  # a pre-training's cell has none
+            planned.append(PlannedJob(values.get(protocol.REGIME, "finetune"), tuple(map(str, job)),
+                                      d=float(chars) if chars else None, **shapes[shaping]))
+        return planned
+
+    def _shape(self, overrides: list[str]) -> dict:
+        """N and the pre-training budget of a job's config; {} where it cannot be read (the ETA then
+        goes by this launch's run times)."""
+        try:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            tokens, chars = cfg.pretrain.get("tokens"), cfg.pretrain.get("chars")
+            return {"n": non_embedding_params(int(cfg.model.n_layer), int(cfg.model.n_embd)),
+                    "pretrain_tokens": float(tokens) if tokens is not None else None,
+                    "pretrain_chars": float(chars) if chars is not None else None}
+        except Exception as err:  # noqa: BLE001 - a price is a nicety: never a reason to stop a launch
+            log.warning("the ETA cannot price [%s] (%s: %s)", " ".join(overrides), type(err).__name__, err)
+            return {}
+
+
+def workers(launcher) -> int:
+    """How many jobs the launcher runs at once: the ETA hands the queue to that many."""
+    joblib = getattr(launcher, "joblib", None)
+    if isinstance(joblib, Mapping):  # joblib, and per-device (which sets n_jobs when it launches)
+        n = int(joblib.get("n_jobs") or 1)
+        return n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n)  # joblib's -1: every core
+    params = getattr(launcher, "params", None)
+    if isinstance(params, Mapping) and params.get("array_parallelism"):  # a SLURM array: its limit
+        return int(params["array_parallelism"])
+    return 1
 
 
 def _outcome_of(result) -> str:

@@ -11,11 +11,19 @@ Used by the priced plan (analysis) and by a launch's ETA (the sweeper prices the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from transfer_lab.errors import ResultsError
+
+if TYPE_CHECKING:  # a launch prices jobs without importing pandas; the table comes from the caller
+    import pandas as pd
+
+
+def non_embedding_params(n_layer: int, n_embd: int) -> float:
+    """N of a GPT-2 shape: per layer 12·d² weights + 13·d biases and norms, plus the final norm."""
+    return float(n_layer * (12 * n_embd ** 2 + 13 * n_embd) + 2 * n_embd)
 
 
 @dataclass

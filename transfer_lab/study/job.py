@@ -84,15 +84,18 @@ def run_job(cfg: DictConfig) -> str:
     A run is owned by one process at a time: a second launch that reaches a run another process
     holds skips it (busy). A stop request ends the run at a step boundary (interrupted: resumed by
     the next launch); a full disk fails the run with "no space left on <path>" (no_space). The job
-    file in the job's Hydra folder tells the launcher its pid, its run and how it ended."""
+    file in the job's Hydra folder tells the launcher its pid, its run, how it ended and when
+    (study/progress.py prints a line from it)."""
     interrupts.install_handlers()
     validate_config(cfg)
     settings = read_settings(cfg)
     interrupts.watch(settings.launch_dir)
-    interrupts.note_job(settings.job_dir, pid=os.getpid())  # before the first look at the stop marker
+    # the pid before the first look at the stop marker; the times for the launch's progress lines
+    interrupts.note_job(settings.job_dir, pid=os.getpid(), started_at=time.time())
     outcome = _job(settings)
     try:
-        interrupts.note_job(settings.job_dir, outcome=str(outcome), error=getattr(outcome, "reason", ""))
+        interrupts.note_job(settings.job_dir, outcome=str(outcome), error=getattr(outcome, "reason", ""),
+                            ended_at=time.time())
     except OSError as err:
         if not is_disk_full(err):
             raise

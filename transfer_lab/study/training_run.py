@@ -102,7 +102,8 @@ def train_and_record(settings: JobSettings, run_dir: Path, result: RunResult, da
     try:
         outcome = fit(run_dir, datamodule, kwargs, schedule, settings.trainer, seed=settings.seed,
                       gradient_clip=settings.optim.gradient_clip, logger=logger, log=log.info,
-                      stop_requested=interrupts.requested)
+                      stop_requested=interrupts.requested,
+                      progress_bar=settings.launch_dir is None)  # a multirun prints a line per run instead
         rec, best = outcome.recorder, outcome.recorder.best
         result.best_val_loss, result.best_val_loss_per_char = outcome.best_loss, outcome.best_loss_per_char
         result.best_val_bits_per_char = outcome.best_loss_per_char / math.log(2)

@@ -82,11 +82,12 @@ def _resumable_checkpoint(folder: Path, log) -> tuple[Path | None, int]:
 
 def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedule: Schedule,
         trainer_settings: Mapping, *, seed: int, gradient_clip: float, logger=None, log=print,
-        stop_requested: Callable[[], int | None] = lambda: None) -> FitOutcome:
+        stop_requested: Callable[[], int | None] = lambda: None, progress_bar: bool = True) -> FitOutcome:
     """Train on `schedule` until early stopping or its ceiling, resuming from
     run_dir/checkpoints/last.ckpt if present; then score the early-stopping point on the whole
     validation set. `stop_requested` is asked after every step: a signal number stops the run there
-    (RunInterrupted), its last.ckpt saved."""
+    (RunInterrupted), its last.ckpt saved. Lightning's progress bar shows on a terminal, if
+    `progress_bar` (parallel jobs' bars would tear each other and a multirun's lines)."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     resume_from, resume_step = _resumable_checkpoint(ckpt_dir, log)
     # Lightning opens the train iterator before any hook sees the restored step, so set it here
@@ -110,7 +111,7 @@ def fit(run_dir: Path, datamodule: TokenDataModule, module_kwargs: dict, schedul
         dict(trainer_settings), precision=precision_for(trainer_settings), max_steps=schedule.max_steps, max_epochs=-1,
         val_check_interval=schedule.val_every_n_steps, check_val_every_n_epoch=None, gradient_clip_val=gradient_clip,
         callbacks=[recorder, plateaus, checkpoints, latest, stopper], logger=logger if logger is not None else False,
-        plugins=_plugins(), default_root_dir=str(run_dir), enable_progress_bar=sys.stderr.isatty(), _convert_="object")
+        plugins=_plugins(), default_root_dir=str(run_dir), enable_progress_bar=progress_bar and sys.stderr.isatty(), _convert_="object")
     pl.seed_everything(int(seed), verbose=False)  # same seed, same initial weights
     module = CausalLM(**module_kwargs)
     started = time.perf_counter()
