@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT, TEST_SIZE
 from run_helpers import paths, run_folders, subprocess_env
 
 from transfer_lab.study import records
@@ -23,7 +23,7 @@ from transfer_lab.study.eta import Eta, duration, finish_in
 from transfer_lab.study.interrupts import JOB_FILE
 from transfer_lab.study.progress import PlannedJob, Progress
 
-SCRATCH = [o for o in TINY if not o.startswith(("data.finetune_chars", "optim.max_steps"))]
+SCRATCH = [TEST_SIZE]  # the test-size experiment; each command names its own D and step ceiling
 LINE = re.compile(r"^\[(\d+)/(\d+)\] (\w+) (\S+) \((\w+)\)(?: (?:in|after) \S+)?: (.*) \| elapsed \S+, (ETA .*)$")
 
 
