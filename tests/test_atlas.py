@@ -42,7 +42,8 @@ def test_atlas_recovers_each_directed_pair_and_writes_its_report(tmp_path):
                                 "measured_lo", "measured_hi"} <= set(table.columns)
     text = path.read_text()
     assert "## Asymmetry" in text and "de ↔ en" in text and "## Checks against the literature" in text
-    assert "In 6 of 6 pairs the measured interval excludes 1" in text
+    assert "in 6 of 6 pairs the measured multiplier's interval lies above 1" in text
+    assert text.index("## What transfers, measured") < text.index("## How it was measured")  # the answer first
     for name in ("alpha", "multiplier"):
         assert (out / "plots" / f"{name}.png").exists() and (out / "plots" / f"{name}.pdf").exists()
     assert json.loads((out / "atlas.json").read_text())["pairs"][0]["source"] in {"de", "en", "py"}

@@ -31,7 +31,14 @@ from pathlib import Path
 
 from transfer_lab.study import interrupts, records
 from transfer_lab.study.eta import Eta, duration
-from transfer_lab.study.outcomes import BUSY, DONE, FAILED, INTERRUPTED, NO_SPACE, SKIPPED
+from transfer_lab.study.outcomes import (
+    BUSY,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    NO_SPACE,
+    SKIPPED,
+)
 
 POLL_S = 1.0  # between two looks at the job files: a line is at most this late
 COUNTED = (DONE, SKIPPED, FAILED, BUSY, NO_SPACE)  # the launch is through with these

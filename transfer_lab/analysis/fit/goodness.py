@@ -35,6 +35,13 @@ class Goodness:
     def rejected(self) -> bool:
         return self.verdict == "rejected"
 
+    def brief(self) -> str:
+        """For a table cell: '2.1% RMS, within the noise 1.2%' / '… exceeds …: rejected' / '…, untested (no seeds)'."""
+        if self.verdict == "untested":
+            return f"{self.rms_log:.1%} RMS, untested (no seeds)"
+        return f"{self.rms_log:.1%} RMS {'exceeds' if self.rejected else 'within'} the noise {self.noise_rms:.1%}" + \
+            (": rejected" if self.rejected else "")
+
     def describe(self) -> str:
         if self.verdict == "untested":
             return (f"misfit {self.rms_log:.2%} RMS; noise not measured here (no repeated seeds), so the misfit "

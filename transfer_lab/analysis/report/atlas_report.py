@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.analysis.report.markdown import fmt as _g
+from transfer_lab.analysis.report.markdown import (
+    fmt_chars,
+    fmt_size,
+    markdown_to_html,
+    md_table,
+)
 from transfer_lab.analysis.report.markdown import fmt_interval as _iv
-from transfer_lab.analysis.report.markdown import markdown_to_html, md_table
 from transfer_lab.analysis.studies.atlas import AtlasStudy, PairResult
 
 
@@ -89,19 +94,24 @@ def literature_checks(pairs: list[PairResult]) -> list[str]:
 
 
 def measured_cells(pairs: list[PairResult], ref: dict) -> list[str]:
-    """The reference cell measured, pair by pair: its own interval says whether transfer is there,
-    whatever the law's exponents."""
-    have = [p for p in pairs if np.isfinite(p.measured)]
+    """The measured answer first: the reference cell, pair by pair, each multiplier with its own
+    interval (whatever the law's exponents), and one sentence on the pair that transfers most."""
+    have = sorted((p for p in pairs if np.isfinite(p.measured)), key=lambda p: -p.measured)
     above = [p for p in have if p.measured_ci[0] > 1]
-    out = [f"## The reference cell, measured (N = {ref['N']:.3g}, D_F = {ref['D_F']:.3g})", "",
-           f"The multiplier measured at the reference cell (its D_E inverted through the target's from-scratch curve), "
-           f"with its own interval from the D_E bootstrap (both regimes redrawn), beside the law's prediction. In "
-           f"{len(above)} of {len(have)} pairs the measured interval excludes 1: transfer is measured there, even "
-           "where the law's exponents are not identified.", ""]
+    where = f"N = {fmt_size(ref['N'])} with {fmt_chars(ref['D_F'])} target characters"
+    if not have:
+        return ["## What transfers, measured", "", f"No pair has a measured multiplier at {where} yet.", ""]
+    top = have[0]
+    out = ["## What transfers, measured", "",
+           f"At {where}, pre-training on {top.source} is worth {_g(top.measured)}× {_iv(top.measured_ci)} the "
+           f"{top.target} data fine-tuned on, the most of any pair; in {len(above)} of {len(have)} pairs the measured "
+           "multiplier's interval lies above 1.", "",
+           "The multiplier (D_F + D_T)/D_F measured at that cell (its D_E inverted through the target's from-scratch "
+           "curve, one seed), with its own interval from the D_E bootstrap (both regimes redrawn), beside the law's "
+           "prediction:", ""]
     rows = [[f"{p.source} → {p.target}", f"{_g(p.measured)} {_iv(p.measured_ci)}", p.measured_method,
              "yes" if p.measured_ci[0] > 1 else "no", f"{_g(p.multiplier)} {_iv(p.multiplier_ci)}",
-             "yes" if p.identified.get("alpha") and p.identified.get("beta") else "no"]
-            for p in sorted(have, key=lambda p: -p.measured)]
+             "yes" if p.identified.get("alpha") and p.identified.get("beta") else "no"] for p in have]
     return out + md_table(["source → target", "measured multiplier", "D_E", "excludes 1", "law's multiplier",
                            "α and β identified"], rows)
 
@@ -144,11 +154,11 @@ def _heatmaps(pairs: list[PairResult], corpora: list[str], ref: dict, plots: Pat
 def _pairs_section(pairs: list[PairResult]) -> list[str]:
     return ["## Pairs", ""] + md_table(
         ["source → target", "law", "points (interp./model)", "k", "α", "β", "multiplier (law)",
-         "multiplier (measured)", "D_T (law)"],
+         "multiplier (measured)", "D_T (law)", "misfit against the noise"],
         [[f"{p.source} → {p.target}", p.law, f"{p.n_points} ({p.interpolated_points}/{p.model_based_points})",
           *[_estimate(p, name) for name in ("k", "alpha", "beta")],
           f"{_g(p.multiplier)} {_iv(p.multiplier_ci)}", f"{_g(p.measured)} {_iv(p.measured_ci)}",
-          f"{_g(p.d_t)} {_iv(p.d_t_ci)}"] for p in pairs])
+          f"{_g(p.d_t)} {_iv(p.d_t_ci)}", p.goodness.brief() if p.goodness is not None else "—"] for p in pairs])
 
 
 def _asymmetry(pairs: list[PairResult], corpora: list[str]) -> list[str]:
@@ -171,18 +181,20 @@ def _asymmetry(pairs: list[PairResult], corpora: list[str]) -> list[str]:
 
 def atlas_markdown(study: AtlasStudy, corpora: list[str], figs: list[tuple[str, Path]], out: Path) -> str:
     pairs, ref, settings = study.pairs, study.ref, study.settings
-    L = [f"# Transfer atlas: sweep `{study.sweep}`", "",
-         f"{len(pairs)} ordered pairs of {len(corpora)} corpora ({', '.join(corpora)}). Per pair: the transfer law "
-         "D_T = k·D_F^α·N^β fitted on interpolated D_E where it can be (law `transfer`), else the unified law fitted "
-         "jointly on scratch and fine-tuned losses (law `unified`, model-based). Intervals: "
-         f"{settings['n_bootstrap']} bootstrap resamples of whole runs, {settings['ci']:.0%} percentile. Multiplier and "
-         f"D_T at the reference N = {ref['N']:.3g}, D_F = {ref['D_F']:.3g} characters.", ""]
+    L = [f"# Transfer atlas: sweep `{study.sweep}`", ""] + measured_cells(pairs, ref)
+    L += ["## How it was measured", "",
+          f"{len(pairs)} ordered pairs of {len(corpora)} corpora ({', '.join(corpora)}). Per pair: the transfer law "
+          "D_T = k·D_F^α·N^β fitted on interpolated D_E where it can be (law `transfer`), else the unified law fitted "
+          "jointly on scratch and fine-tuned losses (law `unified`, model-based). Intervals: "
+          f"{settings['n_bootstrap']} bootstrap resamples of whole runs, {settings['ci']:.0%} percentile. Multiplier and "
+          f"D_T at the reference N = {ref['N']:.3g}, D_F = {ref['D_F']:.3g} characters. No cell is repeated with "
+          "other seeds, so no law's misfit can be tested against run noise here (the pairs table gives each misfit).", ""]
     if study.chars_per_token:
         L += [f"One tokenizer serves every corpus: `{settings.get('tokenizer')}`. Losses are nats per character, so "
               "pairs compare whatever the tokenizer does to each corpus:", ""]
         L += md_table(["corpus", "characters per token"], study.chars_per_token)
     L += ["## Checks against the literature", ""] + literature_checks(pairs) + [""]
-    L += measured_cells(pairs, ref) + _pairs_section(pairs) + _asymmetry(pairs, corpora)
+    L += _pairs_section(pairs) + _asymmetry(pairs, corpora)
     L += ["## Heatmaps", ""]
     for title, png in figs:
         L += [f"### {title}", "", f"![{title}]({png.relative_to(out).as_posix()})", ""]

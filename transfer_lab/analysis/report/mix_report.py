@@ -147,6 +147,26 @@ def _verdict(study: MixStudy, c) -> str:
     return ("r* stands" + (f" ({caveat})" if caveat else "")) if stands else f"no verdict: {caveat}"
 
 
+def _measured_at_reference(study: MixStudy) -> list[str]:
+    """What each pre-training mixture was worth at the reference cell, measured (no law): the multiplier
+    (D_F + D_T)/D_F with its interval; seeds averaged where the cell was repeated."""
+    t = study.table
+    at = t[np.isclose(t["N"], study.ref["N"]) & np.isclose(t["D_F"], study.ref["D_F"]) & ~t["held_out"]]
+    if at.empty:
+        return []
+    rows = []
+    for mix, g in at.groupby("source_mix"):
+        d_f = float(g["D_F"].iloc[0])
+        lo, hi = (1 + g["D_T_lo"].mean() / d_f, 1 + g["D_T_hi"].mean() / d_f)
+        rows.append((float(1 + g["D_T"].mean() / d_f), [mix, f"{fmt(g['D_T'].mean())}", f"{fmt(1 + g['D_T'].mean() / d_f, 3)}× "
+                     f"{_iv((lo, hi), 3)}", len(g), g["D_E_method"].iloc[0] or "none"]))
+    seeds = " Seeds are averaged where a cell was repeated." if (at.groupby("source_mix").size() > 1).any() else ""
+    return ([f"Measured at N = {_size(study.ref['N'])}, D_F = {_chars(study.ref['D_F'])}: the effective data multiplier of "
+             f"each pre-training mixture, with its interval (the from-scratch curve redrawn by its noise).{seeds}", ""]
+            + md_table(["pre-trained on", "D_T (characters)", "multiplier", "runs", "D_E"],
+                       [r for _, r in sorted(rows, key=lambda x: -x[0])]))
+
+
 def _noise_section(study: MixStudy) -> list[str]:
     """The run noise, measured from seeds on the ratio grid, against the law's misfit and the spread."""
     sn, law = study.seed_noise, study.law
@@ -311,7 +331,7 @@ def write_mix(study: MixStudy, out: Path, command: str, settings: dict) -> Path:
          f"experiment={VERIFY_EXPERIMENT}, in no fit); D_T in characters of {study.target}, through one from-scratch "
          f"curve per N (interpolated; model-based through the Kaplan fit outside it, labelled). Intervals: "
          f"{settings['n_bootstrap']} replicates, {settings['ci']:.0%} percentile.", "",
-         "## Recommendation", "", sentence + ".", ""]
+         "## Recommendation", "", sentence + ".", ""] + _measured_at_reference(study)
     if narrow:
         L += ["To narrow it:", "", f"    {narrow}", ""]
     if study.axis is not None:

@@ -45,6 +45,7 @@ class PairResult:
     identified: dict = field(default_factory=dict)  # alpha/beta: interval excludes 0 and is ≤ 0.5 wide
     at_bounds: list = field(default_factory=list)  # k/alpha/beta the fit pinned to a bound: no estimate
     messages: list = field(default_factory=list)
+    goodness: object = None  # fit.goodness.Goodness of its law: the misfit against the run noise
 
 
 def _at_reference(fit, n: float, d_f: float, ci: float) -> tuple[float, tuple, float, tuple]:
@@ -103,6 +104,7 @@ def analyse_pair(runs: list, source: str, target: str, ref: dict, n_bootstrap: i
     result.measured, result.measured_ci, result.measured_method = measured_multiplier(res, ref["N"], ref["D_F"])
     if fit is not None:
         result.law, result.n_points = law, fit.n_points
+        result.goodness = res.goodness.get((law, ""))
         result.params = {k: fit.params[k] for k in ("k", "alpha", "beta")}
         result.ci = {k: fit.ci.get(k, (float("nan"),) * 2) for k in ("k", "alpha", "beta")}
         result.at_bounds = [k for k in ("k", "alpha", "beta") if k in fit.at_bounds or f"log10_{k}" in fit.at_bounds]
