@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -28,8 +29,21 @@ def main(cfg: DictConfig) -> None:
         run_cli(cfg)
     except errors.UserError as err:
         errors.exit_with(err)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a report set is staged and moved into place whole
+        print("interrupted: the report folder holds the last complete report set (each is written whole, or not at "
+              "all); run the same command again", file=sys.stderr)
+        sys.exit(128 + _STOPPED_BY[0])
+
+
+_STOPPED_BY = [signal.SIGINT]
+
+
+def _stop(signum, frame):
+    _STOPPED_BY[0] = signum
+    raise KeyboardInterrupt  # SIGTERM ends the analysis as Ctrl-C does: staging cleaned up, one line
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop)
     check_overrides(sys.argv[1:], "analyze")
     main()

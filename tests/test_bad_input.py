@@ -700,6 +700,10 @@ ANALYZE_KEY_CASES = [
     ("low_data_fraction_negative", ["effective_data.low_data_fraction=-1"], ("effective_data.low_data_fraction",)),
     ("huber_negative", ["fit.huber_delta=-1"], ("fit.huber_delta",)),
     ("predict_n_text", ["action=predict", "predict.n=big", "predict.finetune_chars=1e5"], ("predict.n",)),
+    ("compare_outside_the_root", ["action=compare", "compare.sweeps=[../../elsewhere/sweeps/x,demo]"],
+     ("compare.sweeps", "../../elsewhere/sweeps/x")),
+    ("plan_budget_zero", ["action=plan", "plan.budget_hours=0"], ("plan.budget_hours",)),
+    ("plan_budget_negative", ["action=plan", "plan.budget_hours=-2"], ("plan.budget_hours",)),
 ]
 
 

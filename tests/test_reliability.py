@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, compose
+from conftest import ROOT, compose, fill
 from run_helpers import paths, run_folders, subprocess_env, train_command, val_steps
 
 from transfer_lab.errors import ConfigError, DataError, ResultsError
@@ -323,31 +323,6 @@ def test_an_extended_run_keeps_training_after_its_donor_is_deleted(tmp_path, dat
 
 # --- 6. a full disk ---------------------------------------------------------------------------------------
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if made.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with open(filler, "wb") as handle:
-        try:
-            while True:
-                handle.write(b"\0" * (1 << 16))
-                handle.flush()
-        except OSError:
-            pass
-    return filler
-
-
 @pytest.mark.subprocess
 def test_a_full_disk_fails_one_run_stops_the_sweep_with_its_summary_and_the_rerun_resumes(
         small_disk, tmp_path, data_dir, cache_dir):
@@ -359,7 +334,7 @@ def test_a_full_disk_fails_one_run_stops_the_sweep_with_its_summary_and_the_reru
     first = _wait_for(lambda: next((p for p in run_folders(out, "full").values() if _status(p) == "done"), None), proc,
                       what="a first finished run")
     finished = (first / records.RESULTS_FILE).read_bytes()
-    filler = _fill(small_disk)
+    filler = fill(small_disk)
     text, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, text[-3000:]
     assert "no space left on" in text and "free space and run the same command again" in text

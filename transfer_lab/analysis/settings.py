@@ -71,12 +71,28 @@ def _numbers(cfg: DictConfig, key: str, example: str) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def _plain_name(name) -> bool:
+    return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 def _sweep(cfg: DictConfig) -> str | None:
     sweep = get(cfg, "sweep")
-    if sweep is not None and (not isinstance(sweep, str) or not sweep or "/" in sweep or sweep.startswith(".")):
+    if sweep is not None and not _plain_name(sweep):
         raise ConfigError(f"sweep={sweep!r} must be the name of a folder under <output_root>/sweeps; "
                           "e.g. sweep=demo, or sweep=null for the latest")
     return sweep
+
+
+def _compare_sweeps(cfg: DictConfig) -> tuple[str, ...]:
+    """Sweep names only: a path would read, and write the comparison, outside the output root."""
+    sweeps = get(cfg, "compare.sweeps") or []
+    if isinstance(sweeps, str):
+        sweeps = [sweeps]
+    bad = [str(s) for s in sweeps if not _plain_name(s)]
+    if bad:
+        raise ConfigError(f"compare.sweeps names {bad[0]!r}, not a folder under <output_root>/sweeps; name sweeps "
+                          "(compare.sweeps=[demo_cosine,demo]) and point paths.output_root at another root instead")
+    return tuple(str(s) for s in sweeps)
 
 
 def _path(cfg: DictConfig, key: str) -> Path | None:
@@ -122,13 +138,12 @@ def read_settings(cfg: DictConfig) -> AnalyzeSettings:
     for key in ("plots", "pdf", "html", "wandb.enabled"):
         flag(cfg, key)
     optional_float(cfg, "plan.budget_hours", 0.0, math.inf, "plan.budget_hours=6 (hours of this machine; > 0)")
-    sweeps = get(cfg, "compare.sweeps") or []
     root = get(cfg, "paths.output_root")
     return AnalyzeSettings(
         action=get(cfg, "action"), sweep=_sweep(cfg), source=get(cfg, "source"), table=_path(cfg, "table"),
         output_root=Path(root or "outputs"), report_dir=_path(cfg, "paths.report_dir"), fit=_fit_settings(cfg),
         plots=get(cfg, "plots"), pdf=get(cfg, "pdf"), html=get(cfg, "html"), reference=_reference(cfg),
-        compare_sweeps=tuple(str(s) for s in sweeps), compare_by=get(cfg, "compare.by"),
+        compare_sweeps=_compare_sweeps(cfg), compare_by=get(cfg, "compare.by"),
         predict_n=_numbers(cfg, "predict.n", "predict.n=3.4e5"),
         predict_finetune_chars=_numbers(cfg, "predict.finetune_chars", "predict.finetune_chars=[1e4,1e5]"),
         predict_scratch_chars=_numbers(cfg, "predict.scratch_chars", "predict.scratch_chars=[1e5,1e6]"),

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from transfer_lab.analysis.report import staging
 from transfer_lab.analysis.report.markdown import fmt as _g
 from transfer_lab.analysis.report.markdown import (
     fmt_chars,
@@ -206,14 +207,15 @@ def atlas_markdown(study: AtlasStudy, corpora: list[str], figs: list[tuple[str, 
 
 def write_atlas(study: AtlasStudy, out: Path, html: bool = True) -> Path:
     corpora = sorted({p.source for p in study.pairs} | {p.target for p in study.pairs})
-    out.mkdir(parents=True, exist_ok=True)
     table = _pairs_frame(study.pairs)
-    table.to_csv(out / "pairs.csv", index=False)
-    md = atlas_markdown(study, corpora, _heatmaps(study.pairs, corpora, study.ref, out / "plots"), out)
-    (out / "atlas.md").write_text(md, encoding="utf-8")
-    if html:  # images inline (~330 kB for 6 corpora): html=false for reports committed to docs/
-        (out / "atlas.html").write_text(markdown_to_html(md, out), encoding="utf-8")
-    (out / "atlas.json").write_text(json.dumps({"sweep": study.sweep, "reference": study.ref, "settings": study.settings,
-                                                "pairs": table.replace({np.nan: None}).to_dict("records")},
-                                               indent=2), encoding="utf-8")
+    with staging.staged(out) as stage:
+        table.to_csv(stage / "pairs.csv", index=False)
+        md = atlas_markdown(study, corpora, _heatmaps(study.pairs, corpora, study.ref, stage / "plots"), stage)
+        (stage / "atlas.md").write_text(md, encoding="utf-8")
+        if html:  # images inline (~330 kB for 6 corpora): html=false for reports committed to docs/
+            (stage / "atlas.html").write_text(markdown_to_html(md, stage), encoding="utf-8")
+        (stage / "atlas.json").write_text(json.dumps({"sweep": study.sweep, "reference": study.ref,
+                                                      "settings": study.settings,
+                                                      "pairs": table.replace({np.nan: None}).to_dict("records")},
+                                                     indent=2), encoding="utf-8")
     return out / "atlas.md"

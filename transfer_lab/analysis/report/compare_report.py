@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer_lab import atomic_files
+from transfer_lab.analysis.report import staging
 from transfer_lab.analysis.report.markdown import md_table
 from transfer_lab.analysis.studies.compare import Comparison
 
@@ -87,7 +87,7 @@ def markdown(c: Comparison) -> str:
 
 
 def write_compare(c: Comparison, out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_files.atomic_write_text(out / "compare.md", markdown(c))
-    atomic_files.atomic_write_text(out / "compare.csv", c.wide.reset_index().to_csv(index=False))
+    with staging.staged(out) as stage:
+        (stage / "compare.md").write_text(markdown(c), encoding="utf-8")
+        c.wide.reset_index().to_csv(stage / "compare.csv", index=False)
     return out / "compare.md"

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab.analysis.fit.mix_fitting import STEP
-from transfer_lab.analysis.report import plots
+from transfer_lab.analysis.report import plots, staging
 from transfer_lab.analysis.report.markdown import fmt, fmt_interval, md_table
 from transfer_lab.analysis.report.markdown import fmt_chars as _chars
 from transfer_lab.analysis.report.markdown import fmt_size as _size
@@ -321,10 +321,7 @@ def _save(fig, out: Path, name: str) -> Path:
     return png
 
 
-def write_mix(study: MixStudy, out: Path, command: str, settings: dict) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    sentence, narrow = recommendation(study)
-    verify = verify_commands(study)
+def mix_markdown(study: MixStudy, command: str, settings: dict, sentence: str, narrow: str, verify: list[str]) -> str:
     t = study.table
     L = [f"# Pre-training mixtures for {study.target}: sweep `{study.sweep}`", "",
          f"Command: `{command}`. {len(t)} fine-tuned cells ({int(t['held_out'].sum())} held out: "
@@ -355,15 +352,25 @@ def write_mix(study: MixStudy, out: Path, command: str, settings: dict) -> Path:
     if study.messages:
         L += ["## Messages", ""] + [f"- {m}" for m in study.messages] + [""]
     L += ["## Runs that test the predictions (verify.sh)", ""] + ([f"    {c}" for c in verify] or ["none needed"])
-    (out / "mix.md").write_text("\n".join(L) + "\n", encoding="utf-8")
-    _plot_ratio_curves(study, out / "plots")
-    _plot_prior(study, out / "plots")
-    t.drop(columns=[c for c in ("error",) if c in t]).to_csv(out / "table.csv", index=False)
+    return "\n".join(L) + "\n"
+
+
+def write_mix(study: MixStudy, out: Path, command: str, settings: dict) -> Path:
+    """mix.md, table.csv (the fine-tuned cells and the from-scratch runs they were inverted through),
+    fits.json, verify.sh and plots/, all new or all old (staging)."""
+    sentence, narrow = recommendation(study)
+    verify = verify_commands(study)
+    t = pd.concat([study.table, study.scratch_table]) if study.scratch_table is not None else study.table
     script = ["#!/bin/sh", f"# written by `{command}`: held-out runs (experiment={VERIFY_EXPERIMENT}) that test its "
               "predictions", "set -e"] + [c.replace("python ", '"${PYTHON:-python}" ', 1) for c in verify]
-    (out / "verify.sh").write_text("\n".join(script) + "\n", encoding="utf-8")
-    (out / "fits.json").write_text(json.dumps(_fits(study, sentence, narrow, verify, settings), indent=1,
-                                              default=_plain), encoding="utf-8")
+    with staging.staged(out) as stage:
+        (stage / "mix.md").write_text(mix_markdown(study, command, settings, sentence, narrow, verify), encoding="utf-8")
+        _plot_ratio_curves(study, stage / "plots")
+        _plot_prior(study, stage / "plots")
+        t.drop(columns=[c for c in ("error",) if c in t]).to_csv(stage / "table.csv", index=False)
+        (stage / "verify.sh").write_text("\n".join(script) + "\n", encoding="utf-8")
+        (stage / "fits.json").write_text(json.dumps(_fits(study, sentence, narrow, verify, settings), indent=1,
+                                                    default=_plain), encoding="utf-8")
     return out / "mix.md"
 
 

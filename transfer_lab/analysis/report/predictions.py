@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from transfer_lab import atomic_files
+from transfer_lab.analysis.report import staging
 from transfer_lab.errors import ConfigError
 
 
@@ -104,6 +105,7 @@ def write_verification(out: Path, doc: dict, path: Path, rows: pd.DataFrame, cal
         "interval for one new run: the laws' bootstrap with one run's measured seed noise added.", "",
         "## Calibration", "", format_calibration(cal), "",
         "## Cell by cell", "", format_comparison(rows), ""])
-    atomic_files.atomic_write_text(out / "verify.md", text)
-    atomic_files.atomic_write_text(out / "verify.csv", rows.to_csv(index=False))
+    with staging.staged(out) as stage:
+        (stage / "verify.md").write_text(text, encoding="utf-8")
+        rows.to_csv(stage / "verify.csv", index=False)
     return out / "verify.md"

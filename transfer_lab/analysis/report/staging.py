@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from transfer_lab import atomic_files
+from transfer_lab.errors import UserError
 
 HELD = {signal.SIGINT, signal.SIGTERM}
 
@@ -63,5 +64,10 @@ def staged(target: Path):
         yield staging
         with held_signals():
             _move_into_place(staging, target)
+    except OSError as err:
+        if atomic_files.is_disk_full(err):  # one line; what was in the folder is still there
+            raise UserError(f"no space left on the disk while writing the report to {target}; free some space and "
+                            "run the same command again (the folder still holds its last complete report set)") from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transfer_lab import atomic_files
 from transfer_lab.analysis.fit.intervals import identified
 from transfer_lab.analysis.fit.result import ANCHORS, AnalysisResult, FitSettings
 from transfer_lab.analysis.report import staging
@@ -377,7 +378,9 @@ def write_report(res: AnalysisResult, report_dir: Path, make_plots: bool = True,
             )
             try:
                 figures = plots.make_all(res, out / "plots", label)
-            except Exception as err:  # a plot must not cost the report
+            except Exception as err:  # a plot must not cost the report; a full disk costs all of it
+                if atomic_files.is_disk_full(err):
+                    raise
                 res.messages.append(f"plots failed: {type(err).__name__}: {err}")
         res.figures = [(title, report_dir / png.relative_to(out)) for title, png in figures]
         md = build_markdown(res, figures, out)
