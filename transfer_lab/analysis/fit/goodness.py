@@ -39,14 +39,13 @@ class Goodness:
         """For a table cell: '2.1% RMS, within the noise 1.2%' / '… exceeds …: rejected' / '…, untested (no seeds)'."""
         if self.verdict == "untested":
             return f"{self.rms_log:.1%} RMS, untested (no seeds)"
-        return f"{self.rms_log:.1%} RMS {'exceeds' if self.rejected else 'within'} the noise {self.noise_rms:.1%}" + \
-            (": rejected" if self.rejected else "")
+        return f"{self.rms_log:.1%} RMS vs noise {self.noise_rms:.1%}: " + ("rejected" if self.rejected else "not rejected")
 
     def describe(self) -> str:
         if self.verdict == "untested":
             return (f"misfit {self.rms_log:.2%} RMS; noise not measured here (no repeated seeds), so the misfit "
                     "cannot be tested: add seeds (analyze.py action=plan)")
-        word = "exceeds" if self.rejected else "is within"
+        word = "exceeds" if self.rejected else "is not significantly larger than"
         return (f"misfit {self.rms_log:.2%} RMS {word} the measured noise {self.noise_rms:.2%} "
                 f"(χ²/dof {self.chi2_per_dof:.2g} on {self.dof} dof, noise on {self.noise_dof}; p = {self.p_value:.2g})")
 

@@ -3,6 +3,8 @@ sweep analysis and the per-budget fits)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -59,7 +61,9 @@ def measured_multiplier(res: AnalysisResult, n: float, d_f: float) -> tuple[floa
         d_e, _ = effective_data.bootstrap_effective_data(t, rows, max(res.settings["n_bootstrap"], 200),
                                                          res.settings["seed"], lambda size: scratch_sigma(size)[0],
                                                          lambda size: noise.sigma("finetune", size))
-        draws = np.nanmean(d_e, axis=1) / d_f
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a replicate that inverts none of the cell's runs
+            draws = np.nanmean(d_e, axis=1) / d_f
         draws = draws[np.isfinite(draws)]
         lo, hi = np.percentile(draws, q) if len(draws) else (np.nan, np.nan)
         return best, (float(lo), float(hi)), "interpolated"

@@ -74,17 +74,17 @@ def _gap_section(res: AnalysisResult) -> list[str]:
     fits = [f for f in study.gap if f.ok]
     if not fits:
         return out + [f"- {m}" for m in study.messages] + ["- not fitted on this sweep", ""]
-    out += md_table(["N", "A", "α", "G", "β", "E", "points", "RMS log resid."],
+    out += md_table(["N", "A", "α", "G", "β", "E", "points", "RMS log resid.", "at a bound (not identified)"],
                     [[f.group.split("=")[1]] + [f"{fmt(f.params[k])} {_ci(f.ci.get(k))}"
                                                 for k in ("A", "alpha", "G", "beta", "E")]
-                     + [f.n_points, fmt(f.rms_log)] for f in fits])
+                     + [f.n_points, fmt(f.rms_log), ", ".join(GREEK.get(a, a) for a in f.at_bounds) or "—"] for f in fits])
     out += _goodness_lines(res, fits)
     bb = study.better_buy
     if len(bb):
         out += [f"Better buy at the largest budget (p = {fmt(study.budgets[-1])}): the fine-tuned loss (nats/char) "
                 "that doubling p or doubling D_F removes, from the gap law (bootstrap interval) and from the measured "
                 "cells alone (secants: the last doubling of p, and the neighbouring D_F per doubling; intervals from "
-                "the measured seed noise). A verdict is printed only where the law fits within the noise and the "
+                "the measured seed noise). A verdict is printed only where the law is not rejected by the noise and the "
                 "data agree with it.", ""]
         out += md_table(["N", "D_F", "loss", "2× p removes (law)", "2× D_F removes (law)", "2× p removes (data)",
                          "2× D_F removes (data)", "better buy"],
@@ -106,7 +106,7 @@ def _goodness_lines(res: AnalysisResult, fits) -> list[str]:
     for f in fits:
         g = res.goodness.get(("gap", f.group))
         if g is not None:
-            label = "rejected by the data" if g.rejected else ("fits within the noise" if g.verdict == "fits" else "untested")
+            label = "is rejected by the data" if g.rejected else ("is not rejected" if g.verdict == "fits" else "is untested")
             lines.append(f"- {f.group}: the gap law {label}: {g.describe()}.")
     return lines + ([""] if lines else [])
 

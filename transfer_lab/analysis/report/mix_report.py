@@ -176,7 +176,7 @@ def _noise_section(study: MixStudy) -> list[str]:
     g = study.goodness.get(law)
     out = [f"Run noise, measured: σ of ln D_T between seeds of one cell = {fmt(sn['sigma'])} ({sn['cells']} cells on the "
            f"ratio grid, {sn['dof']} degrees of freedom). The chosen law's pooled residual is {fmt(study.residual.get(law))}: "
-           f"{'it is **rejected** by the data' if g is not None and g.rejected else 'it fits within the noise'} "
+           f"{'it is **rejected** by the data' if g is not None and g.rejected else 'it is not rejected'} "
            f"({g.describe() if g is not None else 'untested'}). The r* bootstrap redraws points by the seed noise.", "",
            "How far apart the mixtures are, at each (N, D_F) (D_T averaged over the seeds where a cell was repeated; "
            "z: the two ends' difference over its seed noise):", ""]

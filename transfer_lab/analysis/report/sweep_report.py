@@ -101,7 +101,9 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     if s.get("command"):
         train = (f"`python train.py -m experiment={experiments[0]}`" if len(experiments) == 1
                  else "the sweep's `python train.py -m ...` commands")
-        L += [f"Reproduce: {train}, then `{s['command']}` (runs already finished are skipped).", ""]
+        L += ([f"Re-fit: `{s['command']}` reads these runs from their table.csv; train them again with {train} "
+               "(runs already finished are skipped)."] if "source=table" in s["command"] else
+              [f"Reproduce: {train}, then `{s['command']}` (runs already finished are skipped)."]) + [""]
     counts = t["regime"].value_counts().to_dict()
     L += [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
           f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}.", ""]
@@ -226,14 +228,14 @@ def goodness_section(res: AnalysisResult) -> list[str]:
     """Every law of ln L or ln D_T against the seed noise of its own runs (fit/goodness.py)."""
     out = ["## Goodness of fit against the measured noise", "",
            "Each law's RMS residual (log space) beside the seed-to-seed noise of the same runs; a law whose misfit "
-           "exceeds the noise (lack-of-fit F test, p < 0.05) is rejected, and its verdicts (trade, better buy) are "
-           "not shown. Where no seeds repeat the misfit cannot be tested.", ""]
+           "exceeds the noise (lack-of-fit F test on the noise's own degrees of freedom, p < 0.05) is rejected, and "
+           "its verdicts (trade, better buy) are not shown. Where no seeds repeat, the misfit cannot be tested.", ""]
     rows = []
     for f in all_fits(res):
         g = res.goodness.get((f.law, f.group))
         if g is None:
             continue
-        verdict = {"fits": "fits within the noise", "rejected": "**rejected**", "untested": "untested (no seeds)"}[g.verdict]
+        verdict = {"fits": "not rejected", "rejected": "**rejected**", "untested": "untested (no seeds)"}[g.verdict]
         rows.append([f.law, f.group or "all", g.points, f"{g.rms_log:.2%}",
                      f"{g.noise_rms:.2%}" if math.isfinite(g.noise_rms) else "—",
                      _g(g.chi2_per_dof, 2), _g(g.p_value, 2), verdict])
