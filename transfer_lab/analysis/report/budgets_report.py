@@ -52,8 +52,11 @@ def budget_sections(res: AnalysisResult) -> list[str]:
             mult = dict(zip(g["budget"], g["multiplier"]))
             table.append([fmt(n), fmt(d_f)] + [f"{fmt(by.get(b))} ({fmt(mult.get(b))}×)" if b in by else "—"
                                                for b in budgets])
+        repeated = dt[dt["seeds"] > 1]
+        pooled = (f" Seeds are averaged where a cell was repeated ({len(repeated)} cells, at p = "
+                  f"{', '.join(fmt(b) for b in sorted(repeated['budget'].unique()))})." if len(repeated) else "")
         out += ["Measured D_T (characters) and the effective-data multiplier, by model size N, fine-tuning data D_F "
-                "and pre-training budget p:", ""]
+                f"and pre-training budget p.{pooled}", ""]
         out += md_table(["N", "D_F"] + [f"p={fmt(b)}" for b in budgets], table)
     if len(study.doubling):
         out += ["What each doubling of pre-training buys: D_T(p_max)/D_T(p_min) per doubling of p, in target "
@@ -61,8 +64,22 @@ def budget_sections(res: AnalysisResult) -> list[str]:
         out += md_table(["N", "D_F", "D_T at the smallest p", "D_T at the largest p", "× per doubling"],
                         [[fmt(r.N), fmt(r.D_F), fmt(r.D_T_from), fmt(r.D_T_to), fmt(r.per_doubling)]
                          for r in study.doubling.itertuples()])
-    out += _gap_section(res) + _held_out_section(res)
+    out += _gains_section(study) + _gap_section(res) + _held_out_section(res)
     return out
+
+
+def _gains_section(study) -> list[str]:
+    g = study.gains
+    if not len(g):
+        return []
+    steps = sorted({(r["from"], r["to"]) for _, r in g.iterrows()})
+    rows = []
+    for (n, d_f), part in g.groupby(["N", "D_F"]):
+        by = {(r["from"], r["to"]): r["removed"] for _, r in part.iterrows()}
+        rows.append([fmt(n), fmt(d_f)] + [f"{by[s]:+.3f}" if s in by else "—" for s in steps])
+    return (["What each doubling of p removed from the fine-tuned loss, measured (nats/char; seeds averaged; no law): "
+             "the gap law's form makes them shrink as D_F grows (∝ D_F^−β).", ""]
+            + md_table(["N", "D_F"] + [f"p {fmt(a)} → {fmt(b)}" for a, b in steps], rows))
 
 
 def _gap_section(res: AnalysisResult) -> list[str]:

@@ -105,8 +105,10 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
                "(runs already finished are skipped)."] if "source=table" in s["command"] else
               [f"Reproduce: {train}, then `{s['command']}` (runs already finished are skipped)."]) + [""]
     counts = t["regime"].value_counts().to_dict()
+    hours = t.groupby("regime")["wall_time_s"].sum() / 3600
     L += [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
-          f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}.", ""]
+          f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}. Process time, summed over "
+          f"the runs' wall times: {_g(hours.sum())} h ({', '.join(f'{k} {_g(v)} h' for k, v in hours.items() if k)}).", ""]
     L += ["## The laws", ""] + headline(res) + [""]
     L += ["## Measurement checks", ""] + measurement_checks(res) + [""] + noise_section(res)
     if res.messages:
@@ -300,8 +302,12 @@ def transfer_at_a_glance(res: AnalysisResult) -> list[str]:
     beats training from scratch on the same D_F at each N."""
     t = res.table
     ft = t[(t["regime"] == "finetune") & ~t["excluded"] & t["D_T"].notna()]
+    if res.budgets is not None:  # one budget's cells: pooling budgets would average different pre-trainings
+        ft = ft[ft["pretrain_budget"] == res.main_budget]
     if not len(ft):
         return []
+    pooled = " Seeds are averaged where a cell was repeated." if ft.groupby(["N", "D_F"]).size().max() > 1 else ""
+    budget = f" at the largest pre-training budget (p = {_g(res.main_budget)} characters)" if res.budgets is not None else ""
     ft = ft.assign(mark=np.where(ft["D_E_method"] == "interpolated", "", "†"))
     cells = ft.groupby(["N", "D_F"]).agg(D_T=("D_T", "mean"), mark=("mark", "max")).reset_index()
     d_fs = sorted(cells["D_F"].unique())
@@ -309,10 +315,10 @@ def transfer_at_a_glance(res: AnalysisResult) -> list[str]:
     for n, g in cells.groupby("N"):
         by = {r.D_F: f"{_g(r.D_T)}{r.mark}" for r in g.itertuples()}
         rows.append([_g(n)] + [by.get(d, "—") for d in d_fs])
-    out = ["Effective data transferred D_T (characters) by model size N and fine-tuning data D_F "
-           "(† model-based: the fine-tuned loss lies outside that N's from-scratch range):", ""]
+    out = [f"Effective data transferred D_T (characters) by model size N and fine-tuning data D_F{budget} "
+           f"(† model-based: the fine-tuned loss lies outside that N's from-scratch range).{pooled}", ""]
     out += md_table(["N \\ D_F"] + [_g(d) for d in d_fs], rows)
-    small = t[(t["regime"] == "finetune") & ~t["excluded"] & (t["D_F"] == t.loc[t["regime"] == "finetune", "D_F"].min())]
+    small = ft[ft["D_F"] == ft["D_F"].min()].groupby("N", as_index=False)[["D_F", "loss", "scratch_loss_at_D_F"]].mean()
     beats = [f"N={_g(r.N)}: {_g(r.loss, 4)} vs {_g(r.scratch_loss_at_D_F, 4)}" for r in small.itertuples()
              if np.isfinite(r.scratch_loss_at_D_F)]
     if beats:
@@ -370,7 +376,8 @@ def write_report(res: AnalysisResult, report_dir: Path, make_plots: bool = True,
         res.table.to_csv(out / "table.csv", index=False)
         (out / "fits.json").write_text(json.dumps(
             {"sweep": res.sweep, "settings": res.settings, "fits": fits_json(res), "appc": res.appc,
-             "trade": res.trade, "messages": res.messages, "notes": res.notes}, indent=2, default=_jsonable),
+             "trade": res.trade, "answer": res.answer, "noise": _noise_json(res), "budgets": _budgets_json(res),
+             "messages": res.messages, "notes": res.notes}, indent=2, default=_jsonable),
             encoding="utf-8")
         figures = []
         if make_plots:
@@ -390,6 +397,22 @@ def write_report(res: AnalysisResult, report_dir: Path, make_plots: bool = True,
         if html:
             (out / "report.html").write_text(markdown_to_html(md, out), encoding="utf-8")
     return report_dir / "report.md"
+
+
+def _noise_json(res: AnalysisResult) -> list[dict]:
+    if res.noise is None:
+        return []
+    return [{"regime": regime, "N": n, "sigma": sigma, "cells": cells}
+            for (regime, n), (sigma, cells) in sorted(res.noise.by_size.items())]
+
+
+def _budgets_json(res: AnalysisResult) -> dict:
+    """The budget study's tables (what the report prints from them), so prose can quote their source."""
+    b = res.budgets
+    if b is None:
+        return {}
+    return {name: getattr(b, name).to_dict(orient="records")
+            for name in ("transferred", "doubling", "gains", "better_buy", "held_out") if len(getattr(b, name))}
 
 
 def _jsonable(x):

@@ -35,6 +35,7 @@ class BudgetStudy:
     per_budget: list[dict] = field(default_factory=list)  # budget, transfer (FitResult), unified (FitResult)
     transferred: pd.DataFrame = field(default_factory=pd.DataFrame)  # measured D_T per (N, D_F, budget)
     doubling: pd.DataFrame = field(default_factory=pd.DataFrame)  # D_T(2p)/D_T(p) per (N, D_F)
+    gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # loss removed by each step up in p, measured
     gap: list[FitResult] = field(default_factory=list)  # per N
     better_buy: pd.DataFrame = field(default_factory=pd.DataFrame)
     held_out: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -71,9 +72,22 @@ def analyse(res: AnalysisResult, fit_kw: dict, curves: dict[float, ScratchCurve]
                               seeds=("loss", "size"))
                          .reset_index().rename(columns={"pretrain_budget": "budget"}))
     study.doubling = _doubling(study.transferred)
+    study.gains = _gains(study.transferred)
     _gap(study, ft, fit_kw)
     _held_out(study, res, ft, scratch, fit_kw, curves, law, kaplan_theta)
     return study
+
+
+def _gains(dt: pd.DataFrame) -> pd.DataFrame:
+    """Per (N, D_F): the fine-tuned loss each step to the next larger budget removed, measured (seeds
+    averaged), per doubling of p: the model-free view of what more pre-training buys."""
+    rows = []
+    for (n, d_f), g in dt.groupby(["N", "D_F"]):
+        g = g.sort_values("budget")
+        for (_, a), (_, b) in zip(g.iloc[:-1].iterrows(), g.iloc[1:].iterrows()):
+            rows.append({"N": n, "D_F": d_f, "from": a["budget"], "to": b["budget"],
+                         "removed": (a["loss"] - b["loss"]) / np.log2(b["budget"] / a["budget"])})
+    return pd.DataFrame(rows)
 
 
 def _doubling(dt: pd.DataFrame) -> pd.DataFrame:
