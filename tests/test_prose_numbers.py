@@ -77,7 +77,7 @@ def _budget_claims() -> list[tuple[str, list[float]]]:
     held = pd.DataFrame(doc["budgets"]["held_out"])
     miss = held[(held["N"] == 76832) & (held["D_F"].round(-3) == 1e4) & held["held_out"].str.startswith("largest budget")]
     return [
-        (f"α = 0.392 [0.0318, 0.703] and β = 0.692 [0.461, 0.998]",
+        ("α = 0.392 [0.0318, 0.703] and β = 0.692 [0.461, 0.998]",
          [tr["params"]["alpha"], *tr["ci"]["alpha"], tr["params"]["beta"], *tr["ci"]["beta"]]),
         ("misfit is 38.41% RMS in ln D_T, against 9.25% of measured noise (p = 0.0022)",
          [100 * tr["goodness"]["rms_log"], 100 * tr["goodness"]["noise_rms"], tr["goodness"]["p_value"]]),
