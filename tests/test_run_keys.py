@@ -2,7 +2,8 @@
 lineages and pre-training keys) recorded by the code before the layout move (commit 5015c86),
 so an outputs/ folder from before is reused, not retrained. The four *_hub experiments were
 recorded again when their corpora were replaced (OSCAR and OpenWebText2 by FineWeb-2 and
-OpenWebText): they name other datasets, so they are other runs."""
+OpenWebText): they name other datasets, so they are other runs. The demo was recorded again when it
+was redesigned (other sizes and budget: other runs); no study inherits from it any more."""
 
 from __future__ import annotations
 
