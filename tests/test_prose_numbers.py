@@ -32,6 +32,7 @@ SETTINGS = {
     "finetune_lr": {"0.2%": "the plateau rule's tolerance", "20,000": "the step ceiling"},
     "text2python_cpu": {"50,000": "the study's step ceiling (optim.max_steps)",
                         "6.6e5": "the size the plan proposes (12·6·96²)"},
+    "demo": {},
 }
 
 
