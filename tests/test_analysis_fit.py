@@ -4,11 +4,11 @@ import analysis_synth as syn
 import numpy as np
 import pytest
 
-from transfer_lab.analysis.report.sweep_report import write_report
 from transfer_lab.analysis import collect_local, records_to_table, run_analysis
 from transfer_lab.analysis.fit import laws, specs
-from transfer_lab.analysis.fit.predict import predict
 from transfer_lab.analysis.fit.fitting import batched_lm, fit_law
+from transfer_lab.analysis.fit.predict import predict
+from transfer_lab.analysis.report.sweep_report import write_report
 from transfer_lab.errors import ConfigError
 
 

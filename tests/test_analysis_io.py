@@ -10,9 +10,9 @@ import analysis_synth as syn
 import numpy as np
 import pytest
 
-from transfer_lab.analysis.report.sweep_report import write_report
 from transfer_lab.analysis import collect_local, records_to_table, run_analysis
 from transfer_lab.analysis.collect import latest_sweep
+from transfer_lab.analysis.report.sweep_report import write_report
 from transfer_lab.errors import ResultsError
 
 ROOT = Path(__file__).resolve().parents[1]

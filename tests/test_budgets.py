@@ -8,8 +8,8 @@ import analysis_synth as syn
 import numpy as np
 import pytest
 
-from transfer_lab.analysis.fit import checks
 from transfer_lab.analysis.collect import records_to_table
+from transfer_lab.analysis.fit import checks
 from transfer_lab.analysis.report.sweep_report import write_report
 from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 

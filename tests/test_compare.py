@@ -3,9 +3,9 @@
 import analysis_synth as syn
 import pandas as pd
 
+from transfer_lab.analysis.collect import collect_local
 from transfer_lab.analysis.report.compare_report import markdown
 from transfer_lab.analysis.studies import compare as cmp
-from transfer_lab.analysis.collect import collect_local
 
 
 def test_two_sweeps_side_by_side_count_capped_runs_and_rising_curves(tmp_path):

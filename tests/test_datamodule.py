@@ -103,7 +103,12 @@ def test_mixture_draws_rows_in_proportion_to_weights():
 
 
 def test_schedule_is_sized_to_the_subset_not_to_the_ceiling():
-    from transfer_lab.training.schedule import StoppingRule, fixed_budget, n_decays, size_schedule
+    from transfer_lab.training.schedule import (
+        StoppingRule,
+        fixed_budget,
+        n_decays,
+        size_schedule,
+    )
 
     rule = StoppingRule(lr=3e-3, warmup_steps=50, warmup_epochs=2, kind="plateau", decay=10 ** -0.5, min_lr_ratio=0.1, patience=4,
                         patience_fraction=0.25, min_rel_improvement=0.0, val_every_epochs=1, min_val_every_n_steps=5, val_every_n_steps=100,

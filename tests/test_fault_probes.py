@@ -20,7 +20,12 @@ from run_helpers import paths, run_folders, subprocess_env, train_command
 
 from transfer_lab.errors import DataError
 from transfer_lab.study import records
-from transfer_lab.study.pretraining import PRETRAINED_MODEL_DIR, TOKENIZER_NOTE, WEIGHTS_FILE, weights_missing
+from transfer_lab.study.pretraining import (
+    PRETRAINED_MODEL_DIR,
+    TOKENIZER_NOTE,
+    WEIGHTS_FILE,
+    weights_missing,
+)
 
 
 class Killed(BaseException):

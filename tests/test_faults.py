@@ -24,7 +24,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, compose
-from run_helpers import paths, run_folders, subprocess_env, temp_files, train_command, val_steps
+from run_helpers import (
+    paths,
+    run_folders,
+    subprocess_env,
+    temp_files,
+    train_command,
+    val_steps,
+)
 
 from transfer_lab.study import records
 

@@ -21,7 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
 
-from transfer_lab.data.corpora import available_corpora, load_corpus_spec, prepare_corpus
+from transfer_lab.data.corpora import (
+    available_corpora,
+    load_corpus_spec,
+    prepare_corpus,
+)
 from transfer_lab.errors import DataError
 
 HUB_SPECS = sorted(n for n in available_corpora() if n.endswith("_hub"))

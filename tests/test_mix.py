@@ -11,8 +11,12 @@ import pytest
 from transfer_lab.analysis import collect
 from transfer_lab.analysis.fit import laws
 from transfer_lab.analysis.fit.mix_fitting import simplex_grid
+from transfer_lab.analysis.report.mix_report import (
+    recommendation,
+    verify_commands,
+    write_mix,
+)
 from transfer_lab.analysis.studies.mixing import load_mix
-from transfer_lab.analysis.report.mix_report import recommendation, verify_commands, write_mix
 
 SIMPLEX = [{"english": 1}, {"code_nonpython": 1}, {"german": 1},
            {"english": .3, "code_nonpython": .45, "german": .25}, {"english": .2, "code_nonpython": .05, "german": .75},
@@ -99,12 +103,12 @@ def test_the_report_says_what_to_pre_train_on_and_how_to_check_it(study, tmp_pat
 def test_an_r_star_on_the_grid_is_its_own_measurement_and_seeds_narrow_a_trained_interval(study):
     import copy
 
-    from transfer_lab.analysis.report.mix_report import _on_grid
+    from transfer_lab.analysis.report.mix_sections import on_grid
 
     s = copy.deepcopy(study[1])
     cell = s.cell(s.ref["N"], s.ref["D_F"])
     cell.best["code_nonpython"], cell.best_ci["code_nonpython"] = 0.0, (0.0, 1.0)  # as on the real 2-core grid
-    text = _on_grid(s)
+    text = on_grid(s)
     assert text.startswith("r* = 0% at N = 10M, D_F = 1e4 is a ratio the grid trained") and "measured D_T there" in text
     _, narrow = recommendation(s)  # every ratio inside [0%, 100%] is trained: seeds, not ratios, narrow it
     assert narrow.endswith(" seed=1,2") and "english,{english:0.75,code_nonpython:0.25}" in narrow

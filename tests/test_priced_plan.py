@@ -13,10 +13,15 @@ import pytest
 
 from transfer_lab.analysis.collect import records_to_table
 from transfer_lab.analysis.fit.result import FitSettings
-from transfer_lab.analysis.studies.priced_plan import PlannedRun, choose, priced_plan, widths
-from transfer_lab.study.costs import CostModel
+from transfer_lab.analysis.studies.priced_plan import (
+    PlannedRun,
+    choose,
+    priced_plan,
+    widths,
+)
 from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 from transfer_lab.errors import ConfigError
+from transfer_lab.study.costs import CostModel
 
 SIZES = {1e5: (2, 64, 2), 3e5: (3, 90, 2), 1e6: (4, 144, 4)}
 D_FS = (1e4, 3e4, 1e5)
@@ -104,3 +109,27 @@ def test_the_choice_keeps_to_the_budget_and_prices_what_is_new(table, plan):
     with pytest.raises(ConfigError, match="plan.budget_hours"):
         priced_plan(run_analysis(table, SETTINGS), table, budget_hours=0, settings=SETTINGS)
     assert dataclasses.asdict(PlannedRun("scratch", 1e5, 1e4))["regime"] == "scratch"
+
+
+def test_the_plan_is_kept_and_later_checked_against_what_its_runs_gave(tmp_path):
+    """analyze.py action=plan plan.save=FILE, then (runs trained) action=verify verify.plan=FILE."""
+    from conftest import compose
+
+    from transfer_lab.analysis.actions import run_cli
+    from transfer_lab.analysis.studies import preregister
+
+    root = tmp_path / "outputs"
+    syn.write_runs(root, "plan", sweep(SIZES))
+    keep = tmp_path / "docs" / "plan.json"
+
+    def cli(*extra):
+        run_cli(compose(f"paths.output_root={root}", "sweep=plan", "fit.n_bootstrap=60", *extra, config="analyze"))
+
+    cli("action=plan", "plan.budget_hours=1e9", f"plan.save={keep}")
+    doc = preregister.load(keep, "transfer_lab.plan/1")
+    assert doc["chosen"] and (tmp_path / "docs" / "plan.md").read_text().startswith("# The priced plan")
+    with pytest.raises(ConfigError, match="exists"):
+        cli("action=plan", "plan.budget_hours=1e9", f"plan.save={keep}")
+    cli("action=verify", f"verify.plan={keep}")
+    check = (tmp_path / "docs" / "plan_check.md").read_text()
+    assert "obtained/expected" in check and "| transfer | α |" in check

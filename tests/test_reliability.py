@@ -221,7 +221,11 @@ def test_a_corrupted_checkpoint_restarts_the_run_and_corrupted_weights_stop_it(t
     import torch
 
     from transfer_lab.study.pretraining import check_weights
-    from transfer_lab.training.callbacks import CorruptCheckpoint, load_checkpoint_file, save_checkpoint_file
+    from transfer_lab.training.callbacks import (
+        CorruptCheckpoint,
+        load_checkpoint_file,
+        save_checkpoint_file,
+    )
 
     path = tmp_path / "last.ckpt"
     save_checkpoint_file({"global_step": 3, "w": torch.arange(1000.0)}, path)

@@ -95,12 +95,13 @@ def do_plan(s: AnalyzeSettings) -> None:
     from transfer_lab.analysis.studies import preregister
     from transfer_lab.analysis.studies.priced_plan import priced_plan
     plan = priced_plan(res, coll.table, s.plan_budget_hours, s.fit, s.plan_workers)
-    print("\n" + plan_report.format_plan(plan))
+    text = plan_report.format_plan(plan)
+    print("\n" + text)
     if s.plan_save:
         keys = preregister.fitted_runs(coll.table)
         doc = plan_report.plan_document(plan, preregister.git_commit(), preregister.runs_hash(coll.table, keys), keys,
                                         command_line())
-        print(f"plan → {plan_report.save_plan(s.plan_save, doc)}; once its runs are trained: "
+        print(f"plan → {plan_report.save_plan(s.plan_save, doc, text)}; once its runs are trained: "
               f"analyze.py action=verify verify.plan={s.plan_save}")
 
 
@@ -152,7 +153,9 @@ def _verify_plan(s: AnalyzeSettings) -> None:
     from transfer_lab.analysis.studies import preregister
     from transfer_lab.analysis.studies.priced_plan import widths
     doc = preregister.load(s.verify_plan, plan_report.FORMAT)
-    print(plan_report.format_check(doc, widths(gather(s, doc["sweep"]).table, s.fit)))
+    text = plan_report.format_check(doc, widths(gather(s, doc["sweep"]).table, s.fit))
+    out = plan_report.write_check(Path(s.report_dir or Path(s.verify_plan).parent), text, command_line())
+    print(text + f"\n→ {out}")
 
 
 def do_fit(s: AnalyzeSettings) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from transfer_lab import atomic_files
+from transfer_lab.analysis.report import staging
 from transfer_lab.analysis.report.markdown import fmt, md_table
 from transfer_lab.analysis.studies.priced_plan import EXPONENTS, PricedPlan
+from transfer_lab.errors import ConfigError
 
 FORMAT = "transfer_lab.plan/1"
 GREEK = {"alpha": "α", "beta": "β"}
@@ -61,11 +63,13 @@ def plan_document(plan: PricedPlan, commit: str, runs_hash: str, run_keys: list[
             "chosen": [c.name for c in plan.chosen], "hours_chosen": plan.hours_chosen, "expected": plan.expected}
 
 
-def save_plan(path: Path, document: dict) -> Path:
+def save_plan(path: Path, document: dict, text: str) -> Path:
+    """plan.json (what the check reads) and plan.md beside it (what a reader reads); never replaced."""
     path = Path(path)
     if path.exists():
-        from transfer_lab.errors import ConfigError
         raise ConfigError(f"{path} exists: a plan is kept to check against its outcome; choose another plan.save=...")
+    atomic_files.atomic_write_text(path.with_suffix(".md"), f"# The priced plan\n\nProduced by "
+                                   f"`{document['command']}` at commit `{document['commit']}`.\n\n{text}\n")
     atomic_files.atomic_write_text(path, json.dumps(document, indent=1, default=float) + "\n")
     return path
 
@@ -84,3 +88,11 @@ def format_check(doc: dict, obtained: dict) -> str:
             f"({doc['hours_chosen']:.2g} process-hours).", ""]
     return "\n".join(head + md_table(["law", "exponent", "width before", "expected", "obtained", "obtained/expected",
                                       "within 1.5×"], rows))
+
+
+def write_check(out: Path, text: str, command: str) -> Path:
+    """plan_check.md beside the plan: the widths it expected against those its runs gave."""
+    with staging.staged(out) as stage:
+        (stage / "plan_check.md").write_text(f"# The priced plan, checked\n\nProduced by `{command}`.\n\n{text}\n",
+                                             encoding="utf-8")
+    return out / "plan_check.md"

@@ -10,24 +10,20 @@ from pathlib import Path
 import numpy as np
 
 from transfer_lab import atomic_files
-from transfer_lab.analysis.fit.intervals import identified
 from transfer_lab.analysis.fit.result import ANCHORS, AnalysisResult, FitSettings
 from transfer_lab.analysis.report import staging
+from transfer_lab.analysis.report.answer import (
+    all_fits,
+    answer_section,
+    goodness_section,
+)
 from transfer_lab.analysis.report.budgets_report import budget_sections, noise_section
 from transfer_lab.analysis.report.markdown import fmt as _g
+from transfer_lab.analysis.report.markdown import fmt_interval as _iv
 from transfer_lab.analysis.report.markdown import (
-    fmt_chars,
-    fmt_size,
     markdown_to_html,
     md_table,
 )
-from transfer_lab.analysis.report.markdown import fmt_interval as _iv
-
-
-def all_fits(res: AnalysisResult):
-    yield from res.fits.values()
-    for fs in res.group_fits.values():
-        yield from fs
 
 
 def fits_json(res: AnalysisResult) -> list[dict]:
@@ -89,14 +85,13 @@ def _decision_rows(res):
     return rows
 
 
-def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_dir: Path) -> str:
+def _how_measured(res: AnalysisResult) -> list[str]:
     t, s = res.table, res.settings
-    L = [f"# Transfer analysis: sweep `{res.sweep}`", ""] + answer_section(res, figures, report_dir)
-    L += ["## How it was measured", "",
-          f"{_generated(t)} Loss: `{s.get('loss', 'per_char')}`; "
-          f"bootstrap: {s['n_bootstrap']} resamples of whole runs, seed {s['seed']}, {s['ci']:.0%} percentile "
-          f"intervals; Huber δ: {s['huber']}; D_E method: {s['method']}; low-data cut: D_F ≤ "
-          f"{s['low_data_fraction']}·D(N).", ""]
+    L = ["## How it was measured", "",
+         f"{_generated(t)} Loss: `{s.get('loss', 'per_char')}`; "
+         f"bootstrap: {s['n_bootstrap']} resamples of whole runs, seed {s['seed']}, {s['ci']:.0%} percentile "
+         f"intervals; Huber δ: {s['huber']}; D_E method: {s['method']}; low-data cut: D_F ≤ "
+         f"{s['low_data_fraction']}·D(N).", ""]
     experiments = sorted({e for e in t.get("experiment", []) if isinstance(e, str) and e})
     if s.get("command"):
         train = (f"`python train.py -m experiment={experiments[0]}`" if len(experiments) == 1
@@ -106,17 +101,15 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
               [f"Reproduce: {train}, then `{s['command']}` (runs already finished are skipped)."]) + [""]
     counts = t["regime"].value_counts().to_dict()
     hours = t.groupby("regime")["wall_time_s"].sum() / 3600
-    L += [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
-          f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}. Process time, summed over "
-          f"the runs' wall times: {_g(hours.sum())} h ({', '.join(f'{k} {_g(v)} h' for k, v in hours.items() if k)}).", ""]
-    L += ["## The laws", ""] + headline(res) + [""]
-    L += ["## Measurement checks", ""] + measurement_checks(res) + [""] + noise_section(res)
-    if res.messages:
-        L += ["## Messages (what could not be computed)", ""] + [f"- {m}" for m in res.messages] + [""]
-    if res.notes:
-        L += ["## Notes", ""] + [f"- {m}" for m in res.notes] + [""]
-    L += ["## Fitted parameters", "", "Positive scale constants (k, N_c, D_c, A, B, D_l) are fitted as log10; "
-          "Chinchilla, gap and rectified laws take N, D, p in millions; transfer/Kaplan in raw counts.", ""]
+    return L + [f"Runs: {len(t)} in all ({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()) if k)}); "
+                f"usable: {int((~t['excluded']).sum())}; excluded: {int(t['excluded'].sum())}. Process time, summed "
+                f"over the runs' wall times: {_g(hours.sum())} h "
+                f"({', '.join(f'{k} {_g(v)} h' for k, v in hours.items() if k)}).", ""]
+
+
+def _fits_sections(res: AnalysisResult) -> list[str]:
+    L = ["## Fitted parameters", "", "Positive scale constants (k, N_c, D_c, A, B, D_l) are fitted as log10; "
+         "Chinchilla, gap and rectified laws take N, D, p in millions; transfer/Kaplan in raw counts.", ""]
     L += md_table(["law", "group", "parameter", "value", "interval", "anchor (text→python)"], _param_rows(res))
     L += ["## Fit quality", "", "Residuals are in log space (ln of the target). Hold-out: refit without the "
           "largest N (or D_F) and predict it.", ""]
@@ -129,10 +122,14 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
           [f"- per-D_F logistic fits on {a['n_dfs']} D_F values: median β = {_g(a['beta'])}; N*(D_F) ∝ D_F^γ with "
            f"γ = {_g(a['gamma'])}; implied α = 1 − γβ = {_g(a['alpha_implied'])}, implied k = {_g(a['k_implied'])}"]
           ) if a else ["- not computed (no fine-tuned points in the transfer fit)"]
-    L += [""] + budget_sections(res)
-    L += ["", "## Decision table", "", "Measured multiplier (D_F + D_T)/D_F, the transfer law's prediction, and, "
-          "where the transfer-gap law is fitted at that N, which of doubling pre-training data p or doubling "
-          "target data D_F lowers the loss more.", ""]
+    return L + [""]
+
+
+def _runs_sections(res: AnalysisResult, figures, report_dir: Path) -> list[str]:
+    t = res.table
+    L = ["", "## Decision table", "", "Measured multiplier (D_F + D_T)/D_F, the transfer law's prediction, and, "
+         "where the transfer-gap law is fitted at that N, which of doubling pre-training data p or doubling "
+         "target data D_F lowers the loss more.", ""]
     L += md_table(["N", "D_F", "pre-train chars", "loss", "multiplier (measured)", "multiplier (law)", "flags",
                    "better buy"], _decision_rows(res))
     if figures:
@@ -152,98 +149,22 @@ def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_
     L += ["## Excluded runs", ""]
     L += (md_table(["run", "regime", "reason"], [[r.run_key, r.regime, r.reason] for r in ex.itertuples()])
           if len(ex) else ["None.", ""])
-    L += ["## Files", "", "- `table.csv`: one row per run (with D_E, D_T, multiplier, fraction, flags)",
-          "- `fits.json`: every fit's parameters, intervals, AIC/BIC, hold-out errors", ""]
+    return L + ["## Files", "", "- `table.csv`: one row per run (with D_E, D_T, multiplier, fraction, flags)",
+                "- `fits.json`: every fit's parameters, intervals, AIC/BIC, hold-out errors", ""]
+
+
+def build_markdown(res: AnalysisResult, figures: list[tuple[str, Path]], report_dir: Path) -> str:
+    """The answer first, then how it was measured, the laws, the checks, the fits and every run."""
+    L = [f"# Transfer analysis: sweep `{res.sweep}`", ""] + answer_section(res, figures, report_dir)
+    L += _how_measured(res)
+    L += ["## The laws", ""] + headline(res) + [""]
+    L += ["## Measurement checks", ""] + measurement_checks(res) + [""] + noise_section(res)
+    if res.messages:
+        L += ["## Messages (what could not be computed)", ""] + [f"- {m}" for m in res.messages] + [""]
+    if res.notes:
+        L += ["## Notes", ""] + [f"- {m}" for m in res.notes] + [""]
+    L += _fits_sections(res) + budget_sections(res) + _runs_sections(res, figures, report_dir)
     return "\n".join(L)
-
-
-def _corpora(res: AnalysisResult) -> tuple[str, str]:
-    ft = res.table[res.table["regime"] == "finetune"]
-    column = "source_mix" if ft["source_mix"].notna().any() else "source_corpus"  # older tables: one source
-    sources = sorted({str(s) for s in ft[column].dropna()})
-    targets = sorted({str(s) for s in res.table["target_corpus"].dropna()})
-    return (sources[0] if len(sources) == 1 else "the source"), (targets[0] if len(targets) == 1 else "target")
-
-
-def _answer_sentence(res: AnalysisResult) -> str:
-    """The measured cell a reader acts on: the largest N whose multiplier is identified (interpolated, its
-    interval above 1), at its smallest D_F; else the largest N measured at all, saying what it is."""
-    cells = sorted(res.answer, key=lambda c: (-c["identified"], -c["N"], c["D_F"]))
-    if not cells:
-        return "No fine-tuned cell has an effective data D_E yet: nothing is measured (see Messages)."
-    c = cells[0]
-    source, target = _corpora(res)
-    worth = c["multiplier"] * c["D_F"]
-    text = (f"At N = {fmt_size(c['N'])}, {fmt_chars(c['D_F'])} {target} characters fine-tuned from {source} are worth "
-            f"{_g(worth)} [{_g(c['lo'] * c['D_F'])}, {_g(c['hi'] * c['D_F'])}] characters trained from scratch: "
-            f"{_g(c['multiplier'], 2)}× [{_g(c['lo'], 2)}, {_g(c['hi'], 2)}]")
-    n_id = sum(x["identified"] for x in res.answer)
-    return text + (f". {n_id} of {len(res.answer)} measured cells have a multiplier whose interval lies above 1."
-                   if c["identified"] else f" ({c['method']}: not an identified measurement).")
-
-
-def answer_section(res: AnalysisResult, figures, report_dir: Path) -> list[str]:
-    """What was measured, first: one sentence, the multiplier of every cell with its own interval, the
-    D_T figure with the fitted law, the law in one line, and what is not identified with its fix."""
-    out = ["## What pre-training was worth, measured", "", _answer_sentence(res), ""]
-    if res.answer:
-        d_fs = sorted({c["D_F"] for c in res.answer})
-        by = {(c["N"], c["D_F"]): c for c in res.answer}
-        rows = [[fmt_size(n)] + [(f"{_g(c['multiplier'], 2)}× [{_g(c['lo'], 2)}, {_g(c['hi'], 2)}]"
-                            + ("" if c["method"] == "interpolated" else " †") if (c := by.get((n, d))) else "—")
-                           for d in d_fs] for n in sorted({c["N"] for c in res.answer})]
-        budget = (f" at the largest pre-training budget (p = {_g(res.main_budget)} characters)"
-                  if res.budgets is not None else "")
-        seeds = " Seeds are averaged where a cell was repeated." if any(c["seeds"] > 1 for c in res.answer) else ""
-        out += [f"Effective data multiplier (D_F + D_T)/D_F per measured cell{budget}, with its own "
-                f"{res.settings['ci']:.0%} bootstrap interval (both regimes redrawn); † model-based D_E.{seeds}", ""]
-        out += md_table(["N \\ D_F"] + [fmt_chars(d) for d in d_fs], rows)
-    fig = next((png for title, png in figures if title == "D_T vs D_F"), None)
-    if fig is not None:
-        out += [f"![D_T vs D_F]({fig.relative_to(report_dir).as_posix()})", ""]
-    out += _law_line(res)
-    return out
-
-
-def _law_line(res: AnalysisResult) -> list[str]:
-    tr = res.fit("transfer")
-    out = []
-    if tr is not None:
-        g = res.goodness.get(("transfer", ""))
-        fits = "" if g is None else (" Rejected by the data: " if g.rejected else " Against the noise: ") + g.describe() + "."
-        out.append(f"The transfer law D_T = k·D_F^α·N^β on the interpolated points: α = {_g(tr.params['alpha'])} "
-                   f"{_ci(tr.ci, 'alpha')}, β = {_g(tr.params['beta'])} {_ci(tr.ci, 'beta')}.{fits}")
-    gaps = {}
-    for law in ("transfer", "unified"):
-        f = res.fit(law)
-        for name, symbol in (("alpha", "α"), ("beta", "β")):
-            if f is not None and not identified(*f.ci.get(name, (np.nan, np.nan))):
-                gaps.setdefault(symbol, []).append(law)
-    if gaps:
-        what = ", ".join(f"{s} ({' and '.join(laws)} law{'s' if len(laws) > 1 else ''})" for s, laws in gaps.items())
-        fix = f": `{res.next_runs[0]}` would narrow it (analyze.py action=plan lists every run)" if res.next_runs else ""
-        out.append(f"Not identified (interval covers 0 or is wider than 0.5): {what}{fix}.")
-    return out + ([""] if out else [])
-
-
-def goodness_section(res: AnalysisResult) -> list[str]:
-    """Every law of ln L or ln D_T against the seed noise of its own runs (fit/goodness.py)."""
-    out = ["## Goodness of fit against the measured noise", "",
-           "Each law's RMS residual (log space) beside the seed-to-seed noise of the same runs; a law whose misfit "
-           "exceeds the noise (lack-of-fit F test on the noise's own degrees of freedom, p < 0.05) is rejected, and "
-           "its verdicts (trade, better buy) are not shown. Where no seeds repeat, the misfit cannot be tested.", ""]
-    rows = []
-    for f in all_fits(res):
-        g = res.goodness.get((f.law, f.group))
-        if g is None:
-            continue
-        verdict = {"fits": "not rejected", "rejected": "**rejected**", "untested": "untested (no seeds)"}[g.verdict]
-        rows.append([f.law, f.group or "all", g.points, f"{g.rms_log:.2%}",
-                     f"{g.noise_rms:.2%}" if math.isfinite(g.noise_rms) else "—",
-                     _g(g.chi2_per_dof, 2), _g(g.p_value, 2), verdict])
-    if not rows:
-        return out + ["- no law fitted", ""]
-    return out + md_table(["law", "group", "points", "misfit (RMS)", "noise (RMS)", "χ²/dof", "p", "verdict"], rows)
 
 
 def _generated(table) -> str:
