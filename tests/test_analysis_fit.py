@@ -105,9 +105,11 @@ def test_gap_law_is_fitted_with_several_budgets(tmp_path):
     assert len(gaps) == 2
     for f in gaps:
         assert f.params["G"] == pytest.approx(truth["g"], rel=0.3)
-    assert "better buy" in (tmp_path / "rep" / "report.md").read_text()
     text = (tmp_path / "rep" / "report.md").read_text()
-    assert any(f"{verdict} (loss removed by 2× p: " in text for verdict in ("pre-train more", "collect target data", "indistinguishable"))
+    assert "| 2× p removes (law) | 2× D_F removes (law) | 2× p removes (data) |" in text
+    # one seed: the raw secants cannot be judged, so the law's verdict is shown as the law's, not as a verdict
+    verdicts = [r.verdict for r in res.budgets.better_buy.itertuples()]
+    assert verdicts and all(v.startswith("no verdict: ") and "the law says" in v for v in verdicts)
 
 
 def test_huber_option_resists_an_outlier():

@@ -165,8 +165,8 @@ def raw_gains(ft: pd.DataFrame, n: float, budget: float, d_f: float, sigma: floa
     sign = 1 if near > d_f else -1  # gain_p − gain_f shares L(p, D_F): its variance counts it once
     sd_diff = np.sqrt(sd(before) ** 2 + (1 + sign * per) ** 2 * sd(here) ** 2 + (per * sd(other)) ** 2)
     diff = gain_p - gain_f
-    verdict = ("tie" if not np.isfinite(sd_diff) or abs(diff) <= Z95 * sd_diff
-               else "pre-train more" if diff > 0 else "collect target data")
+    verdict = ("unjudged: no seed noise measured" if not np.isfinite(sd_diff)
+               else "tie" if abs(diff) <= Z95 * sd_diff else "pre-train more" if diff > 0 else "collect target data")
     return {"raw_gain_p": gain_p, "raw_gain_p_ci": (gain_p - Z95 * sd_p, gain_p + Z95 * sd_p),
             "raw_gain_f": gain_f, "raw_gain_f_ci": (gain_f - Z95 * sd_f, gain_f + Z95 * sd_f),
             "raw_verdict": verdict, "raw_from": (lower, near)}
@@ -176,8 +176,10 @@ def decide(law_verdict: str, raw: dict, rejected_why: str) -> str:
     """A verdict only where the law fits within the noise and the raw cells say the same."""
     if rejected_why:
         return f"no verdict: gap law rejected ({rejected_why}); the data say {raw.get('raw_verdict', 'nothing (no raw check)')}"
-    if not raw:
-        return f"no verdict: no raw check (a smaller budget and a neighbouring D_F are needed); the law says {law_verdict}"
+    if not raw or raw["raw_verdict"].startswith("unjudged"):
+        why = ("no seed noise measured to judge the raw cells by (add seeds)" if raw else
+               "no raw check (a smaller budget and a neighbouring D_F are needed)")
+        return f"no verdict: {why}; the law says {law_verdict}"
     if raw["raw_verdict"] == law_verdict or (raw["raw_verdict"] == "tie" and law_verdict == "indistinguishable"):
         return law_verdict
     return f"law and data disagree: the law says {law_verdict}, the data say {raw['raw_verdict']}"
