@@ -105,6 +105,22 @@ def _atlas_claims() -> list[tuple[str, list[float]]]:
              [pairs["interpolated_points"].sum(), pairs["interpolated_points"].sum() + pairs["model_based_points"].sum()])]
 
 
+def _mix_claims() -> list[tuple[str, list[float]]]:
+    doc = _fits("mix")
+    spread = {(round(r["N"]), round(r["D_F"], -3)): r for r in doc["spread"]}
+
+    def ratio(n, d_f):
+        return spread[(n, d_f)]["max_over_min"]
+
+    return [("σ of ln D_T = 0.241 (8 cells, 16 degrees of freedom)",
+             [doc["seed_noise"]["sigma"], doc["seed_noise"]["dof"]]),  # single digits (the 8 cells) are not compared
+            ("the chosen law's pooled residual, 0.305", [doc["residual"][doc["law"]]]),
+            ("is 1.63×, 1.65× and 2.48× at N = 12.8k", [ratio(12768, d) for d in (1e4, 3e4, 1e5)]),
+            ("and 1.31×, 1.2× and 1.57× at N = 76.8k", [ratio(76832, d) for d in (1e4, 3e4, 1e5)]),
+            ("differs by −1.0σ and +0.9σ at N = 76.8k", [spread[(76832, d)]["ends_z"] for d in (1e4, 3e4)]),
+            ("and by −0.8σ and +0.2σ at N = 12.8k", [spread[(12768, d)]["ends_z"] for d in (1e4, 3e4)])]
+
+
 def _predicted_claims() -> list[tuple[str, list[float]]]:
     doc = json.loads((RESULTS / "predicted_343k" / "predictions.json").read_text())
     trained = _table("pretrain_budget_cpu")["N"].max()
@@ -116,7 +132,8 @@ def _predicted_claims() -> list[tuple[str, list[float]]]:
 
 CLAIMS = [("pretrain_budget_cpu", claim, values) for claim, values in _budget_claims()] + \
          [("atlas", claim, values) for claim, values in _atlas_claims()] + \
-         [("predicted_343k", claim, values) for claim, values in _predicted_claims()]
+         [("predicted_343k", claim, values) for claim, values in _predicted_claims()] + \
+         [("mix", claim, values) for claim, values in _mix_claims()]
 
 
 @pytest.mark.parametrize("study,claim,values", CLAIMS, ids=lambda c: str(c)[:40])
