@@ -104,8 +104,8 @@ def test_the_choice_keeps_to_the_budget_and_prices_what_is_new(table, plan):
     assert chosen and sum(c.hours for c in chosen) <= budget and all(c.score > 0 for c in chosen)
     best = max((c for c in plan.candidates if c.score > 0 and c.hours <= budget), key=lambda c: c.score / c.hours)
     assert chosen[0] is best  # the most narrowing per hour comes first
-    seeds = [c for c in plan.candidates if "seeds 1 and 2 of every from-scratch" in c.name]
-    assert not seeds or all(r.seed == 2 for r in seeds[0].runs)  # seed 1 is trained already: not planned again
+    seeds = [c for c in plan.candidates if "seeds 1 and 2 of the from-scratch curve" in c.name]
+    assert seeds and all(r.seed == 2 for c in seeds for r in c.runs)  # seed 1 is trained already: not planned again
     with pytest.raises(ConfigError, match="plan.budget_hours"):
         priced_plan(run_analysis(table, SETTINGS), table, budget_hours=0, settings=SETTINGS)
     assert dataclasses.asdict(PlannedRun("scratch", 1e5, 1e4))["regime"] == "scratch"

@@ -163,23 +163,31 @@ def candidates(res: AnalysisResult, design: _Design) -> list[Candidate]:
             if more:
                 cmds.append(f"{design.base} regime=scratch {_shape_args(design.shapes.get(n))} data.scratch_chars={_grid(more)}")
         out.append(Candidate(f"fine-tunes at D_F = {d_new:.3g} (3× the largest) at every size", runs, cmds))
-    # seeds
-    seeds = (1, 2)
-    runs = [PlannedRun("pretrain", n, seed=s, budget_tokens=p) for n in design.sizes for s in seeds]
-    runs += [PlannedRun("finetune", n, d, seed=s, budget_tokens=p) for n in design.sizes for d in design.finetune for s in seeds]
-    out.append(Candidate(f"seeds 1 and 2 of every fine-tune at the main budget (with their {2 * len(design.sizes)} "
-                         "pre-trainings)", runs,
-                         [f"{design.base} regime=finetune {p_arg} seed=1,2 data.finetune_chars={_grid(design.finetune)}"]))
-    runs = [PlannedRun("scratch", n, d, seed=s) for n, ds in design.scratch.items() for d in ds for s in seeds]
-    out.append(Candidate("seeds 1 and 2 of every from-scratch run", runs,
-                         [f"{design.base} regime=scratch seed=1,2 {_shape_args(design.shapes.get(n))} data.scratch_chars="
-                          f"{_grid(ds)}" for n, ds in design.scratch.items()]))
+    out += _seed_candidates(design, p_arg)
     # a pre-training budget 2× the largest
     runs = [PlannedRun("pretrain", n, budget_tokens=2 * p) for n in design.sizes]
     runs += [PlannedRun("finetune", n, d, budget_tokens=2 * p) for n in design.sizes for d in design.finetune]
     out.append(Candidate(f"a pre-training budget 2× the largest ({compact_number(2 * p)} tokens) at every size", runs,
                          [f"{design.base} regime=finetune pretrain.tokens={compact_number(2 * p)} "
                           f"data.finetune_chars={_grid(design.finetune)}"]))
+    return out
+
+
+def _seed_candidates(design: _Design, p_arg: str) -> list[Candidate]:
+    """Seeds 1 and 2, one size at a time: of its fine-tunes at the main budget (with their two
+    pre-trainings), and of its from-scratch curve, so that the plan can buy the cheap ones alone."""
+    out, seeds, p = [], (1, 2), design.budget_tokens
+    for n in design.sizes:
+        shape = _shape_args(design.shapes.get(n))
+        runs = [PlannedRun("pretrain", n, seed=s, budget_tokens=p) for s in seeds]
+        runs += [PlannedRun("finetune", n, d, seed=s, budget_tokens=p) for d in design.finetune for s in seeds]
+        out.append(Candidate(f"seeds 1 and 2 of the fine-tunes at N = {n:.3g} (with their 2 pre-trainings)", runs,
+                             [f"{design.base} regime=finetune {shape} {p_arg} seed=1,2 "
+                              f"data.finetune_chars={_grid(design.finetune)}"]))
+        ds = design.scratch.get(n, [])
+        out.append(Candidate(f"seeds 1 and 2 of the from-scratch curve at N = {n:.3g}",
+                             [PlannedRun("scratch", n, d, seed=s) for d in ds for s in seeds],
+                             [f"{design.base} regime=scratch {shape} seed=1,2 data.scratch_chars={_grid(ds)}"]))
     return out
 
 
