@@ -100,13 +100,13 @@ def test_transfer_that_saturates_with_d_f_gets_a_longer_pre_training_not_more_d_
 
 
 def test_an_estimate_outside_its_own_interval_is_called_unstable(tmp_path):
-    from transfer_lab.analysis.studies.sweep_analysis import _identification
+    from transfer_lab.analysis.studies.verdicts import identification
 
     res, _ = analyse(tmp_path, ns=SIZES[:3], scratch_ds=PAPER_SCRATCH, finetune_ds=FINETUNE, noise=0.003)
     assert not any("outside its own interval" in line for line in res.unidentified)
     fit = res.fit("transfer")
     fit.params["alpha"] = fit.ci["alpha"][0] - 0.1  # as the demo's interpolated α: −0.555 against [−0.446, 0.679]
     res.unidentified.clear()
-    _identification(res)
+    identification(res)
     assert any(line.startswith("transfer law: the fitted alpha") and "outside its own interval" in line
                for line in res.unidentified)

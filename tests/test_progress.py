@@ -247,8 +247,9 @@ def _lines(stdout: str) -> list[tuple]:
 def test_a_two_run_multirun_prints_a_line_per_run_and_its_resumed_launch_counts_the_skipped(tmp_path, data_dir,
                                                                                               cache_dir):
     out = tmp_path / "out"
-    # 80 steps: a few seconds a run, far more than the line's one-second poll
-    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "optim.max_steps=80", "threads=1",
+    # 400 steps ≈ 4.5 s a run at 55k tokens/s, well past the line's one-second poll (80 steps took 0.9 s once the
+    # corpora were prepared: the two runs could end inside one poll, and [1/2] then had nothing left to price)
+    cmd = [sys.executable, "train.py", "-m", *SCRATCH, "regime=scratch", "optim.max_steps=400", "threads=1",
            "hydra/launcher=joblib_cpu", "sweep=p", *paths(out, data_dir, cache_dir)]
     # one joblib worker: the second run is still to come when the first ends, so [1/2] has an ETA to price
     first = subprocess.run(cmd + ["data.finetune_chars=1e4,2e4", "hydra.launcher.n_jobs=1"], cwd=ROOT,

@@ -21,7 +21,8 @@ READMES = [ROOT / "README.md"] + sorted(RESULTS.glob("*/README.md"))
 # figures that are settings or facts of the design, not measurements (with why)
 SETTINGS = {
     "README.md": {"4,096": "data.stopping_val_tokens", "32,768": "data.val_tokens", "50,257": "GPT-2's vocabulary",
-                  "64": "a test model's width", "512": "test batch tokens", "1024": "the atlas tokenizer's vocabulary"},
+                  "64": "a test model's width", "512": "a vocabulary size", "1024": "a context length",
+                  "143": "SIGTERM's exit status", "130": "SIGINT's exit status"},
     "pretrain_budget_cpu": {"2,048": "tokens per step: batch 16 × context 128"},
     "predicted_343k": {"84": "the held-out model's width", "76,832": "the largest trained size's N (table.csv)",
                        "1.6e7": "the budget in tokens (pretrain.tokens)"},
