@@ -90,3 +90,15 @@ def test_the_budget_plots_are_drawn_and_linked(analysed):
         images[name] = pixels
     shapes = {v.shape for v in images.values()}
     assert len(shapes) > 1 or not np.array_equal(*list(images.values())[:2])
+
+
+def test_a_size_trained_at_the_largest_budget_only_gets_no_gap_law_and_stops_nothing():
+    """The held-out size of a budget study (docs/results/predicted_343k) is pre-trained at the largest budget
+    only: the gap law and its held-out check skip it, with one line, and the other sizes keep theirs."""
+    runs = syn.make_budget_runs() + syn.make_budget_runs(ns=(3e7,), budgets=(3e8,), replicates=1, seed=1)
+    res = run_analysis(records_to_table(runs, "budgets"), n_bootstrap=20)
+    study = res.budgets
+    assert len([f for f in study.gap if f.ok]) == 3 and len(study.gap) == 3
+    assert any(m.startswith("transfer-gap law not fitted at N = 3e+07: its fine-tunes have 1 pre-training budget(s)")
+               for m in study.messages), study.messages
+    assert not any(r.N == 3e7 for r in study.held_out.itertuples() if "gap law" in r.held_out)

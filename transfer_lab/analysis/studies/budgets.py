@@ -109,8 +109,14 @@ def _gap(study: BudgetStudy, ft: pd.DataFrame, fit_kw: dict) -> None:
         study.messages.append(f"transfer-gap law not fitted: it needs fine-tuned runs at ≥ {MIN_GAP_BUDGETS} "
                               f"pre-training budgets, this sweep has {len(study.budgets)}")
         return
-    study.gap = [fit_law(specs.gap_spec(data_of(g)), data_of(g), group=f"N={n:.3g}", run_keys=list(g["run_key"]),
-                         **fit_kw) for n, g in ft.groupby("N")]
+    study.gap = []
+    for n, g in ft.groupby("N"):
+        if g["pretrain_budget"].nunique() < MIN_GAP_BUDGETS:  # a size trained at one budget (a held-out size)
+            study.messages.append(f"transfer-gap law not fitted at N = {n:.3g}: its fine-tunes have "
+                                  f"{g['pretrain_budget'].nunique()} pre-training budget(s), it needs ≥ {MIN_GAP_BUDGETS}")
+            continue
+        study.gap.append(fit_law(specs.gap_spec(data_of(g)), data_of(g), group=f"N={n:.3g}",
+                                 run_keys=list(g["run_key"]), **fit_kw))
 
 
 def decide_better_buy(res: AnalysisResult) -> None:
@@ -219,6 +225,8 @@ def _held_out(study: BudgetStudy, res: AnalysisResult, ft: pd.DataFrame, scratch
     top = study.budgets[-1]
     if len(study.budgets) - 1 >= MIN_GAP_BUDGETS:  # the largest budget from the smaller ones (gap law)
         for n, g in ft.groupby("N"):
+            if g.loc[g["pretrain_budget"] < top, "pretrain_budget"].nunique() < MIN_GAP_BUDGETS:
+                continue  # its smaller budgets cannot fit the gap law (a size trained at the largest only)
             smaller = data_of(g[g["pretrain_budget"] < top])
             fit = fit_law(specs.gap_spec(smaller), smaller, group=f"N={n:.3g}", **fit_kw)
             if not fit.ok:
