@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DATA, RESULTS_DIR, git_commit, machine_info, quiet_lightning  # noqa: E402
 
 NEEDS_GPU = "needs a GPU (not measured)"
-DEMO_SIZES = (1, 2, 4)  # model.n_layer at the tiny model's width 64: N ≈ 12·n_layer·64² = 49k, 98k, 197k
+DEMO_SIZES = (1, 2, 4)  # model.n_layer at width 32: N = 12.8k, 25.5k, 50.9k (latest.json records each size's shape and N)
 
 
 def parse_args(argv=None):

@@ -128,7 +128,28 @@ def _predicted_claims() -> list[tuple[str, list[float]]]:
     held = doc["cells"][0]["N"]
     return [("N = 343,224 non-embedding parameters", [held]),
             ("That is 4.5× the largest size trained", [held / trained]),
-            ("stamped with a sha256 of the 70 run records", [len(doc["fitted_on"]["runs"])])]
+            ("stamped with a sha256 of the 70 run records", [len(doc["fitted_on"]["runs"])])] + _verified_claims()
+
+
+def _verified_claims() -> list[tuple[str, list[float]]]:
+    folder = RESULTS / "predicted_343k"
+    v = pd.read_csv(folder / "verify.csv")
+
+    def cell(law, d, quantity):
+        row = v[(v["law"] == law) & (v["D"] == d) & (v["quantity"] == quantity)].iloc[0]
+        return [row["measured"], row["predicted"], row["lo"], row["hi"]]
+
+    fits = {f["law"]: f for f in json.loads((folder / "fits.json").read_text())["fits"] if not f["group"]}
+    transfer = fits["transfer"]
+    return [("measured 2.57 and 2.254 nats/char, predicted 1.718 [1.371, 1.986] and 1.616 [1.354, 1.821]",
+             cell("transfer", 3e3, "loss")[:1] + cell("transfer", 1e4, "loss")[:1] + cell("transfer", 3e3, "loss")[1:]
+             + cell("transfer", 1e4, "loss")[1:]),
+            ("measured 1.186 and 0.835, predicted 1.391 [1.325, 1.47] and 1.217 [1.151, 1.316]",
+             cell("kaplan", 1e6, "loss")[:1] + cell("kaplan", 3e6, "loss")[:1] + cell("kaplan", 1e6, "loss")[1:]
+             + cell("kaplan", 3e6, "loss")[1:]),
+            ("| transfer, interpolated D_E | 0.507 [0.105, 0.849] | 0.52 [0.283, 0.795] | 16 |",
+             [transfer["params"]["alpha"], *transfer["ci"]["alpha"], transfer["params"]["beta"], *transfer["ci"]["beta"],
+              transfer["n_points"]])]
 
 
 CLAIMS = [("pretrain_budget_cpu", claim, values) for claim, values in _budget_claims()] + \

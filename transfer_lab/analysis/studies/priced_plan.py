@@ -268,7 +268,10 @@ def _rows(coll_table: pd.DataFrame, res: AnalysisResult, runs: list[PlannedRun],
         budget_chars = None if run.budget_tokens is None else run.budget_tokens * chars_per_token_budget
         loss = truth.loss(run, budget_chars, main_tokens)
         if not np.isfinite(loss):
-            raise ResultsError(f"no law predicts {run}")
+            why = (f"the transfer-gap law is not fitted at N = {run.n:.3g} (it needs fine-tunes at ≥ 3 pre-training "
+                   f"budgets there)" if run.regime == "finetune" and budget_chars is not None
+                   else f"no fitted law reaches N = {run.n:.3g}, D = {run.d:.3g}")
+            raise ResultsError(f"no law predicts its {run.regime} run at N = {run.n:.3g}, D = {run.d:.3g}: {why}")
         loss *= float(np.exp(rng.normal(0.0, truth.sigma(run.regime, run.n))))
         per_token = template["loss_per_token"] / template["loss_per_char"]
         shape = run.shape or (template["n_layer"], template["n_embd"], template["n_head"])
