@@ -14,6 +14,7 @@ import pytest
 from transfer_lab.analysis.collect import records_to_table
 from transfer_lab.analysis.fit.result import FitSettings
 from transfer_lab.analysis.studies.priced_plan import (
+    spent_hours,
     PlannedRun,
     choose,
     priced_plan,
@@ -133,3 +134,17 @@ def test_the_plan_is_kept_and_later_checked_against_what_its_runs_gave(tmp_path)
     cli("action=verify", f"verify.plan={keep}")
     check = (tmp_path / "docs" / "plan_check.md").read_text()
     assert "obtained/expected" in check and "| transfer | α |" in check
+
+
+def test_the_check_prices_the_chosen_runs_from_their_records():
+    """plan_check.md sets the plan's price against the wall times of its chosen runs that are done."""
+    budget = dict(pretrain_budget_tokens=int(3e8))
+    runs = [syn.result("s", "pre-a", "pretrain", 1e5, None, 1.5, seed=1, wall_time_s=1800.0, tokens_seen=int(3e8)),
+            syn.result("s", "ft-a", "finetune", 1e5, 1e4, 1.2, seed=1, wall_time_s=900.0, **budget),
+            syn.result("s", "ft-b", "finetune", 1e5, 3e4, 1.1, seed=0, wall_time_s=50.0, **budget)]
+    chosen = [PlannedRun("pretrain", 1e5, None, 1, 3e8), PlannedRun("finetune", 1e5, 1e4, 1, 3e8),
+              PlannedRun("finetune", 1e5, 3e4, 2, 3e8)]  # seed 2 of ft-b's cell: not trained yet
+    doc = {"chosen": ["seeds"], "candidates": [
+        {"name": "seeds", "runs": [dataclasses.asdict(r) for r in chosen]},
+        {"name": "not chosen", "runs": [dataclasses.asdict(PlannedRun("finetune", 1e5, 3e4, 0, 3e8))]}]}
+    assert spent_hours(doc, records_to_table(runs, "s").table) == pytest.approx((0.75, 2, 3))

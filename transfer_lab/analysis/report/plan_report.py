@@ -74,8 +74,8 @@ def save_plan(path: Path, document: dict, text: str) -> Path:
     return path
 
 
-def format_check(doc: dict, obtained: dict) -> str:
-    """The widths the plan expected against the widths the runs gave."""
+def format_check(doc: dict, obtained: dict, spent: tuple[float, int, int] | None = None) -> str:
+    """The widths the plan expected against the widths the runs gave; and its price against the runs' time."""
     rows = []
     for law in ("transfer", "unified"):
         for x in EXPONENTS:
@@ -86,6 +86,10 @@ def format_check(doc: dict, obtained: dict) -> str:
                          "yes" if np.isfinite(ratio) and 1 / 1.5 <= ratio <= 1.5 else "no"])
     head = [f"Plan of {doc['created']} (commit `{doc['commit'][:12]}`): chose {', '.join(doc['chosen']) or 'nothing'} "
             f"({doc['hours_chosen']:.2g} process-hours).", ""]
+    if spent is not None:
+        hours, found, chosen = spent
+        head[-1:] = [f"Price: {doc['hours_chosen']:.2g} process-hours expected; {hours:.2g} spent by the {found} of its "
+                     f"{chosen} runs that are recorded done (their wall times summed).", ""]
     return "\n".join(head + md_table(["law", "exponent", "width before", "expected", "obtained", "obtained/expected",
                                       "within 1.5×"], rows))
 
