@@ -147,7 +147,7 @@ def _verified_claims() -> list[tuple[str, list[float]]]:
             ("measured 1.186 and 0.835, predicted 1.391 [1.325, 1.47] and 1.217 [1.151, 1.316]",
              cell("kaplan", 1e6, "loss")[:1] + cell("kaplan", 3e6, "loss")[:1] + cell("kaplan", 1e6, "loss")[1:]
              + cell("kaplan", 3e6, "loss")[1:]),
-            ("| transfer, interpolated D_E | 0.507 [0.105, 0.849] | 0.52 [0.283, 0.795] | 16 |",
+            ("| transfer, interpolated D_E | 0.478 [0.262, 0.644] | 0.561 [0.36, 0.794] | 42 |",
              [transfer["params"]["alpha"], *transfer["ci"]["alpha"], transfer["params"]["beta"], *transfer["ci"]["beta"],
               transfer["n_points"]])]
 
