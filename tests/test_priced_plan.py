@@ -13,8 +13,8 @@ import pytest
 
 from transfer_lab.analysis.collect import records_to_table
 from transfer_lab.analysis.fit.result import FitSettings
+from transfer_lab.analysis.studies.preregister import spent_hours
 from transfer_lab.analysis.studies.priced_plan import (
-    spent_hours,
     PlannedRun,
     choose,
     priced_plan,

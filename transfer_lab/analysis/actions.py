@@ -151,10 +151,10 @@ def do_verify(s: AnalyzeSettings) -> None:
 def _verify_plan(s: AnalyzeSettings) -> None:
     from transfer_lab.analysis.report import plan_report
     from transfer_lab.analysis.studies import preregister
-    from transfer_lab.analysis.studies.priced_plan import spent_hours, widths
+    from transfer_lab.analysis.studies.priced_plan import widths
     doc = preregister.load(s.verify_plan, plan_report.FORMAT)
     table = gather(s, doc["sweep"]).table
-    text = plan_report.format_check(doc, widths(table, s.fit), spent_hours(doc, table))
+    text = plan_report.format_check(doc, widths(table, s.fit), preregister.spent_hours(doc, table))
     out = plan_report.write_check(Path(s.report_dir or Path(s.verify_plan).parent), text, command_line())
     print(text + f"\n→ {out}")
 

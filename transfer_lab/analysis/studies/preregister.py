@@ -314,3 +314,20 @@ def cell_table(doc: dict) -> pd.DataFrame:
                 row[q + "_lo"], row[q + "_hi"] = c[q + "_ci"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def spent_hours(doc: dict, table: pd.DataFrame) -> tuple[float, int, int]:
+    """The process-hours the plan's chosen runs took, from their records: (hours, runs found, runs chosen)."""
+    done = table[table["status"] == "done"]
+    chosen = [run for c in doc["candidates"] if c["name"] in doc["chosen"] for run in c["runs"]]
+    seconds, found = 0.0, 0
+    for run in chosen:
+        m = done[(done["regime"] == run["regime"]) & np.isclose(done["N"], run["n"], rtol=0.02)
+                 & (done["seed"] == run["seed"])]
+        if run["budget_tokens"] is not None:
+            m = m[np.isclose(m["pretrain_budget_tokens"], run["budget_tokens"], rtol=0.01)]
+        if run["d"] is not None:
+            m = m[np.isclose(m["D_F"], run["d"], rtol=0.03)]
+        if len(m):
+            seconds, found = seconds + float(m["wall_time_s"].iloc[0]), found + 1
+    return seconds / 3600, found, len(chosen)
