@@ -33,7 +33,8 @@ SETTINGS = {
     "finetune_lr": {"0.2%": "the plateau rule's tolerance", "20,000": "the step ceiling"},
     "text2python_cpu": {"50,000": "the study's step ceiling (optim.max_steps)",
                         "6.6e5": "the size the plan proposes (12·6·96²)"},
-    "demo": {},
+    "demo": {"81×": "pre-training characters over the largest D_F (conf/experiment/demo.yaml)",
+             "1280": "the screenshot's width", "1600": "the screenshot's height", "84": "the larger size's width"},
 }
 
 

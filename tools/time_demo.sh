@@ -16,7 +16,9 @@ make data >/dev/null;                                  t2=$(stamp)
 .venv/bin/python train.py -m experiment=demo | tee sweep.log | grep -E '^\[[0-9]+/[0-9]+\]|^sweep '; t3=$(stamp)
 .venv/bin/python analyze.py sweep=demo >/dev/null;     t4=$(stamp)
 load=$(cut -d' ' -f1-3 /proc/loadavg)
-.venv/bin/python analyze.py sweep=demo paths.report_dir="$out" html=false pdf=false >/dev/null
+# the committed copy, made from this checkout so that its report names the relative command
+(cd "$repo" && TRANSFER_LAB_OUTPUTS="$clone/outputs" "$clone/.venv/bin/python" analyze.py sweep=demo \
+    paths.report_dir=docs/results/demo html=false pdf=false >/dev/null)
 .venv/bin/python -m transfer_lab.analysis.report.browser outputs/sweeps/demo/report/report.html \
     --screenshot "$out/first_screen.png"
 python3 - "$out/timing.json" "$t0" "$t1" "$t2" "$t3" "$t4" "$load" "$(git rev-parse HEAD)" "$(nproc)" <<'PY'
