@@ -148,3 +148,12 @@ def test_the_check_prices_the_chosen_runs_from_their_records():
         {"name": "seeds", "runs": [dataclasses.asdict(r) for r in chosen]},
         {"name": "not chosen", "runs": [dataclasses.asdict(PlannedRun("finetune", 1e5, 3e4, 0, 3e8))]}]}
     assert spent_hours(doc, records_to_table(runs, "s").table) == pytest.approx((0.75, 2, 3))
+
+
+def test_a_second_plans_check_leaves_the_firsts_in_place(tmp_path):
+    from transfer_lab.analysis.report.plan_report import write_check
+
+    first = write_check(tmp_path, "widths of plan.json", "analyze.py action=verify verify.plan=plan.json")
+    second = write_check(tmp_path, "widths of plan2.json", "analyze.py action=verify verify.plan=plan2.json", "plan2")
+    assert (first.name, second.name) == ("plan_check.md", "plan2_check.md")
+    assert "widths of plan.json" in first.read_text() and "widths of plan2.json" in second.read_text()

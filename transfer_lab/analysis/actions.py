@@ -155,7 +155,8 @@ def _verify_plan(s: AnalyzeSettings) -> None:
     doc = preregister.load(s.verify_plan, plan_report.FORMAT)
     table = gather(s, doc["sweep"]).table
     text = plan_report.format_check(doc, widths(table, s.fit), preregister.spent_hours(doc, table))
-    out = plan_report.write_check(Path(s.report_dir or Path(s.verify_plan).parent), text, command_line())
+    out = plan_report.write_check(Path(s.report_dir or Path(s.verify_plan).parent), text, command_line(),
+                                  Path(s.verify_plan).stem)
     print(text + f"\n→ {out}")
 
 

@@ -94,9 +94,11 @@ def format_check(doc: dict, obtained: dict, spent: tuple[float, int, int] | None
                                       "within 1.5×"], rows))
 
 
-def write_check(out: Path, text: str, command: str) -> Path:
-    """plan_check.md beside the plan: the widths it expected against those its runs gave."""
+def write_check(out: Path, text: str, command: str, plan_name: str = "plan") -> Path:
+    """<plan>_check.md beside the plan (plan.json: plan_check.md): the widths it expected against those its
+    runs gave. Named after its plan, so a second plan's check leaves the first's in place."""
+    name = f"{plan_name}_check.md"
     with staging.staged(out) as stage:
-        (stage / "plan_check.md").write_text(f"# The priced plan, checked\n\nProduced by `{command}`.\n\n{text}\n",
-                                             encoding="utf-8")
-    return out / "plan_check.md"
+        (stage / name).write_text(f"# The priced plan, checked\n\nProduced by `{command}`.\n\n{text}\n",
+                                  encoding="utf-8")
+    return out / name
