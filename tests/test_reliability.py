@@ -174,6 +174,35 @@ def test_a_signal_stops_the_run_at_a_step_keeps_its_checkpoint_and_the_next_laun
     assert val_steps(stopped) == val_steps(twin_run)
 
 
+@pytest.mark.trains
+def test_a_signal_at_a_validation_step_stops_after_that_validation_and_the_resume_misses_none(
+        tmp_path, data_dir, cache_dir, monkeypatch):
+    """A stop requested at a step whose validation is still to come (step 20 of a run validating every
+    10) waits for that validation: a checkpoint saved before it would resume past it, one point short."""
+    from transfer_lab.study import interrupts
+    from transfer_lab.study.job import run_job
+
+    cells = ["regime=scratch", "data.finetune_chars=2e4", "optim.max_steps=80", "optim.val_every_n_steps=10"]
+    steps = []
+
+    def at_step_20():  # the stopper asks once after each optimizer step (others ask too: not counted)
+        if sys._getframe(1).f_code.co_name == "on_train_batch_end":
+            steps.append(len(steps) + 1)
+        return signal.SIGTERM if len(steps) >= 20 else None
+
+    stopped_cfg = compose(*cells, "sweep=stopped", *paths(tmp_path / "stopped", data_dir, cache_dir))
+    monkeypatch.setattr(interrupts, "requested", at_step_20)
+    assert run_job(stopped_cfg) == "interrupted"
+    (stopped,) = run_folders(tmp_path / "stopped", "stopped").values()
+    assert val_steps(stopped)[-1] == 20 and "at step 20" in records.read_result(stopped).error
+    monkeypatch.undo()
+    assert run_job(stopped_cfg) == "done"  # resumed from the last.ckpt of step 20's validation
+    assert run_job(compose(*cells, "sweep=twin", *paths(tmp_path / "twin", data_dir, cache_dir))) == "done"
+    (twin,) = run_folders(tmp_path / "twin", "twin").values()
+    assert val_steps(stopped) == val_steps(twin)
+    assert records.read_result(stopped).best_val_loss == pytest.approx(records.read_result(twin).best_val_loss, rel=1e-6)
+
+
 # --- 3. content checks --------------------------------------------------------------------------------
 
 def _token_file(data_dir, cache_dir, tmp_path):

@@ -219,16 +219,32 @@ class StopAtStepBoundary(pl.Callback):
     """After each optimizer step: if `requested()` names a signal, save last.ckpt and raise
     RunInterrupted. Lightning's own stop (`trainer.should_stop`) would run one more validation
     first, a point the uninterrupted run never has; saving here keeps a resumed run identical to an
-    uninterrupted one."""
+    uninterrupted one.
+
+    A step whose validation is still to run is the exception: a checkpoint saved before that
+    validation resumes past it (Lightning counts the batch done), so the resumed run would lack one
+    validation point. There the stop waits for the validation, and for the checkpoints written at its
+    end (Lightning runs checkpoint callbacks last), and comes at the next step's start: the resume
+    point is then the last.ckpt of that validation, as after a kill."""
 
     def __init__(self, last_checkpoint: Path, requested: Callable[[], int | None]):
         self.last_checkpoint, self.requested = Path(last_checkpoint), requested
+        self.pending: int | None = None  # a signal that arrived at a step with its validation to come
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         signum = self.requested()
-        if signum is not None:
-            trainer.save_checkpoint(self.last_checkpoint)
-            raise RunInterrupted(signum, trainer.global_step)
+        if signum is None:
+            return
+        every = trainer.val_check_batch  # steps between validations (inf for an epoch-based schedule)
+        if every is not None and math.isfinite(every) and every >= 1 and trainer.global_step % int(every) == 0:
+            self.pending = signum
+            return
+        trainer.save_checkpoint(self.last_checkpoint)
+        raise RunInterrupted(signum, trainer.global_step)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.pending is not None:  # the validation ran and its last.ckpt is written: stop before this step
+            raise RunInterrupted(self.pending, trainer.global_step)
 
 
 CHECKSUM_SUFFIX = ".blake2b"  # beside each checkpoint: the BLAKE2b of its bytes
