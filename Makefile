@@ -100,8 +100,8 @@ predict: setup ## predicted D_T and loss, e.g. make predict ARGS='predict.n=1e6 
 test: setup ## run every test (real small corpora, W&B offline, subprocess and kill tests)
 	$(PY) -m pytest -q --durations=25 $(ARGS)
 
-test-fast: setup ## the tier that trains no model and starts no process (< 3 min; make test runs everything)
-	$(PY) -m pytest -q -m "not trains and not subprocess and not network" --durations=10 $(ARGS)
+test-fast: setup ## the tier that trains no model and starts no process, on every core (< 3 min; make test runs everything)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto -m "not trains and not subprocess and not network" --durations=10 $(ARGS)
 
 bench: setup ## speed benchmarks: prints a table, writes bench/results/latest.json
 	$(PY) bench/run.py $(ARGS)
