@@ -104,7 +104,7 @@ CURRENT_MARKS: set[str] = set()
 CHEAP_COMMANDS = {"git"}  # a millisecond lookup (the commit a predictions file is stamped with), no tier
 
 
-IN_TEST: list[bool] = [False]  # outside a test (pytest-xdist starting its workers) nothing is guarded
+IN_TEST = False  # outside a test (pytest-xdist starting its workers) nothing is guarded
 
 
 def pytest_runtest_setup(item):
@@ -114,11 +114,12 @@ def pytest_runtest_setup(item):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    IN_TEST[0] = True
+    global IN_TEST
+    IN_TEST = True
     try:
         yield
     finally:
-        IN_TEST[0] = False
+        IN_TEST = False
 
 
 def _require(marker: str, what: str) -> None:
@@ -134,7 +135,7 @@ def _guard_popen() -> None:
     def init(self, args, *a, **kw):
         program = args if isinstance(args, (str, bytes)) else (list(args)[:1] or [""])[0]
         name = Path(str(program).split()[0] if isinstance(program, str) else str(program)).name
-        if IN_TEST[0] and name not in CHEAP_COMMANDS and "trains" not in CURRENT_MARKS:  # training prepares data
+        if IN_TEST and name not in CHEAP_COMMANDS and "trains" not in CURRENT_MARKS:  # training prepares data
             _require("subprocess", f"starts a process ({program})")
         original(self, args, *a, **kw)
 

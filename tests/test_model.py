@@ -61,6 +61,7 @@ def test_a_fresh_model_predicts_every_token_about_evenly():
 
 @pytest.mark.parametrize("n_layer,n_embd", [(1, 16), (4, 84), (8, 288)])
 def test_the_planner_counts_parameters_as_the_model_does(n_layer, n_embd):
-    from transfer_lab.analysis.studies.priced_plan import non_embedding_params
+    # the light copy the plan and the sweeper use (it imports no transformers)
+    from transfer_lab.study.costs import non_embedding_params
 
     assert non_embedding_params(n_layer, n_embd) == expected_non_embedding(n_layer, n_embd)

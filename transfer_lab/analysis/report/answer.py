@@ -38,6 +38,11 @@ def _corpora(res: AnalysisResult) -> tuple[str, str]:
     return (sources[0] if len(sources) == 1 else "the source"), (targets[0] if len(targets) == 1 else "target")
 
 
+def _multiplier(cell: dict) -> str:
+    """`4.8× [3.9, 6]`: a cell's effective data multiplier with its interval."""
+    return f"{_g(cell['multiplier'], 2)}× [{_g(cell['lo'], 2)}, {_g(cell['hi'], 2)}]"
+
+
 def _answer_sentence(res: AnalysisResult) -> str:
     """The measured cell a reader acts on: the largest N whose multiplier is identified (interpolated, its
     interval above 1), at its smallest D_F; else the largest N measured at all, saying what it is."""
@@ -49,7 +54,7 @@ def _answer_sentence(res: AnalysisResult) -> str:
     worth = c["multiplier"] * c["D_F"]
     text = (f"At N = {fmt_size(c['N'])}, {fmt_chars(c['D_F'])} {target} characters fine-tuned from {source} are worth "
             f"{_g(worth)} [{_g(c['lo'] * c['D_F'])}, {_g(c['hi'] * c['D_F'])}] characters trained from scratch: "
-            f"{_g(c['multiplier'], 2)}× [{_g(c['lo'], 2)}, {_g(c['hi'], 2)}]")
+            f"{_multiplier(c)}")
     n_id = sum(x["identified"] for x in res.answer)
     return text + (f". {n_id} of {len(res.answer)} measured cells have a multiplier whose interval lies above 1."
                    if c["identified"] else f" ({c['method']}: not an identified measurement).")
@@ -62,8 +67,8 @@ def answer_section(res: AnalysisResult, figures, report_dir: Path) -> list[str]:
     if res.answer:
         d_fs = sorted({c["D_F"] for c in res.answer})
         by = {(c["N"], c["D_F"]): c for c in res.answer}
-        rows = [[fmt_size(n)] + [(f"{_g(c['multiplier'], 2)}× [{_g(c['lo'], 2)}, {_g(c['hi'], 2)}]"
-                            + ("" if c["method"] == "interpolated" else " †") if (c := by.get((n, d))) else "—")
+        rows = [[fmt_size(n)] + [(_multiplier(c) + ("" if c["method"] == "interpolated" else " †")
+                                  if (c := by.get((n, d))) else "—")
                            for d in d_fs] for n in sorted({c["N"] for c in res.answer})]
         budget = (f" at the largest pre-training budget (p = {_g(res.main_budget)} characters)"
                   if res.budgets is not None else "")

@@ -85,12 +85,12 @@ def format_check(doc: dict, obtained: dict, spent: tuple[float, int, int] | None
             rows.append([law, GREEK[x], fmt(was, 2), fmt(exp, 2), fmt(got, 2), fmt(ratio, 2),
                          "yes" if np.isfinite(ratio) and 1 / 1.5 <= ratio <= 1.5 else "no"])
     head = [f"Plan of {doc['created']} (commit `{doc['commit'][:12]}`): chose {', '.join(doc['chosen']) or 'nothing'} "
-            f"({doc['hours_chosen']:.2g} process-hours).", ""]
+            f"({doc['hours_chosen']:.2g} process-hours)."]
     if spent is not None:
         hours, found, chosen = spent
-        head[-1:] = [f"Price: {doc['hours_chosen']:.2g} process-hours expected; {hours:.2g} spent by the {found} of its "
-                     f"{chosen} runs that are recorded done (their wall times summed).", ""]
-    return "\n".join(head + md_table(["law", "exponent", "width before", "expected", "obtained", "obtained/expected",
+        head.append(f"Price: {doc['hours_chosen']:.2g} process-hours expected; {hours:.2g} spent by the {found} of its "
+                    f"{chosen} runs that are recorded done (their wall times summed).")
+    return "\n".join(head + [""] + md_table(["law", "exponent", "width before", "expected", "obtained", "obtained/expected",
                                       "within 1.5×"], rows))
 
 

@@ -111,9 +111,10 @@ def _gap(study: BudgetStudy, ft: pd.DataFrame, fit_kw: dict) -> None:
         return
     study.gap = []
     for n, g in ft.groupby("N"):
-        if g["pretrain_budget"].nunique() < MIN_GAP_BUDGETS:  # a size trained at one budget (a held-out size)
+        budgets_at_n = g["pretrain_budget"].nunique()
+        if budgets_at_n < MIN_GAP_BUDGETS:  # a size trained at one budget (a held-out size)
             study.messages.append(f"transfer-gap law not fitted at N = {n:.3g}: its fine-tunes have "
-                                  f"{g['pretrain_budget'].nunique()} pre-training budget(s), it needs ≥ {MIN_GAP_BUDGETS}")
+                                  f"{budgets_at_n} pre-training budget(s), it needs ≥ {MIN_GAP_BUDGETS}")
             continue
         study.gap.append(fit_law(specs.gap_spec(data_of(g)), data_of(g), group=f"N={n:.3g}",
                                  run_keys=list(g["run_key"]), **fit_kw))

@@ -31,17 +31,12 @@ from transfer_lab.analysis.studies.plan import _base, larger_shape
 from transfer_lab.analysis.studies.sweep_analysis import run_analysis
 from transfer_lab.errors import ConfigError, ResultsError
 from transfer_lab.study import protocol
-from transfer_lab.study.costs import CostModel
+from transfer_lab.study.costs import CostModel, non_embedding_params
 from transfer_lab.study.keys import compact_number
 
 EXPONENTS = ("alpha", "beta")
 DRAWS = 3  # noise draws per candidate: the expected width is their mean
 MARGIN = 3.0  # a scratch grid should reach this far past the largest D_E it must interpolate
-
-
-def non_embedding_params(n_layer: int, n_embd: int) -> float:
-    """GPT-2 blocks without embeddings: per layer 12·d² weights + 13·d biases and norms, + the final norm."""
-    return float(n_layer * (12 * n_embd ** 2 + 13 * n_embd) + 2 * n_embd)
 
 
 @dataclass(frozen=True)
